@@ -61,7 +61,7 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     return -q if q[0] < 0 else q
 
 
-@dataclass
+@dataclass(eq=False)
 class Camera:
     """Pinhole camera: intrinsics ``K`` (3x3), world-to-camera ``viewmat`` (4x4, OpenCV axes), image size."""
 
@@ -200,12 +200,14 @@ class Camera:
         return cls(K=K, viewmat=viewmat, width=width, height=height, name=name)
 
     def scaled(self, factor: float) -> "Camera":
-        """Same camera for an image resized by ``factor`` (0.5 halves width and height)."""
-        K = self.K.copy()
-        K[:2] *= factor
+        """Same camera for an image resized by ``factor`` (0.5 halves width and height).
+
+        The size is rounded to whole pixels and K follows the rounded size (as :meth:`resized`), so the
+        camera matches the image that a resize to that size produces.
+        """
         w = max(1, int(round(self.width * factor)))
         h = max(1, int(round(self.height * factor)))
-        return Camera(K=K, viewmat=self.viewmat.copy(), width=w, height=h, name=self.name, extra=dict(self.extra))
+        return self.resized(w, h)
 
     def resized(self, width: int, height: int) -> "Camera":
         """Same camera for an image resized to exactly ``width`` x ``height`` (pixel-centre convention kept)."""

@@ -1,0 +1,134 @@
+"""Pick the right reader for a path by what is on disk, so the CLI takes any supported input as one argument.
+
+Order: a transforms.json (the file, or a folder holding one); a COLMAP model (cameras.bin/.txt in the
+folder or in sparse/0 beneath it); a SpaRe-style scene (recon.io.spare); else a plain image folder.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from recon.errors import ReconInputError
+from recon.io.colmap import find_colmap_model, read_colmap
+from recon.io.image_folder import list_images, read_image_folder
+from recon.io.images import is_image_file, resize_image, target_size
+from recon.io.transforms_json import find_transforms_json, read_transforms
+from recon.io.types import ViewSet
+
+# SpaRe / DTU image names (DESIGN.md): cam_001_3_0000.png (synthetic) or rect_001_3_r5000.png (DTU).
+_SPARE_NAME = re.compile(r"^(cam|rect)_\d{3}_", re.IGNORECASE)
+
+
+def _looks_like_spare(folder: Path) -> bool:
+    """SpaRe-style scene: recon.io.spare.is_scene says so (fallback: cam_XXX_/rect_XXX_ images in images/ or here)."""
+    try:
+        from recon.io import spare
+    except ImportError:
+        spare = None
+    probe = getattr(spare, "is_scene", None) or getattr(spare, "is_spare_scene", None)
+    if callable(probe):
+        return bool(probe(folder))
+    for d in (folder / "images", folder / "image", folder):
+        if d.is_dir() and any(_SPARE_NAME.match(p.name) for p in list_images(d)):
+            return True
+    return False
+
+
+def detect_format(path: str | Path) -> str:
+    """One of "transforms", "colmap", "spare", "images" for ``path``; ReconInputError when nothing fits."""
+    path = Path(path)
+    if not path.exists():
+        raise ReconInputError("input does not exist", path)
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return "transforms"
+        if is_image_file(path):
+            raise ReconInputError("expected a folder of images, not a single image", path)
+        raise ReconInputError(
+            "unsupported input file (expected a folder of images, a transforms.json, a COLMAP model folder "
+            "or a SpaRe-style scene)", path)
+    if find_transforms_json(path) is not None:
+        return "transforms"
+    if find_colmap_model(path) is not None:
+        return "colmap"
+    if _looks_like_spare(path):
+        return "spare"
+    if list_images(path) or ((path / "images").is_dir() and list_images(path / "images")):
+        return "images"
+    raise ReconInputError(
+        "no images, transforms.json, COLMAP model (cameras.bin/txt, sparse/0) or SpaRe-style scene found", path)
+
+
+def _defaults(*fns: Callable[..., Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for fn in fns:
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out.setdefault(name, p.default)
+    return out
+
+
+_SIZE_OPTIONS = ("downscale", "max_size")
+
+
+def resize_views(views: ViewSet, downscale: float = 1.0, max_size: int | None = None) -> ViewSet:
+    """Views resized as the readers' ``downscale``/``max_size`` would (for readers without those options)."""
+    h, w = views.images[0].shape[:2]
+    tw, th = target_size(w, h, downscale, max_size)
+    if (tw, th) == (w, h):
+        return views
+    meta = dict(views.meta)
+    if meta.get("exif_focal_px") is not None:
+        meta["exif_focal_px"] = [None if f is None else f * tw / w for f in meta["exif_focal_px"]]
+    out = [resize_image(img, *target_size(img.shape[1], img.shape[0], downscale, max_size)) for img in views.images]
+    masks = None
+    if views.masks is not None:
+        masks = [np.clip(resize_image(m, im.shape[1], im.shape[0]), 0.0, 1.0) for m, im in zip(views.masks, out)]
+    cams = None
+    if views.cameras is not None:
+        cams = [c.resized(im.shape[1], im.shape[0]) for c, im in zip(views.cameras, out)]
+    return ViewSet(names=list(views.names), images=out, cameras=cams, masks=masks, source=views.source, meta=meta)
+
+
+def _call(fn: Callable[..., ViewSet], first: Any, opts: dict[str, Any]) -> ViewSet:
+    """Call a reader with the options it accepts.
+
+    ``downscale``/``max_size`` are applied after reading when the reader does not take them. Any other
+    option the reader does not take is dropped when it is None or its default value in the other readers
+    (so a caller can always pass e.g. masks_dir=None), and is a user error otherwise.
+    """
+    params = inspect.signature(fn).parameters
+    neutral = _defaults(read_transforms, read_colmap, read_image_folder)
+    post = {k: opts[k] for k in _SIZE_OPTIONS if k in opts and k not in params and opts[k] is not None}
+    rest = {k: v for k, v in opts.items() if k not in post}
+    unknown = [k for k, v in rest.items() if k not in params and v is not None and not (k in neutral and v == neutral[k])]
+    if unknown:
+        raise ReconInputError(f"option(s) {', '.join(unknown)} do not apply to this kind of input", first)
+    if post:
+        target_size(1, 1, **post)  # validate the options before the (possibly slow) read
+    views = fn(first, **{k: v for k, v in rest.items() if k in params})
+    return resize_views(views, **post) if post else views
+
+
+def read_views(path: str | Path, **opts: Any) -> ViewSet:
+    """Read any supported input into a ViewSet, choosing the reader by what is on disk.
+
+    ``opts`` go to the chosen reader (e.g. downscale, max_size, masks_dir, images_dir, split_file, track,
+    split). ``downscale`` (divide the size, >= 1) and ``max_size`` (cap on the longer side) work for every
+    kind of input; any other option the chosen reader does not take must be None or left at its default.
+    """
+    path = Path(path)
+    kind = detect_format(path)
+    if kind == "transforms":
+        return _call(read_transforms, path, opts)
+    if kind == "colmap":
+        return _call(read_colmap, path, opts)
+    if kind == "spare":
+        from recon.io.spare import read_spare_scene  # written separately; imported only when needed
+
+        return _call(read_spare_scene, path, opts)
+    return _call(read_image_folder, path, opts)
