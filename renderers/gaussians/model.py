@@ -1,0 +1,423 @@
+"""3D Gaussian scene: the learnable parameters, their activations, optimisers, rendering and checkpoints.
+
+Parameters live in ``model.splats`` (an ``nn.ParameterDict`` laid out like gsplat's ``splats``):
+
+    means      [N, 3]   world positions
+    quats      [N, 4]   rotations, w x y z, unnormalised (normalised on use)
+    scales     [N, 3]   log of the per-axis standard deviations
+    opacities  [N]      logit of the opacity
+    sh0        [N, 1, 3]  SH degree-0 (DC) coefficients
+    shN        [N, K-1, 3]  higher SH bands, K = (sh_degree + 1)^2 (15 rows for degree 3, 0 for degree 0)
+
+The densification strategy replaces these parameters (new row counts) and patches the optimiser states,
+so code that holds a parameter across a refine step must look it up again in ``model.splats``.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recon.cameras import Camera
+from recon.io.atomic import atomic_write_bytes
+from renderers.types import RenderOutput
+
+SH_C0 = 0.28209479177387814
+PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
+
+# gsplat-like default learning rates; the means rate is multiplied by the scene scale.
+DEFAULT_LRS: dict[str, float] = {
+    "means": 1.6e-4,
+    "scales": 5e-3,
+    "quats": 1e-3,
+    "opacities": 5e-2,
+    "sh0": 2.5e-3,
+    "shN": 2.5e-3 / 20,
+}
+
+RENDER_MODES = ("RGB", "RGB+ED")
+
+
+def num_sh_bases(degree: int) -> int:
+    """Number of SH coefficients per colour channel up to ``degree``."""
+    return (degree + 1) ** 2
+
+
+def sh_degree_from_bases(k: int) -> int:
+    """Inverse of :func:`num_sh_bases`; ValueError if ``k`` is not (d+1)^2 for d in 0..3."""
+    for d in range(4):
+        if num_sh_bases(d) == k:
+            return d
+    raise ValueError(f"{k} SH coefficients per channel is not (d+1)^2 for a degree d in 0..3")
+
+
+def rgb_to_sh0(rgb: Tensor) -> Tensor:
+    """Colour in [0, 1] -> DC SH coefficient that renders to it (view-independent part)."""
+    return (rgb - 0.5) / SH_C0
+
+
+def sh0_to_rgb(sh0: Tensor) -> Tensor:
+    """DC SH coefficient -> colour (unclipped)."""
+    return sh0 * SH_C0 + 0.5
+
+
+class GaussianModel(nn.Module):
+    """A set of 3D Gaussians with SH colour; see the module docstring for the parameter layout."""
+
+    def __init__(self, params: dict[str, Tensor], sh_degree: int | None = None, active_sh_degree: int = 0) -> None:
+        super().__init__()
+        missing = [k for k in PARAM_NAMES if k not in params]
+        if missing:
+            raise ValueError(f"GaussianModel needs parameters {PARAM_NAMES}, missing {missing}")
+        n = params["means"].shape[0]
+        expected = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3)}
+        for k, shape in expected.items():
+            if tuple(params[k].shape) != shape:
+                raise ValueError(f"parameter {k!r} must have shape {shape}, got {tuple(params[k].shape)}")
+        shn = params["shN"]
+        if shn.dim() != 3 or shn.shape[0] != n or shn.shape[2] != 3:
+            raise ValueError(f"parameter 'shN' must have shape ({n}, K-1, 3), got {tuple(shn.shape)}")
+        degree_from_shape = sh_degree_from_bases(shn.shape[1] + 1)
+        if sh_degree is not None and sh_degree != degree_from_shape:
+            raise ValueError(f"sh_degree={sh_degree} but shN holds {shn.shape[1]} rows (degree {degree_from_shape})")
+        self.sh_degree: int = degree_from_shape
+        self.splats = nn.ParameterDict(
+            {k: nn.Parameter(params[k].detach().clone().float().contiguous()) for k in PARAM_NAMES}
+        )
+        self._active_sh_degree = 0
+        self.active_sh_degree = active_sh_degree
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_points(
+        cls,
+        xyz: np.ndarray | Tensor,
+        rgb: np.ndarray | Tensor | None = None,
+        sh_degree: int = 3,
+        init_scale: float = 1.0,
+        init_opacity: float = 0.1,
+        device: str | torch.device = "cpu",
+    ) -> "GaussianModel":
+        """Isotropic Gaussians at points ``xyz`` [N,3] with colours ``rgb`` [N,3] (float in [0,1] or uint8).
+
+        Each Gaussian's scale is ``init_scale`` times the RMS distance to its 3 nearest neighbours (as 3DGS
+        and gsplat initialise), so dense regions start with small splats and sparse ones with large ones.
+        """
+        from scipy.spatial import cKDTree
+
+        pts = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float64).reshape(-1, 3)
+        n = len(pts)
+        if n == 0:
+            raise ValueError("from_points needs at least one point")
+        if not 0.0 < init_opacity < 1.0:
+            raise ValueError(f"init_opacity must be in (0, 1), got {init_opacity}")
+        if rgb is None:
+            colors = np.full((n, 3), 0.5)
+        else:
+            c = np.asarray(rgb.detach().cpu() if isinstance(rgb, Tensor) else rgb)
+            colors = c.astype(np.float64) / 255.0 if c.dtype == np.uint8 else c.astype(np.float64)
+            colors = colors.reshape(-1, 3)
+            if len(colors) != n:
+                raise ValueError(f"{n} points but {len(colors)} colours")
+        if n > 1:
+            k = min(4, n)
+            dist, _ = cKDTree(pts).query(pts, k=k)
+            nn_dist = np.sqrt(np.mean(dist[:, 1:] ** 2, axis=1))
+            positive = nn_dist[nn_dist > 0]
+            fallback = float(np.median(positive)) if len(positive) else 0.01
+            nn_dist = np.where(nn_dist > 0, nn_dist, fallback)
+        else:
+            nn_dist = np.array([0.01])
+        log_scale = np.log(np.maximum(nn_dist * init_scale, 1e-7))
+        params = {
+            "means": torch.tensor(pts, dtype=torch.float32),
+            "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
+            "scales": torch.tensor(log_scale, dtype=torch.float32)[:, None].repeat(1, 3),
+            "opacities": torch.full((n,), math.log(init_opacity / (1.0 - init_opacity))),
+            "sh0": rgb_to_sh0(torch.tensor(colors, dtype=torch.float32))[:, None, :],
+            "shN": torch.zeros((n, num_sh_bases(sh_degree) - 1, 3)),
+        }
+        return cls(params, sh_degree=sh_degree).to(device)
+
+    # ----------------------------------------------------------------- sizes and activations
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.splats["means"].shape[0])
+
+    def __len__(self) -> int:
+        return self.num_gaussians
+
+    @property
+    def device(self) -> torch.device:
+        return self.splats["means"].device
+
+    @property
+    def active_sh_degree(self) -> int:
+        """SH degree used for rendering; the trainer raises it step by step up to ``sh_degree``."""
+        return self._active_sh_degree
+
+    @active_sh_degree.setter
+    def active_sh_degree(self, value: int) -> None:
+        self._active_sh_degree = max(0, min(int(value), self.sh_degree))
+
+    @property
+    def means(self) -> Tensor:
+        return self.splats["means"]
+
+    @property
+    def quats(self) -> Tensor:
+        """Unit quaternions (w, x, y, z)."""
+        return F.normalize(self.splats["quats"], dim=-1)
+
+    @property
+    def scales(self) -> Tensor:
+        """Per-axis standard deviations (exp of the log-scale parameter)."""
+        return torch.exp(self.splats["scales"])
+
+    @property
+    def opacities(self) -> Tensor:
+        """Opacities in (0, 1) (sigmoid of the logit parameter)."""
+        return torch.sigmoid(self.splats["opacities"])
+
+    @property
+    def sh(self) -> Tensor:
+        """All SH coefficients [N, K, 3]."""
+        return torch.cat([self.splats["sh0"], self.splats["shN"]], dim=1)
+
+    @property
+    def base_colors(self) -> Tensor:
+        """View-independent colour from the DC term, clipped to [0, 1] [N, 3]."""
+        return sh0_to_rgb(self.splats["sh0"][:, 0]).clamp(0.0, 1.0)
+
+    # ----------------------------------------------------------------- copies
+    @torch.no_grad()
+    def subset(self, mask_or_index: Tensor) -> "GaussianModel":
+        """A detached copy holding only the selected Gaussians (bool mask or index tensor)."""
+        sel = mask_or_index.to(self.device)
+        params = {k: v.detach()[sel] for k, v in self.splats.items()}
+        return GaussianModel(params, active_sh_degree=self.active_sh_degree)
+
+    @torch.no_grad()
+    def copy(self) -> "GaussianModel":
+        """A detached deep copy (same device)."""
+        return GaussianModel({k: v.detach() for k, v in self.splats.items()}, active_sh_degree=self.active_sh_degree)
+
+    # ----------------------------------------------------------------- optimisation
+    def make_optimizers(
+        self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0, batch_size: int = 1
+    ) -> dict[str, torch.optim.Adam]:
+        """One Adam per parameter (as gsplat), so each can have its own rate and be patched on densify.
+
+        ``lrs`` overrides entries of :data:`DEFAULT_LRS`; the means rate is multiplied by ``scene_scale``.
+        With ``batch_size`` > 1 cameras per step, rates and betas are scaled the way gsplat does.
+        """
+        rates = dict(DEFAULT_LRS)
+        if lrs:
+            unknown = set(lrs) - set(PARAM_NAMES)
+            if unknown:
+                raise ValueError(f"unknown parameter names in lrs: {sorted(unknown)}")
+            rates.update(lrs)
+        rates["means"] *= scene_scale
+        bs = max(1, int(batch_size))
+        betas = (1.0 - bs * (1.0 - 0.9), 1.0 - bs * (1.0 - 0.999))
+        return {
+            name: torch.optim.Adam(
+                [{"params": [self.splats[name]], "lr": rates[name] * math.sqrt(bs), "name": name}],
+                eps=1e-15 / math.sqrt(bs),
+                betas=betas,
+            )
+            for name in PARAM_NAMES
+        }
+
+    # ----------------------------------------------------------------- rendering
+    def render(
+        self,
+        cameras: Camera | Sequence[Camera] | tuple[Tensor, Tensor],
+        width: int | None = None,
+        height: int | None = None,
+        background: Tensor | np.ndarray | Sequence[float] | None = None,
+        render_mode: str = "RGB+ED",
+        sh_degree: int | None = None,
+        near_plane: float = 0.01,
+        far_plane: float = 1e10,
+        **raster_kwargs: Any,
+    ) -> RenderOutput:
+        """Rasterize the Gaussians into one camera (unbatched output) or several (batched output).
+
+        cameras: a Camera, a list of Cameras of one size, or a ``(viewmats [C,4,4], Ks [C,3,3])`` pair (then
+        ``width``/``height`` are required). background: RGB [3], [C,3] or per-pixel [C,H,W,3] / [H,W,3],
+        composited as ``rgb + bg * (1 - alpha)``. render_mode: "RGB" (depth None) or "RGB+ED" (expected depth).
+        sh_degree defaults to ``active_sh_degree``. Extra keyword arguments go to ``rasterize``.
+        """
+        from recon.kernels import rasterize
+
+        if render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        viewmats, Ks, width, height, single = _camera_tensors(cameras, width, height, self.device)
+        degree = self.active_sh_degree if sh_degree is None else max(0, min(int(sh_degree), self.sh_degree))
+        colors = self.sh[:, : num_sh_bases(degree)]
+        render_colors, render_alphas, meta = rasterize(
+            self.means,
+            self.quats,
+            self.scales,
+            self.opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            near_plane=near_plane,
+            far_plane=far_plane,
+            sh_degree=degree,
+            render_mode=render_mode,
+            **raster_kwargs,
+        )
+        rgb = render_colors[..., :3]
+        alpha = render_alphas[..., 0]
+        depth = render_colors[..., 3] if render_mode == "RGB+ED" else None
+        if background is not None:
+            bg = torch.as_tensor(np.asarray(background) if not isinstance(background, Tensor) else background)
+            bg = bg.to(device=rgb.device, dtype=rgb.dtype)
+            if bg.dim() == 1:  # [3]
+                bg = bg[None, None, None, :]
+            elif bg.dim() == 2:  # [C,3]
+                bg = bg[:, None, None, :]
+            elif bg.dim() == 3:  # [H,W,3]
+                bg = bg[None]
+            rgb = rgb + bg * (1.0 - alpha[..., None])
+        out = RenderOutput(rgb=rgb, alpha=alpha, depth=depth, meta=meta)
+        return out[0] if single else out
+
+    # ----------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        """Plain dict (CPU tensors, ints) that :meth:`from_state` turns back into a model."""
+        return {
+            "params": {k: v.detach().cpu().clone() for k, v in self.splats.items()},
+            "sh_degree": self.sh_degree,
+            "active_sh_degree": self.active_sh_degree,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "GaussianModel":
+        model = cls(state["params"], sh_degree=state["sh_degree"], active_sh_degree=state["active_sh_degree"])
+        return model.to(device)
+
+
+def _camera_tensors(
+    cameras: Camera | Sequence[Camera] | tuple[Tensor, Tensor],
+    width: int | None,
+    height: int | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor, int, int, bool]:
+    """Cameras -> (viewmats [C,4,4], Ks [C,3,3], width, height, single) float32 on ``device``."""
+    if isinstance(cameras, Camera):
+        cams: list[Camera] = [cameras]
+        single = True
+    elif isinstance(cameras, tuple) and len(cameras) == 2 and not isinstance(cameras[0], Camera):
+        if width is None or height is None:
+            raise ValueError("width and height are required when rendering from (viewmats, Ks)")
+        viewmats = torch.as_tensor(cameras[0], dtype=torch.float32, device=device)
+        Ks = torch.as_tensor(cameras[1], dtype=torch.float32, device=device)
+        if viewmats.dim() == 2:
+            viewmats = viewmats[None]
+        if Ks.dim() == 2:
+            Ks = Ks[None]
+        return viewmats, Ks, int(width), int(height), False
+    else:
+        cams = list(cameras)
+        single = False
+        if not cams:
+            raise ValueError("no cameras to render")
+    sizes = {(c.width, c.height) for c in cams}
+    if len(sizes) != 1:
+        raise ValueError(f"cameras rendered together must share one image size, got {sorted(sizes)}")
+    w, h = sizes.pop()
+    if (width is not None and width != w) or (height is not None and height != h):
+        raise ValueError(f"width/height {width}x{height} disagree with the cameras' {w}x{h}")
+    viewmats = torch.tensor(np.stack([c.viewmat for c in cams]), dtype=torch.float32, device=device)
+    Ks = torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=device)
+    return viewmats, Ks, w, h, single
+
+
+def means_lr_scheduler(
+    optimizers: dict[str, torch.optim.Optimizer], max_steps: int, final_factor: float = 0.01
+) -> torch.optim.lr_scheduler.ExponentialLR:
+    """Exponential decay of the means learning rate to ``final_factor`` of its start over ``max_steps``.
+
+    Call ``scheduler.step()`` once per training step (as gsplat's trainer does).
+    """
+    if max_steps <= 0:
+        raise ValueError(f"max_steps must be positive, got {max_steps}")
+    gamma = final_factor ** (1.0 / max_steps)
+    return torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=gamma)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    model: GaussianModel
+    step: int = 0
+    optimizer_states: dict[str, dict] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def restore_optimizers(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Load saved Adam states into optimisers made by ``self.model.make_optimizers``."""
+        for name, st in self.optimizer_states.items():
+            if name in optimizers:
+                optimizers[name].load_state_dict(st)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: GaussianModel,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write model (and optionally optimiser states) with torch.save, atomically.
+
+    ``extra`` must hold plain values (numbers, strings, lists, dicts, tensors) so that loading stays
+    ``weights_only`` safe.
+    """
+    payload = {
+        "format": "recon-gaussians-v1",
+        "model": model.state(),
+        "step": int(step),
+        "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
+        "extra": dict(extra or {}),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; ReconInputError if it is not one."""
+    from recon.errors import ReconInputError
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ReconInputError("checkpoint file not found", path) from None
+    except Exception as exc:  # corrupt file, not a torch file, ...
+        raise ReconInputError(f"not a readable checkpoint ({type(exc).__name__})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != "recon-gaussians-v1":
+        raise ReconInputError("not a recon Gaussian checkpoint", path)
+    return Checkpoint(
+        model=GaussianModel.from_state(payload["model"], device=device),
+        step=int(payload.get("step", 0)),
+        optimizer_states=payload.get("optimizers", {}),
+        extra=payload.get("extra", {}),
+    )

@@ -1,0 +1,338 @@
+"""Adaptive density control for 3D Gaussians: clone, split, prune and opacity reset (3DGS / gsplat behaviour).
+
+Per training step the strategy accumulates, for every Gaussian seen by a camera, the norm of the loss
+gradient with respect to its projected 2D centre (in NDC-like units: pixel gradients times [W/2, H/2] and the
+number of cameras in the batch). Every ``refine_every`` steps inside [refine_start_iter, refine_stop_iter):
+
+* Gaussians whose mean gradient exceeds ``grow_grad2d`` grow: small ones (max scale <= grow_scale3d x scene
+  scale) are cloned in place, large ones are replaced by 2 samples drawn from themselves with scales / 1.6;
+* Gaussians with opacity < ``prune_opa`` are removed, and (after the first opacity reset) so are ones larger
+  than ``prune_scale3d`` x scene scale;
+* ``max_gaussians`` caps the count: when growth would exceed it only the highest-gradient candidates grow.
+
+Every ``reset_every`` steps all opacities are clamped to at most ``2 * prune_opa``.
+
+Every change of the parameter rows is mirrored in the Adam states: kept rows keep their moments, new rows
+start with zero moments, removed rows are dropped. The parameters are replaced by new ``nn.Parameter``
+objects both in ``model.splats`` and in the optimisers' parameter groups.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from renderers.gaussians.model import PARAM_NAMES, GaussianModel
+
+SPLIT_SCALE_DIVISOR = 1.6
+
+Optimizers = dict[str, torch.optim.Optimizer]
+
+
+@dataclass
+class DensifyConfig:
+    """Thresholds and schedule of :class:`DensifyStrategy` (defaults as gsplat's DefaultStrategy)."""
+
+    prune_opa: float = 0.005
+    grow_grad2d: float = 0.0002
+    grow_scale3d: float = 0.01
+    prune_scale3d: float = 0.1
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 15_000
+    reset_every: int = 3000
+    refine_every: int = 100
+    pause_refine_after_reset: int = 0
+    absgrad: bool = False
+    max_gaussians: int | None = 1_000_000
+
+
+# ----------------------------------------------------------------------------- row operations
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """Quaternions (w, x, y, z) [N,4] (normalised here) -> rotation matrices [N,3,3]."""
+    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(-1, 3, 3)
+
+
+def _replace_rows(
+    model: GaussianModel,
+    optimizers: Optimizers | None,
+    param_fn: Callable[[str, Tensor], Tensor],
+    state_fn: Callable[[str, Tensor], Tensor],
+    names: tuple[str, ...] = PARAM_NAMES,
+) -> None:
+    """Swap each named parameter for ``param_fn(name, old)`` and its per-row optimiser states for ``state_fn``.
+
+    Optimiser state tensors with the parameter's shape (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq) are
+    transformed; scalars such as ``step`` are kept.
+    """
+    for name in names:
+        old = model.splats[name]
+        new = nn.Parameter(param_fn(name, old.detach()).contiguous(), requires_grad=old.requires_grad)
+        for opt in (optimizers or {}).values():
+            for group in opt.param_groups:
+                for i, p in enumerate(group["params"]):
+                    if p is not old:
+                        continue
+                    group["params"][i] = new
+                    st = opt.state.pop(old, None)
+                    if st is not None:
+                        opt.state[new] = {
+                            k: state_fn(name, v) if isinstance(v, Tensor) and v.shape == old.shape else v
+                            for k, v in st.items()
+                        }
+        model.splats[name] = new
+
+
+@torch.no_grad()
+def duplicate(model: GaussianModel, optimizers: Optimizers | None, mask: Tensor) -> None:
+    """Append an exact copy of every selected Gaussian (new rows get zero Adam moments)."""
+    idx = torch.where(mask)[0]
+    if len(idx) == 0:
+        return
+
+    def param_fn(_: str, p: Tensor) -> Tensor:
+        return torch.cat([p, p[idx]])
+
+    def state_fn(_: str, v: Tensor) -> Tensor:
+        return torch.cat([v, v.new_zeros((len(idx), *v.shape[1:]))])
+
+    _replace_rows(model, optimizers, param_fn, state_fn)
+
+
+@torch.no_grad()
+def split(
+    model: GaussianModel, optimizers: Optimizers | None, mask: Tensor, generator: torch.Generator | None = None
+) -> None:
+    """Replace every selected Gaussian by 2 Gaussians centred at samples from it, scales divided by 1.6.
+
+    Unselected rows keep their order and come first; the 2*M new rows are appended (sample 0 of all
+    selected, then sample 1), with zero Adam moments.
+    """
+    idx = torch.where(mask)[0]
+    m = len(idx)
+    if m == 0:
+        return
+    rest = torch.where(~mask)[0]
+    sel_scales = model.scales[idx]
+    rot = quat_to_rotmat(model.splats["quats"][idx])
+    noise = torch.randn((2, m, 3), device=model.device, generator=generator)
+    offsets = torch.einsum("mij,bmj->bmi", rot, noise * sel_scales[None])
+    new_means = (model.splats["means"][idx][None] + offsets).reshape(2 * m, 3)
+    new_log_scales = torch.log(sel_scales / SPLIT_SCALE_DIVISOR).repeat(2, 1)
+
+    def param_fn(name: str, p: Tensor) -> Tensor:
+        if name == "means":
+            added = new_means
+        elif name == "scales":
+            added = new_log_scales
+        else:
+            added = p[idx].repeat(2, *([1] * (p.dim() - 1)))
+        return torch.cat([p[rest], added])
+
+    def state_fn(_: str, v: Tensor) -> Tensor:
+        return torch.cat([v[rest], v.new_zeros((2 * m, *v.shape[1:]))])
+
+    _replace_rows(model, optimizers, param_fn, state_fn)
+
+
+@torch.no_grad()
+def remove(model: GaussianModel, optimizers: Optimizers | None, mask: Tensor) -> None:
+    """Delete the selected Gaussians (and their Adam moments)."""
+    if not bool(mask.any()):
+        return
+    keep = torch.where(~mask)[0]
+    _replace_rows(model, optimizers, lambda _, p: p[keep], lambda _, v: v[keep])
+
+
+@torch.no_grad()
+def reset_opacity(model: GaussianModel, optimizers: Optimizers | None, value: float) -> None:
+    """Clamp every opacity to at most ``value`` and zero the opacity Adam moments."""
+    logit = math.log(value / (1.0 - value))
+    _replace_rows(
+        model,
+        optimizers,
+        lambda _, p: p.clamp_max(logit),
+        lambda _, v: torch.zeros_like(v),
+        names=("opacities",),
+    )
+
+
+def prune_mask(model: GaussianModel, mask: Tensor, optimizers: Optimizers | None = None) -> int:
+    """Remove Gaussians where ``mask`` is true (e.g. floaters outside a visual hull); returns how many.
+
+    Pass the optimisers during training so their states follow. If a :class:`DensifyStrategy` is active,
+    use its :meth:`DensifyStrategy.prune_mask` instead so its gradient statistics follow too.
+    """
+    mask = _check_mask(model, mask)
+    n = int(mask.sum())
+    remove(model, optimizers, mask)
+    return n
+
+
+def _check_mask(model: GaussianModel, mask: Tensor) -> Tensor:
+    mask = torch.as_tensor(mask, device=model.device)
+    if mask.dtype != torch.bool or mask.shape != (model.num_gaussians,):
+        raise ValueError(
+            f"mask must be a bool tensor of shape ({model.num_gaussians},), got {mask.dtype} {tuple(mask.shape)}"
+        )
+    return mask
+
+
+# ----------------------------------------------------------------------------- the strategy
+class DensifyStrategy:
+    """Stateful adaptive density control; call the two ``step_*`` hooks around ``loss.backward()``.
+
+    Usage per training step::
+
+        out = model.render(cams, ...)
+        strategy.step_pre_backward(out.meta)
+        loss.backward()
+        for o in optimizers.values(): o.step(); o.zero_grad(set_to_none=True)
+        strategy.step_post_backward(step, out.meta, model, optimizers)
+
+    Step the optimisers before ``step_post_backward`` (as gsplat's trainer does): after a refine the
+    parameters are new objects without gradients, so an optimiser step taken after it would skip them.
+    """
+
+    def __init__(self, config: DensifyConfig | None = None, scene_scale: float = 1.0, seed: int = 0) -> None:
+        self.config = config or DensifyConfig()
+        self.scene_scale = float(scene_scale)
+        self.seed = int(seed)
+        self.grad2d: Tensor | None = None  # [N] summed view-space gradient norms since the last refine
+        self.count: Tensor | None = None  # [N] how many times each Gaussian was visible
+        self._generators: dict[str, torch.Generator] = {}
+
+    # ----------------------------------------------------------------- hooks
+    def step_pre_backward(self, meta: dict[str, Any]) -> None:
+        """Keep the gradient of the projected centres, which the post-backward hook reads."""
+        means2d = meta["means2d"]
+        if means2d.requires_grad:
+            means2d.retain_grad()
+
+    def step_post_backward(
+        self, step: int, meta: dict[str, Any], model: GaussianModel, optimizers: Optimizers | None
+    ) -> dict[str, Any]:
+        """Accumulate gradient statistics; refine and reset opacities when the schedule says so.
+
+        Returns what happened: ``{"cloned", "split", "pruned", "reset", "num_gaussians"}``.
+        """
+        cfg = self.config
+        stats: dict[str, Any] = {"cloned": 0, "split": 0, "pruned": 0, "reset": False}
+        if step >= cfg.refine_stop_iter:
+            stats["num_gaussians"] = model.num_gaussians
+            return stats
+        self._accumulate(meta, model)
+        if (
+            step > cfg.refine_start_iter
+            and step % cfg.refine_every == 0
+            and step % cfg.reset_every >= cfg.pause_refine_after_reset
+        ):
+            stats["cloned"], stats["split"] = self._grow(model, optimizers)
+            stats["pruned"] = self._prune(step, model, optimizers)
+            self._reset_state(model)
+        if step % cfg.reset_every == 0 and step > 0:
+            reset_opacity(model, optimizers, 2.0 * cfg.prune_opa)
+            stats["reset"] = True
+        stats["num_gaussians"] = model.num_gaussians
+        return stats
+
+    def prune_mask(self, model: GaussianModel, mask: Tensor, optimizers: Optimizers | None = None) -> int:
+        """Remove Gaussians where ``mask`` is true, keeping optimiser states and statistics in step."""
+        mask = _check_mask(model, mask)
+        self._ensure_state(model)
+        assert self.grad2d is not None and self.count is not None
+        keep = ~mask
+        self.grad2d, self.count = self.grad2d[keep], self.count[keep]
+        return prune_mask(model, mask, optimizers)
+
+    # ----------------------------------------------------------------- internals
+    def _ensure_state(self, model: GaussianModel) -> None:
+        n = model.num_gaussians
+        if self.grad2d is None or self.grad2d.shape[0] != n or self.grad2d.device != model.device:
+            self._reset_state(model)
+
+    def _reset_state(self, model: GaussianModel) -> None:
+        self.grad2d = torch.zeros(model.num_gaussians, device=model.device)
+        self.count = torch.zeros(model.num_gaussians, device=model.device)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    @torch.no_grad()
+    def _accumulate(self, meta: dict[str, Any], model: GaussianModel) -> None:
+        """Add this step's per-Gaussian view-space gradient norms and visibility counts."""
+        self._ensure_state(model)
+        assert self.grad2d is not None and self.count is not None
+        means2d = meta["means2d"]
+        grad = getattr(means2d, "absgrad", None) if self.config.absgrad else means2d.grad
+        if grad is None:
+            what = "means2d.absgrad (rasterize with absgrad=True)" if self.config.absgrad else "means2d.grad"
+            raise RuntimeError(f"no {what}: call step_pre_backward(meta) before loss.backward()")
+        if grad.dim() == 2:  # single camera without batch dim
+            grad = grad[None]
+        n_cams = int(meta.get("n_cameras", grad.shape[0]))
+        width, height = float(meta["width"]), float(meta["height"])
+        scale = grad.new_tensor([width / 2.0 * n_cams, height / 2.0 * n_cams])
+        norms = (grad * scale).norm(dim=-1)  # [C, N]
+        radii = meta["radii"]
+        if radii.dim() == norms.dim() + 1:  # gsplat >= 1.5 gives per-axis radii [C, N, 2]
+            visible = (radii > 0).all(dim=-1)
+        else:
+            visible = radii > 0
+        visible = visible.reshape(norms.shape)
+        self.grad2d += torch.where(visible, norms, torch.zeros_like(norms)).sum(dim=0)  # NaN-safe for culled ones
+        self.count += visible.sum(dim=0).to(self.count.dtype)
+
+    @torch.no_grad()
+    def _grow(self, model: GaussianModel, optimizers: Optimizers | None) -> tuple[int, int]:
+        cfg = self.config
+        assert self.grad2d is not None and self.count is not None
+        n = model.num_gaussians
+        avg = self.grad2d / self.count.clamp_min(1.0)
+        high = avg > cfg.grow_grad2d
+        if cfg.max_gaussians is not None:
+            budget = max(0, int(cfg.max_gaussians) - n)  # each clone or split adds exactly one Gaussian
+            if int(high.sum()) > budget:
+                ranked = torch.where(high, avg, torch.full_like(avg, -1.0))
+                high = torch.zeros_like(high)
+                if budget > 0:
+                    high[torch.topk(ranked, budget).indices] = True
+        small = model.scales.max(dim=-1).values <= cfg.grow_scale3d * self.scene_scale
+        to_clone = high & small
+        to_split = high & ~small
+        n_clone, n_split = int(to_clone.sum()), int(to_split.sum())
+        if n_clone:
+            duplicate(model, optimizers, to_clone)
+            to_split = torch.cat([to_split, to_split.new_zeros(n_clone)])
+        if n_split:
+            split(model, optimizers, to_split, generator=self._generator(model.device))
+        return n_clone, n_split
+
+    @torch.no_grad()
+    def _prune(self, step: int, model: GaussianModel, optimizers: Optimizers | None) -> int:
+        cfg = self.config
+        opac = model.opacities
+        doomed = opac < cfg.prune_opa
+        if step > cfg.reset_every:
+            doomed |= model.scales.max(dim=-1).values > cfg.prune_scale3d * self.scene_scale
+        if cfg.max_gaussians is not None:
+            excess = model.num_gaussians - int(doomed.sum()) - int(cfg.max_gaussians)
+            if excess > 0:  # still over the cap (e.g. initialised above it): drop the faintest survivors
+                ranked = torch.where(doomed, torch.full_like(opac, 2.0), opac)
+                doomed[torch.topk(ranked, excess, largest=False).indices] = True
+        n = int(doomed.sum())
+        remove(model, optimizers, doomed)
+        return n
