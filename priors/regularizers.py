@@ -1,0 +1,159 @@
+"""Differentiable regularisers for sparse-view Gaussian training (torch; any device).
+
+Each term targets a failure mode that sparse-view methods report:
+
+* ``depth_smoothness``: edge-aware total variation of rendered depth (RegNeRF's depth smoothness, DNGaussian
+  / FSGS-style geometry regularisation): flat regions of the image should have smooth depth.
+* ``opacity_entropy``: binary entropy of opacities; semi-transparent Gaussians are how few views get
+  "explained" by floaters and fog, so push opacities to 0 or 1 (the 0s are then pruned).
+* ``scale_regularizer``: PhysGaussian's anisotropy penalty (max/min scale ratio above a threshold) plus a
+  mean-size term; needle-like and huge Gaussians overfit the training views and streak in novel ones.
+* ``alpha_mask_loss``: rendered alpha should match the object mask (GaussianObject, masks-as-supervision).
+* ``random_background`` + ``composite``: train against a random background so the model cannot paint the
+  background colour into the object's transparency (3DGS's random_background option).
+All losses return a 0-d tensor (a mean, so weights do not depend on the number of pixels or Gaussians).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+_EPS = 1e-6
+LN2 = math.log(2.0)  # maximum of opacity_entropy
+
+
+def depth_smoothness(
+    depth: torch.Tensor,
+    image: torch.Tensor,
+    alpha: torch.Tensor | None = None,
+    edge_sharpness: float = 10.0,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Edge-aware TV of ``depth`` [H,W]: sum_dir mean(|d depth| * exp(-edge_sharpness * mean_c |d image|)).
+
+    ``image`` [H,W,3] (treated as a constant: gradients flow to depth only); ``alpha`` [H,W] optional
+    weights (each neighbour pair weighted by the product of its alphas, so background pixels do not count).
+    ``normalize`` divides by the (detached) mean depth so the term is independent of the scene scale.
+    """
+    if depth.dim() == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.dim() != 2 or image.shape[:2] != depth.shape:
+        raise ValueError(f"depth {tuple(depth.shape)} and image {tuple(image.shape)} must be [H,W] and [H,W,3]")
+    img = image.detach().to(depth.dtype)
+    w = None
+    if alpha is not None:
+        w = alpha.reshape(depth.shape).to(depth.dtype)
+    d = depth
+    if normalize:
+        scale = (d * w).sum() / w.sum().clamp_min(_EPS) if w is not None else d.mean()
+        d = d / scale.detach().abs().clamp_min(_EPS)
+    total = depth.new_zeros(())
+    for dim in (0, 1):
+        dd = torch.diff(d, dim=dim).abs()
+        di = torch.diff(img, dim=dim).abs().mean(dim=-1)
+        term = dd * torch.exp(-edge_sharpness * di)
+        if w is None:
+            total = total + term.mean()
+        else:
+            pair = w.narrow(dim, 0, w.shape[dim] - 1) * w.narrow(dim, 1, w.shape[dim] - 1)
+            total = total + (term * pair).sum() / pair.sum().clamp_min(_EPS)
+    return total
+
+
+def opacity_entropy(opacities: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy -(o ln o + (1-o) ln(1-o)) of opacities in [0, 1], in nats.
+
+    0 at o = 0 or 1, maximal (ln 2) at 0.5; the gradient pushes each opacity away from 0.5. Opacities are
+    clamped to [1e-6, 1 - 1e-6] so gradients stay finite at the ends.
+    """
+    o = opacities.clamp(_EPS, 1.0 - _EPS)
+    return -(o * torch.log(o) + (1.0 - o) * torch.log1p(-o)).mean()
+
+
+def scale_regularizer(
+    log_scales: torch.Tensor,
+    max_ratio: float = 10.0,
+    ratio_weight: float = 1.0,
+    size_weight: float = 0.0,
+    max_scale: float | None = None,
+) -> torch.Tensor:
+    """Penalty on Gaussian shapes from log-scales [N,3].
+
+    ratio_weight * mean(relu(max_s / min_s - max_ratio))   (PhysGaussian: no Gaussian thinner than 1:max_ratio)
+    + size_weight * mean(mean_axis(s))                      (keeps Gaussians small; scale-dependent, default off)
+    + mean(relu(max_s - max_scale))                         (only when max_scale is given: caps huge Gaussians)
+    """
+    if log_scales.dim() != 2 or log_scales.shape[-1] != 3:
+        raise ValueError(f"log_scales must be [N,3], got {tuple(log_scales.shape)}")
+    if len(log_scales) == 0:
+        return log_scales.sum()
+    lmax = log_scales.max(dim=-1).values
+    lmin = log_scales.min(dim=-1).values
+    # Ratio from log space (exp of a difference): no division by a tiny scale.
+    ratio = torch.exp(lmax - lmin)
+    loss = ratio_weight * F.relu(ratio - max_ratio).mean()
+    if size_weight:
+        loss = loss + size_weight * torch.exp(log_scales).mean()
+    if max_scale is not None:
+        loss = loss + F.relu(torch.exp(lmax) - max_scale).mean()
+    return loss
+
+
+def alpha_mask_loss(
+    alpha: torch.Tensor, mask: torch.Tensor, kind: Literal["bce", "l1"] = "bce"
+) -> torch.Tensor:
+    """Rendered alpha [H,W] (or [...,1]) against the object mask [H,W] in [0,1]: mean BCE or mean L1."""
+    a = alpha.reshape(alpha.shape[:-1]) if alpha.dim() == mask.dim() + 1 and alpha.shape[-1] == 1 else alpha
+    m = mask.to(a.dtype).reshape(a.shape)
+    if kind == "l1":
+        return (a - m).abs().mean()
+    if kind == "bce":
+        a = a.clamp(_EPS, 1.0 - _EPS)
+        return -(m * torch.log(a) + (1.0 - m) * torch.log1p(-a)).mean()
+    raise ValueError(f"alpha_mask_loss kind must be 'bce' or 'l1', got {kind!r}")
+
+
+def random_background(
+    shape: tuple[int, ...] = (3,),
+    generator: torch.Generator | None = None,
+    mode: Literal["solid", "noise"] = "solid",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A random background of ``shape`` (last dim 3) in [0, 1].
+
+    "solid": one random colour broadcast to ``shape`` (what 3DGS does each step); "noise": i.i.d. per pixel.
+    Drawn on the CPU from ``generator`` (reproducible whatever the device) and moved to ``device``.
+    """
+    if len(shape) == 0 or shape[-1] != 3:
+        raise ValueError(f"background shape must end in 3, got {shape}")
+    if mode == "solid":
+        bg = torch.rand(3, generator=generator).expand(*shape).clone()
+    elif mode == "noise":
+        bg = torch.rand(*shape, generator=generator)
+    else:
+        raise ValueError(f"random_background mode must be 'solid' or 'noise', got {mode!r}")
+    return bg.to(device) if device is not None else bg
+
+
+def composite(rgb: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Over-composite: rgb + (1 - alpha) * background.
+
+    For renders, ``rgb`` is premultiplied (a splatting renderer's accumulated colour); to put a ground-truth
+    image on the same background use ``composite(gt * mask, mask, background)``.
+    """
+    a = alpha if alpha.dim() == rgb.dim() else alpha.unsqueeze(-1)
+    return rgb + (1.0 - a) * background
+
+
+__all__ = [
+    "depth_smoothness",
+    "opacity_entropy",
+    "scale_regularizer",
+    "alpha_mask_loss",
+    "random_background",
+    "composite",
+    "LN2",
+]

@@ -1,0 +1,119 @@
+"""Regularisers: values at known points, gradients finite and pointing the designed way."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from priors import regularizers as R
+
+
+def test_depth_smoothness_zero_for_constant_and_scale_free() -> None:
+    img = torch.rand(12, 16, 3, generator=torch.Generator().manual_seed(0))
+    depth = torch.full((12, 16), 3.0, requires_grad=True)
+    loss = R.depth_smoothness(depth, img)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(depth.grad).all()
+    ramp = torch.linspace(1, 2, 16).expand(12, 16)
+    flat = torch.zeros(12, 16, 3)
+    a = R.depth_smoothness(ramp, flat)
+    assert a.item() > 0
+    assert R.depth_smoothness(ramp * 7.0, flat).item() == pytest.approx(a.item(), rel=1e-5)  # normalised
+    assert R.depth_smoothness(ramp * 7.0, flat, normalize=False).item() == pytest.approx(7.0 * a.item() * 1.5,
+                                                                                          rel=1e-5)
+
+
+def test_depth_smoothness_is_edge_aware_and_alpha_weighted() -> None:
+    depth = torch.ones(10, 10)
+    depth[:, 5:] = 2.0  # a depth step between columns 4 and 5
+    flat = torch.full((10, 10, 3), 0.5)
+    edge = flat.clone()
+    edge[:, 5:] = 1.0  # the image has an edge at the same place
+    assert R.depth_smoothness(depth, edge).item() < 0.05 * R.depth_smoothness(depth, flat).item()
+    # Alpha zero on one side of the step removes the pairs that cross it.
+    alpha = torch.ones(10, 10)
+    alpha[:, 5:] = 0.0
+    assert R.depth_smoothness(depth, flat, alpha).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError):
+        R.depth_smoothness(torch.ones(4, 5), torch.ones(5, 4, 3))
+
+
+def test_depth_smoothness_gradient_smooths() -> None:
+    g = torch.Generator().manual_seed(1)
+    depth = (2.0 + 0.3 * torch.rand(16, 16, generator=g)).requires_grad_(True)
+    img = torch.full((16, 16, 3), 0.5)
+    opt = torch.optim.SGD([depth], lr=0.5)
+    start = R.depth_smoothness(depth, img).item()
+    for _ in range(30):
+        opt.zero_grad()
+        loss = R.depth_smoothness(depth, img)
+        loss.backward()
+        assert torch.isfinite(depth.grad).all()
+        opt.step()
+    assert R.depth_smoothness(depth, img).item() < 0.5 * start
+
+
+def test_opacity_entropy_values_and_gradients() -> None:
+    assert R.opacity_entropy(torch.tensor([0.0, 1.0])).item() == pytest.approx(0.0, abs=1e-4)
+    assert R.opacity_entropy(torch.tensor([0.5])).item() == pytest.approx(math.log(2.0), abs=1e-6)
+    assert R.LN2 == pytest.approx(math.log(2.0))
+    xs = torch.linspace(0.01, 0.99, 99)
+    vals = torch.stack([R.opacity_entropy(x[None]) for x in xs])
+    assert int(vals.argmax()) == 49  # maximum at 0.5
+    o = torch.tensor([0.0, 0.3, 0.5, 0.7, 1.0], requires_grad=True)
+    R.opacity_entropy(o).backward()
+    assert torch.isfinite(o.grad).all()
+    # Descent direction pushes away from 0.5: towards 0 below, towards 1 above.
+    assert o.grad[1] > 0 and o.grad[3] < 0 and abs(o.grad[2].item()) < 1e-6
+
+
+def test_scale_regularizer() -> None:
+    iso = torch.log(torch.full((5, 3), 0.1))
+    assert R.scale_regularizer(iso).item() == 0.0  # ratio 1 < 10
+    needle = torch.log(torch.tensor([[1.0, 0.01, 0.01]])).requires_grad_(True)
+    loss = R.scale_regularizer(needle, max_ratio=10.0)
+    assert loss.item() == pytest.approx(100.0 - 10.0, rel=1e-4)
+    loss.backward()
+    assert torch.isfinite(needle.grad).all()
+    assert needle.grad[0, 0] > 0 and needle.grad[0, 1:].sum() < 0  # shrink the long axis, grow the short
+    big = torch.log(torch.tensor([[2.0, 2.0, 2.0]]))
+    assert R.scale_regularizer(big, max_scale=0.5).item() == pytest.approx(1.5, rel=1e-5)
+    assert R.scale_regularizer(big, size_weight=0.1).item() == pytest.approx(0.2, rel=1e-5)
+    assert R.scale_regularizer(torch.zeros(0, 3)).item() == 0.0
+    with pytest.raises(ValueError):
+        R.scale_regularizer(torch.zeros(4, 2))
+
+
+def test_alpha_mask_loss() -> None:
+    mask = torch.zeros(6, 6)
+    mask[2:4, 2:4] = 1.0
+    assert R.alpha_mask_loss(mask.clone(), mask).item() < 1e-4
+    assert R.alpha_mask_loss(mask.clone(), mask, kind="l1").item() == 0.0
+    alpha = torch.full((6, 6, 1), 0.5, requires_grad=True)
+    loss = R.alpha_mask_loss(alpha, mask)
+    assert loss.item() == pytest.approx(math.log(2.0), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(alpha.grad).all()
+    g = alpha.grad[..., 0]
+    assert (g[mask > 0] < 0).all() and (g[mask == 0] > 0).all()  # raise alpha inside, lower outside
+    with pytest.raises(ValueError):
+        R.alpha_mask_loss(mask, mask, kind="nope")
+
+
+def test_random_background_and_composite() -> None:
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    a = R.random_background((4, 5, 3), g1)
+    b = R.random_background((4, 5, 3), g2)
+    assert torch.equal(a, b) and a.shape == (4, 5, 3)
+    assert torch.equal(a, a[0, 0].expand(4, 5, 3))  # solid colour
+    n = R.random_background((4, 5, 3), g1, mode="noise")
+    assert n.min() >= 0 and n.max() <= 1 and n.std() > 0.1
+    assert R.random_background(generator=g1).shape == (3,)
+    with pytest.raises(ValueError):
+        R.random_background((4, 4))
+    rgb = torch.full((2, 2, 3), 0.25)
+    alpha = torch.full((2, 2), 0.5)
+    out = R.composite(rgb, alpha, torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(out[0, 0], torch.tensor([0.75, 0.25, 0.25]))
