@@ -36,21 +36,72 @@ def make_scene_cmd(
     width: int = typer.Option(400, help="Image width in pixels."),
     height: int = typer.Option(300, help="Image height in pixels."),
     cameras: int = typer.Option(49, help="Number of cameras on the spherical cap (49-64 like DTU)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty folder."),
 ) -> None:
     """Synthesize a SpaRe-style object scene (images, masks, depth, projection matrices, 3/9-view splits)."""
     from recon.bench.synth import make_scene
 
-    path = make_scene(out, seed=seed, width=width, height=height, n_cameras=cameras)
+    path = make_scene(out, seed=seed, width=width, height=height, n_cameras=cameras, overwrite=overwrite)
     typer.echo(f"wrote scene to {path}")
 
 
 @app.command()
 def reconstruct(
-    path: Path = typer.Argument(..., help="Image folder, transforms.json, COLMAP model folder or SpaRe-style scene."),
-    out: Path = typer.Option(..., "--out", help="Run folder to write."),
+    path: Path = typer.Argument(..., help="SpaRe-style scene, transforms.json (or its folder), COLMAP model or image folder."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write (built atomically)."),
+    preset: Optional[str] = typer.Option(None, help="fast (default on CPU), quality (default on GPU) or plain (vanilla 3DGS)."),
+    iterations: Optional[int] = typer.Option(None, help="Override the preset's number of training steps."),
+    max_side: Optional[int] = typer.Option(None, help="Downscale images so the longest side is at most this."),
+    track: Optional[int] = typer.Option(None, help="SpaRe scenes: use the 3-view or 9-view track's input views."),
+    seed: int = typer.Option(0, help="Random seed (recorded in config.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty run folder."),
 ) -> None:
-    """Reconstruct an object from 3-9 views as 3D Gaussians."""
-    _not_built("reconstruct", "issue #4: Gaussian reconstruction")
+    """Reconstruct an object from 3-9 posed views as 3D Gaussians (splats.ply, renders, metrics)."""
+    from recon.config import make_config
+    from recon.pipeline import reconstruct as run_reconstruct
+
+    if preset is None:
+        import torch
+
+        preset = "quality" if torch.cuda.is_available() else "fast"
+    try:
+        config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    with _progress_bar("training") as update:
+        summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=update)
+    typer.echo(
+        f"wrote {out}: {summary['num_gaussians']} Gaussians, train PSNR {summary['train_psnr']:.2f} dB, "
+        f"{summary['timings']['total_s']:.0f} s"
+    )
+
+
+def _progress_bar(label: str):
+    """Context manager yielding a progress callback (step, total, stats) drawn with rich."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    @contextmanager
+    def cm():
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task(label, total=None, stats="")
+
+            def update(step: int, total: int, stats: dict) -> None:
+                text = f"loss {stats.get('loss', 0):.4f} psnr {stats.get('psnr', 0):.2f} n={stats.get('gaussians', 0)}"
+                bar.update(task, completed=step, total=total, stats=text)
+
+            yield update
+
+    return cm()
 
 
 @app.command()
@@ -73,11 +124,25 @@ def leaderboard() -> None:
 
 @app.command()
 def export(
-    run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct`."),
-    to: Path = typer.Option(..., "--to", help="Output file (.ply or .splat)."),
+    run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct` (or a 3DGS .ply file)."),
+    to: Path = typer.Option(..., "--to", help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout)."),
 ) -> None:
-    """Export a reconstruction to another format (.splat, .ply)."""
-    _not_built("export", "issue #4: Gaussian reconstruction")
+    """Export a reconstruction to another splat format (.splat, .ply)."""
+    from renderers.gaussians.ply import read_ply, write_ply
+    from renderers.gaussians.splat_format import write_splat
+
+    src = run / "splats.ply" if run.is_dir() else run
+    if not src.exists():
+        _fail(f"{src}: no splats.ply here (is this a run folder from `recon reconstruct`?)")
+    model = read_ply(src)
+    suffix = to.suffix.lower()
+    if suffix == ".splat":
+        write_splat(to, model)
+    elif suffix == ".ply":
+        write_ply(to, model)
+    else:
+        _fail(f"{to}: unknown export format {suffix or '(none)'}; use .splat or .ply")
+    typer.echo(f"wrote {to} ({model.num_gaussians} Gaussians)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -248,7 +248,8 @@ class Camera:
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
         Kinv = np.linalg.inv(self.K)
         homog = np.concatenate([uv, np.ones((len(uv), 1))], axis=1)
-        return homog @ Kinv.T
+        # einsum, not @: multi-threaded BLAS on Nx3 arrays stalls badly next to open3d's ray-casting threads
+        return np.einsum("ij,nj->ni", Kinv, homog)
 
     def pixel_grid(self) -> np.ndarray:
         """HxWx2 pixel-centre coordinates (u, v), u = x + 0.5, v = y + 0.5."""
@@ -260,7 +261,7 @@ class Camera:
     def rays_world(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel world rays: (origins HxWx3, unit directions HxWx3)."""
         dirs_c = self.pixel_rays_camera(self.pixel_grid().reshape(-1, 2))
-        dirs_w = dirs_c @ self.R  # R^T applied to each row
+        dirs_w = np.einsum("ji,nj->ni", self.R, dirs_c)  # R^T applied to each row
         dirs_w /= np.linalg.norm(dirs_w, axis=1, keepdims=True)
         origins = np.broadcast_to(self.center, dirs_w.shape)
         shape = (self.height, self.width, 3)
