@@ -1,0 +1,93 @@
+"""Reconstruction settings and the named presets (`fast` for CPUs, `quality` for GPUs, `plain` = vanilla 3DGS)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass
+class ReconstructConfig:
+    """Everything that decides a reconstruction run; recorded as config.json in the run folder."""
+
+    preset: str = "fast"
+    seed: int = 0
+    iterations: int = 1000
+    max_side: int = 400  # images are downscaled so their longest side is at most this
+    coarse_until: float = 0.3  # fraction of iterations trained at half resolution (cheap early steps)
+    sh_degree: int = 2
+    sh_raise_every: int = 250
+    # initialisation
+    use_visual_hull: bool = True
+    hull_resolution: int = 96
+    init_points: int = 6000
+    init_opacity: float = 0.1
+    # losses
+    lambda_dssim: float = 0.2
+    use_masks: bool = True  # train on the object only, with an alpha/mask loss
+    lambda_mask: float = 0.1
+    random_background: bool = True
+    lambda_opacity_entropy: float = 0.002
+    lambda_scale: float = 0.01
+    max_scale_ratio: float = 8.0
+    lambda_depth_smooth: float = 0.0
+    # floater elimination (needs the hull)
+    prune_outside_hull: bool = True
+    # densification (gsplat DefaultStrategy-like)
+    refine_start: int = 100
+    refine_stop_frac: float = 0.7
+    refine_every: int = 50
+    reset_every: int = 100000  # opacity reset is harmful for short sparse-view runs; off by default
+    grow_grad2d: float = 0.0002
+    max_gaussians: int = 60000
+    lrs: dict[str, float] = field(default_factory=dict)
+    # SpaRe scenes: which track's input views to use (3 or 9)
+    track: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ReconstructConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+PRESETS: dict[str, ReconstructConfig] = {
+    "fast": ReconstructConfig(preset="fast"),
+    "quality": ReconstructConfig(
+        preset="quality",
+        iterations=7000,
+        max_side=800,
+        sh_degree=3,
+        sh_raise_every=1000,
+        hull_resolution=128,
+        init_points=20000,
+        refine_start=500,
+        refine_every=100,
+        reset_every=3000,
+        max_gaussians=300000,
+    ),
+    # Vanilla 3DGS on the same code: no hull (random init in the camera-visible box), no masks, no priors.
+    "plain": ReconstructConfig(
+        preset="plain",
+        use_visual_hull=False,
+        use_masks=False,
+        random_background=False,
+        lambda_mask=0.0,
+        lambda_opacity_entropy=0.0,
+        lambda_scale=0.0,
+        lambda_depth_smooth=0.0,
+        prune_outside_hull=False,
+    ),
+}
+
+
+def make_config(preset: str = "fast", **overrides: Any) -> ReconstructConfig:
+    """The named preset with ``overrides`` applied (unknown names raise ValueError)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    names = {f.name for f in fields(ReconstructConfig)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise ValueError(f"unknown config options: {sorted(unknown)}")
+    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})

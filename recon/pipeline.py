@@ -1,0 +1,346 @@
+"""reconstruct(): read views -> masks -> visual hull -> Gaussians -> train with sparse-view priors -> run folder.
+
+Each stage is a plain function with typed inputs and outputs so the benchmark, tests and other front ends can run
+or replace any of them. Poses come from whatever reader provided them (transforms.json, COLMAP, SpaRe scenes);
+plain image folders need the pose estimator.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from recon.cameras import Camera
+from recon.config import ReconstructConfig
+from recon.errors import ReconInputError
+from recon.io.atomic import atomic_output_dir, atomic_write_text
+from recon.io.images import save_image
+from recon.io.types import ViewSet
+from recon import metrics
+
+log = logging.getLogger("recon")
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+# ----------------------------------------------------------------------------- stage 1: inputs
+def load_inputs(path: str | Path, config: ReconstructConfig) -> ViewSet:
+    """Read the views at ``path`` (any supported layout) and downscale so the longest side <= max_side."""
+    from recon.io.detect import read_views
+
+    opts: dict[str, Any] = {"max_size": config.max_side}
+    if config.track is not None:
+        opts["track"] = config.track
+    return read_views(path, **opts)
+
+
+def require_poses(views: ViewSet) -> list[Camera]:
+    """The views' cameras, or a clear error when the input has none."""
+    if views.cameras is None:
+        raise ReconInputError(
+            "these images have no cameras; pose estimation for unposed folders is not built yet (issue #5) — "
+            "give a transforms.json, a COLMAP model or a SpaRe-style scene",
+            views.source,
+        )
+    return views.cameras
+
+
+# ----------------------------------------------------------------------------- stage 2: masks
+def object_masks(views: ViewSet) -> list[np.ndarray]:
+    """Masks from the input (alpha or mask folder), else automatic OpenCV foreground segmentation."""
+    from priors.masks import foreground_masks
+
+    if views.masks is not None:
+        return [np.asarray(m, dtype=np.float32) for m in views.masks]
+    return foreground_masks(views.images, None)
+
+
+# ----------------------------------------------------------------------------- stage 3: initialisation
+@dataclass
+class Initialisation:
+    model: Any  # renderers.gaussians.GaussianModel
+    hull: Any | None  # priors.visual_hull.VisualHull
+    scene_scale: float
+    bounds: np.ndarray  # [2,3] min/max corner of the working volume
+
+
+def scene_bounds(cameras: list[Camera]) -> np.ndarray:
+    """A box around what all cameras look at: the least-squares meeting point of the optical axes +- the spread."""
+    centers = np.stack([c.center for c in cameras])
+    dirs = np.stack([c.R[2] for c in cameras])  # optical axes in world coordinates
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for c, d in zip(centers, dirs):
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ c
+    target = np.linalg.lstsq(A, b, rcond=None)[0]
+    dist = float(np.median(np.linalg.norm(centers - target, axis=1)))
+    half_fov = max(math.atan(0.5 * c.width / c.fx) for c in cameras)
+    half = dist * math.tan(half_fov)
+    return np.stack([target - half, target + half])
+
+
+def initialise(
+    views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None, config: ReconstructConfig
+) -> Initialisation:
+    """Gaussians from the visual hull of the masks (coloured from the images), or random points in the box."""
+    from renderers.gaussians import GaussianModel
+
+    rng = np.random.default_rng(config.seed)
+    hull = None
+    if config.use_visual_hull and masks is not None:
+        from priors.visual_hull import carve_visual_hull
+
+        hull = carve_visual_hull(masks, cameras, resolution=config.hull_resolution)
+        if hull.is_empty:
+            log.warning("the visual hull is empty (masks disagree with the cameras?); using a random initialisation")
+            hull = None
+    if hull is not None:
+        pts = hull.points(config.init_points, rng=rng)
+        rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
+        bounds = np.asarray(hull.bounds, dtype=np.float64)
+    else:
+        bounds = scene_bounds(cameras)
+        pts = rng.uniform(bounds[0], bounds[1], size=(config.init_points, 3))
+        rgb = rng.uniform(0.0, 1.0, size=(config.init_points, 3))
+    scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
+    model = GaussianModel.from_points(pts, rgb, sh_degree=config.sh_degree, init_opacity=config.init_opacity)
+    return Initialisation(model=model, hull=hull, scene_scale=scene_scale, bounds=bounds)
+
+
+# ----------------------------------------------------------------------------- stage 4: training
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    pruned_floaters: int = 0
+
+
+def _targets(
+    views: ViewSet, masks: list[np.ndarray] | None, use_masks: bool
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    images = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)) for im in views.images]
+    if not use_masks or masks is None:
+        return images, None
+    return images, [torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)) for m in masks]
+
+
+def _half(t: torch.Tensor) -> torch.Tensor:
+    """Half-resolution image/mask by 2x2 average pooling (HxW or HxWxC)."""
+    x = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
+    y = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=False)
+    return y[0, 0] if t.dim() == 2 else y[0].permute(1, 2, 0)
+
+
+def train(
+    init: Initialisation,
+    views: ViewSet,
+    cameras: list[Camera],
+    masks: list[np.ndarray] | None,
+    config: ReconstructConfig,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Optimise the Gaussians against the input views (L1 + D-SSIM, mask loss, sparse-view regularisers)."""
+    from priors import regularizers as reg
+    from priors.visual_hull import floater_mask
+    from renderers.gaussians.strategy import DensifyConfig, DensifyStrategy
+
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = init.model
+    images, tmasks = _targets(views, masks, config.use_masks)
+    half_images = [_half(im) for im in images]
+    half_masks = None if tmasks is None else [_half(m) for m in tmasks]
+    half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
+    optimizers = model.make_optimizers(config.lrs or None, scene_scale=init.scene_scale)
+    means_decay = 0.01 ** (1.0 / max(1, config.iterations))  # means lr decays 100x over the run (as 3DGS)
+    strategy = DensifyStrategy(
+        DensifyConfig(
+            refine_start_iter=config.refine_start,
+            refine_stop_iter=int(config.refine_stop_frac * config.iterations),
+            refine_every=config.refine_every,
+            reset_every=config.reset_every,
+            grow_grad2d=config.grow_grad2d,
+            max_gaussians=config.max_gaussians,
+        ),
+        scene_scale=init.scene_scale,
+        seed=config.seed,
+    )
+    result = TrainResult()
+    start = time.perf_counter()
+    n_views = len(images)
+    order: list[int] = []
+    coarse_steps = int(config.coarse_until * config.iterations)
+    for step in range(1, config.iterations + 1):
+        if not order:
+            order = torch.randperm(n_views, generator=gen).tolist()
+        i = order.pop()
+        coarse = step <= coarse_steps
+        cam = half_cams[i] if coarse else cameras[i]
+        gt = half_images[i] if coarse else images[i]
+        mask = None if tmasks is None else (half_masks[i] if coarse else tmasks[i])  # type: ignore[index]
+        model.active_sh_degree = min(config.sh_degree, step // max(1, config.sh_raise_every))
+        if config.random_background:
+            bg = torch.rand(3, generator=gen)
+        else:
+            bg = torch.zeros(3)
+        out = model.render(cam, background=bg, render_mode="RGB+ED")
+        target = gt if mask is None else gt * mask[..., None] + bg * (1.0 - mask[..., None])
+        strategy.step_pre_backward(out.meta)
+        loss_rgb = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.lambda_dssim)
+        loss = loss_rgb
+        if mask is not None and config.lambda_mask > 0:
+            loss = loss + config.lambda_mask * reg.alpha_mask_loss(out.alpha, mask)
+        if config.lambda_opacity_entropy > 0:
+            loss = loss + config.lambda_opacity_entropy * reg.opacity_entropy(model.opacities)
+        if config.lambda_scale > 0:
+            loss = loss + config.lambda_scale * reg.scale_regularizer(
+                model.splats["scales"], max_ratio=config.max_scale_ratio
+            )
+        if config.lambda_depth_smooth > 0 and out.depth is not None:
+            loss = loss + config.lambda_depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
+        loss.backward()
+        for opt in optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        for group in optimizers["means"].param_groups:
+            group["lr"] *= means_decay
+        stats = strategy.step_post_backward(step, out.meta, model, optimizers)
+        refined = stats.get("cloned", 0) or stats.get("split", 0) or stats.get("pruned", 0)
+        if (
+            init.hull is not None
+            and config.prune_outside_hull
+            and step >= config.refine_start
+            and step % config.refine_every == 0
+        ):
+            with torch.no_grad():
+                floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
+            if bool(floaters.any()) and int((~floaters).sum()) > 0:
+                result.pruned_floaters += strategy.prune_mask(model, floaters, optimizers)
+        del refined
+        if step % 10 == 0 or step == config.iterations:
+            with torch.no_grad():
+                psnr_v = float(metrics.psnr(out.rgb.detach().clamp(0, 1), target))
+            rec = {"step": step, "loss": float(loss.detach()), "psnr": psnr_v, "gaussians": model.num_gaussians}
+            result.history.append(rec)
+            if progress is not None:
+                progress(step, config.iterations, rec)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ----------------------------------------------------------------------------- stage 5: outputs
+def render_views(model: Any, cameras: list[Camera], background: float = 0.0) -> list[np.ndarray]:
+    """RGB renders (HxWx3 float32) of ``cameras`` over a uniform grey-level background."""
+    from renderers.gaussians.render import render_cameras
+
+    outs = render_cameras(model, cameras, background=[background] * 3, render_mode="RGB")
+    return [o.rgb.clamp(0, 1).cpu().numpy() for o in outs]
+
+
+def train_metrics(renders: list[np.ndarray], views: ViewSet, masks: list[np.ndarray] | None) -> dict[str, float]:
+    """Train-view PSNR (full image over black where masks exist, RegNeRF convention) and SSIM."""
+    ps, ss = [], []
+    for k, r in enumerate(renders):
+        gt = torch.from_numpy(views.images[k])
+        pred = torch.from_numpy(r)
+        if masks is not None:
+            m = torch.from_numpy(np.asarray(masks[k], dtype=np.float32))
+            ps.append(float(metrics.masked_psnr(pred, gt, m)))
+            ss.append(float(metrics.masked_ssim(pred, gt, m)))
+        else:
+            ps.append(float(metrics.psnr(pred, gt)))
+            ss.append(float(metrics.ssim(pred, gt)))
+    return {"train_psnr": float(np.mean(ps)), "train_ssim": float(np.mean(ss))}
+
+
+def write_run_folder(
+    tmp: Path,
+    model: Any,
+    views: ViewSet,
+    cameras: list[Camera],
+    masks: list[np.ndarray] | None,
+    config: ReconstructConfig,
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """splats.ply, cameras.json, renders/, metrics.json, config.json inside ``tmp``."""
+    from renderers.gaussians.ply import write_ply
+
+    write_ply(tmp / "splats.ply", model)
+    cams_json = {"convention": "OpenCV, viewmat = world-to-camera", "cameras": [c.to_dict() for c in cameras]}
+    atomic_write_text(tmp / "cameras.json", json.dumps(cams_json, indent=1))
+    renders = render_views(model, cameras, background=0.0)
+    for name, img in zip(views.names, renders):
+        save_image(tmp / "renders" / f"{Path(name).stem}.png", img)
+    summary = dict(summary)
+    summary.update(train_metrics(renders, views, masks if config.use_masks else None))
+    summary["num_gaussians"] = model.num_gaussians
+    atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
+    atomic_write_text(tmp / "config.json", json.dumps(config.to_dict(), indent=2))
+    return summary
+
+
+def reconstruct(
+    source: str | Path,
+    out: str | Path,
+    config: ReconstructConfig,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """The main job: reconstruct ``source`` into the run folder ``out`` (written atomically). Returns metrics."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        handler = logging.FileHandler(tmp / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        try:
+            log.info("recon reconstruct %s -> %s (preset %s, seed %d)", source, out, config.preset, config.seed)
+            log.info("torch %s, %s, %d threads", torch.__version__, platform.machine(), torch.get_num_threads())
+            t = time.perf_counter()
+            views = load_inputs(source, config)
+            cameras = require_poses(views)
+            timings["load_s"] = time.perf_counter() - t
+            log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, source)
+            t = time.perf_counter()
+            masks = object_masks(views) if (config.use_masks or config.use_visual_hull) else None
+            timings["masks_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            init = initialise(views, cameras, masks, config)
+            timings["init_s"] = time.perf_counter() - t
+            log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
+            result = train(init, views, cameras, masks, config, progress=progress)
+            timings["train_s"] = result.seconds
+            for rec in result.history[:: max(1, len(result.history) // 20)]:
+                log.info("step %(step)d loss %(loss).4f psnr %(psnr).2f gaussians %(gaussians)d", rec)
+            t = time.perf_counter()
+            summary: dict[str, Any] = {
+                "source": str(source),
+                "views": list(views.names),
+                "preset": config.preset,
+                "seed": config.seed,
+                "iterations": config.iterations,
+                "pruned_floaters": result.pruned_floaters,
+                "final_loss": result.history[-1]["loss"] if result.history else None,
+            }
+            summary = write_run_folder(tmp, init.model, views, cameras, masks, config, summary)
+            timings["write_s"] = time.perf_counter() - t
+            timings["total_s"] = time.perf_counter() - t0
+            summary["timings"] = timings
+            atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
+            log.info("done in %.1f s: train PSNR %.2f dB, %d Gaussians", timings["total_s"], summary["train_psnr"], summary["num_gaussians"])
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+    return summary
