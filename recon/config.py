@@ -11,6 +11,7 @@ class ReconstructConfig:
 
     preset: str = "fast"
     seed: int = 0
+    device: str = "auto"  # "auto" = CUDA (gsplat kernels) when available, else the CPU kernels
     iterations: int = 1000
     max_side: int = 400  # images are downscaled so their longest side is at most this
     coarse_until: float = 0.3  # fraction of iterations trained at half resolution (cheap early steps)

@@ -118,6 +118,13 @@ def initialise(
 
 
 # ----------------------------------------------------------------------------- stage 4: training
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else as torch understands it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
@@ -156,8 +163,11 @@ def train(
 
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    model = init.model
+    device = resolve_device(config.device)
+    model = init.model.to(device)
     images, tmasks = _targets(views, masks, config.use_masks)
+    images = [im.to(device) for im in images]
+    tmasks = None if tmasks is None else [m.to(device) for m in tmasks]
     half_images = [_half(im) for im in images]
     half_masks = None if tmasks is None else [_half(m) for m in tmasks]
     half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
@@ -190,9 +200,9 @@ def train(
         mask = None if tmasks is None else (half_masks[i] if coarse else tmasks[i])  # type: ignore[index]
         model.active_sh_degree = min(config.sh_degree, step // max(1, config.sh_raise_every))
         if config.random_background:
-            bg = torch.rand(3, generator=gen)
+            bg = torch.rand(3, generator=gen).to(device)
         else:
-            bg = torch.zeros(3)
+            bg = torch.zeros(3, device=device)
         out = model.render(cam, background=bg, render_mode="RGB+ED")
         target = gt if mask is None else gt * mask[..., None] + bg * (1.0 - mask[..., None])
         strategy.step_pre_backward(out.meta)
