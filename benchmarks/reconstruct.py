@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, nargs="+", default=[3, 9])
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--baseline", default="plain", help="preset to compare against ('' to skip)")
+    ap.add_argument("--baseline-tracks", type=int, nargs="+", default=[3],
+                    help="tracks on which the baseline also runs (the acceptance compares on track 3)")
     ap.add_argument("--iterations", type=int, default=None, help="override the presets' iterations")
     ap.add_argument("--width", type=int, default=400)
     ap.add_argument("--height", type=int, default=300)
@@ -82,6 +84,8 @@ def main() -> None:
             scene = scene_path(args.cache, seed, args.width, args.height)
             for track in args.tracks:
                 for method in methods:
+                    if method == args.baseline and track not in args.baseline_tracks:
+                        continue
                     row = run_one(scene, track, method, args.iterations, seed=0, work=work)
                     rows.append(row)
                     print(
