@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -38,8 +39,42 @@ def _openmp_flags() -> tuple[list[str], list[str]]:
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def load_cpp_extension(name: str, sources: list[str]) -> ModuleType | None:
-    """Compile (first time) and load the extension ``name`` from files in ``csrc/``; None if that fails."""
+def _cpu_signature() -> str:
+    """Machine type plus the CPU model and flags (Linux), so builds tuned for one CPU stay with it."""
+    import platform
+
+    sig = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("model name", "flags", "Features")):
+                sig += "|" + line.split(":", 1)[-1].strip()
+            if sig.count("|") >= 2:
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(sig.encode()).hexdigest()
+
+
+def _local_headers(sources: list[Path]) -> list[Path]:
+    """Headers from ``csrc/`` that the sources include (``#include "x.h"``), recursively, sorted."""
+    found: set[Path] = set()
+    todo = list(sources)
+    while todo:
+        text = todo.pop().read_text(errors="replace")
+        for name in re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, flags=re.MULTILINE):
+            h = CSRC / name
+            if h.is_file() and h not in found:
+                found.add(h)
+                todo.append(h)
+    return sorted(found)
+
+
+def load_cpp_extension(name: str, sources: list[str], extra_cflags: list[str] | None = None) -> ModuleType | None:
+    """Compile (first time) and load the extension ``name`` from files in ``csrc/``; None if that fails.
+
+    ``extra_cflags`` are appended after the default flags (so they can override them, e.g. -fno-fast-math).
+    The cache key covers the sources, the ``csrc/`` headers they include, the flags and the torch version.
+    """
     if cpp_disabled():
         return None
     with _lock:
@@ -47,9 +82,13 @@ def load_cpp_extension(name: str, sources: list[str]) -> ModuleType | None:
             return _cache[name]
         paths = [CSRC / s for s in sources]
         digest = hashlib.sha1()
-        for p in paths:
+        for p in [*paths, *_local_headers(paths)]:
             digest.update(p.read_bytes())
         digest.update(torch.__version__.encode())
+        digest.update(" ".join(extra_cflags or []).encode())
+        # a -march=native build must not be reused on another CPU or in portable mode
+        digest.update(str(os.environ.get("RECON_PORTABLE_BUILD")).encode())
+        digest.update(_cpu_signature().encode())
         tag = digest.hexdigest()[:12]
         build_dir = cache_root() / f"{name}_{tag}"
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -63,9 +102,12 @@ def load_cpp_extension(name: str, sources: list[str]) -> ModuleType | None:
             module = load(
                 name=f"{name}_{tag}",
                 sources=[str(p) for p in paths],
-                extra_cflags=["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", *cflags]
-                if os.environ.get("RECON_PORTABLE_BUILD") is None
-                else ["-O3", *cflags],
+                extra_cflags=(
+                    ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", *cflags]
+                    if os.environ.get("RECON_PORTABLE_BUILD") is None
+                    else ["-O3", *cflags]
+                )
+                + list(extra_cflags or []),
                 extra_ldflags=ldflags,
                 build_directory=str(build_dir),
                 verbose=False,

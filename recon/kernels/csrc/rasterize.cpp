@@ -1,0 +1,613 @@
+// CPU tile rasteriser for 2D Gaussians: forward (front to back) and hand-written backward (back to front).
+//
+// Same rule as gsplat's rasterize_to_pixels (and recon/kernels/reference.py):
+//   sigma = 0.5 (a dx^2 + c dy^2) + b dx dy,   dx = mean_x - (x + 0.5),  dy = mean_y - (y + 0.5)
+//   alpha = min(alpha_max, opacity * exp(-sigma)); skip if sigma < 0 or alpha < 1/255
+//   next_T = T (1 - alpha); stop the pixel (this Gaussian not included) when next_T <= 1e-4
+//   optional far-depth limit: a Gaussian whose depth >= far[pixel] is skipped, and since each tile list
+//   is sorted front to back every later one is too, so the pixel stops there.
+// Outputs: colour = sum w_i c_i + T_final bg, alpha = sum w_i (= 1 - T_final, without the float
+// cancellation of 1 - T when alpha is small), and for the backward T_final and the last contributing
+// intersection of each pixel.
+// Threads (OpenMP) take whole tiles dynamically. Inside a tile the loop is Gaussian-outer over the tile's
+// pixel state (structure of arrays): only the rows where the Gaussian can reach alpha >= 1/255 are visited
+// (a conservative ellipse bound), each row is one branch-free SIMD loop over the tile width, and every
+// pixel still gets the exact tests above. Rows whose pixels are all finished are skipped.
+// Backward: per-thread gradient buffers over all Gaussians, summed at the end (no atomics).
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "raster_common.h"
+#include "splat_ops.h"
+
+namespace {
+
+struct Inputs {
+    const float* means2d;   // [C*N, 2]
+    const float* conics;    // [C*N, 3]
+    const float* colors;    // [C*N, D]
+    const float* opacities; // [C*N]
+    const float* depths;    // [C*N] or null
+    const float* far;       // [C, H, W] or null
+    const int32_t* offsets; // [C*th*tw]
+    const int32_t* ids;     // [M]
+    int64_t n_isects;
+    int C, N, D, W, H, ts, tw, th;
+    float alpha_max;
+};
+
+inline int n_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+struct TileBox {
+    int cam, x0, y0, x1, y1; // pixel rectangle [x0,x1) x [y0,y1) clipped to the image
+    int64_t start, end;      // intersection range
+};
+
+inline TileBox tile_box(const Inputs& in, int64_t t) {
+    TileBox b;
+    const int per_cam = in.tw * in.th;
+    b.cam = static_cast<int>(t / per_cam);
+    const int local = static_cast<int>(t % per_cam);
+    const int ty = local / in.tw, tx = local % in.tw;
+    b.x0 = tx * in.ts;
+    b.y0 = ty * in.ts;
+    b.x1 = std::min(b.x0 + in.ts, in.W);
+    b.y1 = std::min(b.y0 + in.ts, in.H);
+    b.start = in.offsets[t];
+    b.end = (t + 1 < static_cast<int64_t>(in.C) * per_cam) ? in.offsets[t + 1] : in.n_isects;
+    return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread tile state, structure of arrays (channel-major) so a tile row is one SIMD loop.
+// ---------------------------------------------------------------------------------------------
+struct TileState {
+    std::vector<float> T, wsum, far, acc;   // forward: transmittance, sum of weights, far limit, colour [D][P]
+    std::vector<float> Tf, gA, S, gC;       // backward: final T, alpha grad, colour behind [D][P], colour grad [D][P]
+    std::vector<int32_t> last, done;
+    std::vector<int32_t> rowv;              // per tile row: any live pixel (forward) / max last index (backward)
+    std::vector<float> lanes;               // backward per-lane gradient accumulators [(8 + D)][ts]
+    void init(int P, int D, int ts) {
+        T.resize(P); wsum.resize(P); far.resize(P); acc.resize(size_t(P) * D);
+        Tf.resize(P); gA.resize(P); S.resize(size_t(P) * D); gC.resize(size_t(P) * D);
+        last.resize(P); done.resize(P); rowv.resize(ts);
+        lanes.resize(size_t(8 + D) * ts);
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// forward
+// ---------------------------------------------------------------------------------------------
+template <int DT, int TS>
+void forward_tile(const Inputs& in, int64_t t, float* out_color, float* out_alpha, float* out_T, int32_t* out_last,
+                  TileState& st) {
+    const int D = DT > 0 ? DT : in.D;
+    const int ts = TS > 0 ? TS : in.ts;
+    const int P = ts * ts;
+    const TileBox b = tile_box(in, t);
+    float* __restrict T = st.T.data();
+    float* __restrict wsum = st.wsum.data();
+    float* __restrict acc = st.acc.data();
+    float* __restrict farv = st.far.data();
+    int32_t* __restrict last = st.last.data();
+    int32_t* __restrict done = st.done.data();
+    int32_t* __restrict rowlive = st.rowv.data();
+    const bool use_far = in.far != nullptr && in.depths != nullptr;
+    const float* far_img = use_far ? in.far + static_cast<int64_t>(b.cam) * in.H * in.W : nullptr;
+    for (int ly = 0; ly < ts; ++ly)
+        for (int lx = 0; lx < ts; ++lx) {
+            const int p = ly * ts + lx;
+            const int x = b.x0 + lx, y = b.y0 + ly;
+            const bool inside = x < b.x1 && y < b.y1;
+            T[p] = 1.0f;
+            wsum[p] = 0.0f;
+            last[p] = -1;
+            done[p] = inside ? 0 : 1;
+            farv[p] = (use_far && inside) ? far_img[int64_t(y) * in.W + x] : INFINITY;
+        }
+    std::fill(acc, acc + size_t(P) * D, 0.0f);
+
+    const float amax = in.alpha_max;
+    const float thr = recon_raster::kAlphaThreshold;
+    const float tmin = recon_raster::kTransmittanceMin;
+    for (int64_t k = b.start; k < b.end; ++k) {
+        if (((k - b.start) & 15) == 0) {  // every 16 Gaussians: which rows still have live pixels?
+            int alive = 0;
+            for (int ly = 0; ly < ts; ++ly) {
+                int live = 0;
+                for (int lx = 0; lx < ts; ++lx) live |= (done[ly * ts + lx] == 0);
+                rowlive[ly] = live;
+                alive |= live;
+            }
+            if (!alive) break;  // every pixel of the tile is done
+        }
+        const int64_t g = in.ids[k];
+        const float mx = in.means2d[2 * g], my = in.means2d[2 * g + 1];
+        const float ca = in.conics[3 * g], cb = in.conics[3 * g + 1], cc = in.conics[3 * g + 2];
+        const float op = in.opacities[g];
+        if (!(op >= thr)) continue;  // alpha <= opacity when sigma >= 0
+        const float depth = use_far ? in.depths[g] : 0.0f;
+        float col[DT > 0 ? DT : 1];
+        const float* colp = in.colors + g * D;
+        const int32_t kk = static_cast<int32_t>(k);
+        const recon_raster::Ellipse e(mx, my, ca, cb, cc, op);
+        int ylo, yhi;
+        e.rows(b.y0, b.y1, ylo, yhi);
+        const float px0 = static_cast<float>(b.x0) + 0.5f;
+        for (int y = ylo; y <= yhi; ++y) {
+            if (!rowlive[y - b.y0]) continue;
+            const float dy = my - (static_cast<float>(y) + 0.5f);
+            const int row = (y - b.y0) * ts;
+            float* __restrict Tr = T + row;
+            float* __restrict wr = wsum + row;
+            int32_t* __restrict lr = last + row;
+            int32_t* __restrict dr = done + row;
+            const float* __restrict fr = farv + row;
+            if (DT > 0) {
+                for (int c = 0; c < D; ++c) col[c] = colp[c];
+#pragma omp simd
+                for (int lx = 0; lx < ts; ++lx) {
+                    const float dx = mx - (px0 + static_cast<float>(lx));
+                    float sigma, vis;
+                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    const bool live = dr[lx] == 0;
+                    const bool beyond = depth >= fr[lx];
+                    const bool ok = live && !beyond && sigma >= 0.0f && alpha >= thr;
+                    const float nT = Tr[lx] * (1.0f - alpha);
+                    const bool stop = ok && nT <= tmin;
+                    const bool use = ok && !stop;
+                    const float w = use ? alpha * Tr[lx] : 0.0f;
+                    for (int c = 0; c < DT; ++c) acc[size_t(c) * P + row + lx] += w * col[c];
+                    wr[lx] += w;
+                    Tr[lx] = use ? nT : Tr[lx];
+                    lr[lx] = use ? kk : lr[lx];
+                    dr[lx] = (stop || (live && beyond)) ? 1 : dr[lx];
+                }
+            } else {
+                for (int lx = 0; lx < ts; ++lx) {
+                    const float dx = mx - (px0 + static_cast<float>(lx));
+                    float sigma, vis;
+                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    const bool live = dr[lx] == 0;
+                    const bool beyond = depth >= fr[lx];
+                    const bool ok = live && !beyond && sigma >= 0.0f && alpha >= thr;
+                    const float nT = Tr[lx] * (1.0f - alpha);
+                    const bool stop = ok && nT <= tmin;
+                    if (live && (stop || beyond)) dr[lx] = 1;
+                    if (!ok || stop) continue;
+                    const float w = alpha * Tr[lx];
+                    for (int c = 0; c < D; ++c) acc[size_t(c) * P + row + lx] += w * colp[c];
+                    wr[lx] += w;
+                    Tr[lx] = nT;
+                    lr[lx] = kk;
+                }
+            }
+        }
+    }
+
+    const int64_t img_off = static_cast<int64_t>(b.cam) * in.H * in.W;
+    for (int y = b.y0; y < b.y1; ++y)
+        for (int x = b.x0; x < b.x1; ++x) {
+            const int p = (y - b.y0) * ts + (x - b.x0);
+            const int64_t pix = img_off + static_cast<int64_t>(y) * in.W + x;
+            float* o = out_color + pix * D;
+            for (int c = 0; c < D; ++c) o[c] = acc[size_t(c) * P + p];
+            out_T[pix] = T[p];
+            out_alpha[pix] = wsum[p];  // = 1 - T in real arithmetic, without float cancellation
+            out_last[pix] = last[p];
+        }
+}
+
+template <int DT, int TS>
+void forward_all(const Inputs& in, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
+    const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
+    const int P = in.ts * in.ts;
+#pragma omp parallel
+    {
+        TileState st;
+        st.init(P, in.D, in.ts);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < n_tiles; ++t) forward_tile<DT, TS>(in, t, out_color, out_alpha, out_T, out_last, st);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward
+// ---------------------------------------------------------------------------------------------
+struct GradOut {
+    float* v_means2d;  // [C*N,2]
+    float* v_conics;   // [C*N,3]
+    float* v_colors;   // [C*N,D]
+    float* v_opac;     // [C*N]
+    float* v_abs;      // [C*N,2] or null
+};
+
+// per-Gaussian record in the thread buffers: mx, my, a, b, c, opacity, colour[D], |mx|, |my|
+template <int DT, int TS>
+void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int32_t* last_ids, const float* v_color,
+                   const float* v_alpha_eff, float* buf, bool absgrad, TileState& st) {
+    const int D = DT > 0 ? DT : in.D;
+    const int ts = TS > 0 ? TS : in.ts;
+    const int P = ts * ts;
+    const TileBox b = tile_box(in, t);
+    if (b.end <= b.start) return;
+    const int G = 6 + D + (absgrad ? 2 : 0);
+    float* __restrict T = st.T.data();
+    float* __restrict Tf = st.Tf.data();
+    float* __restrict gA = st.gA.data();
+    float* __restrict S = st.S.data();
+    float* __restrict gC = st.gC.data();
+    int32_t* __restrict last = st.last.data();
+    const int64_t img_off = static_cast<int64_t>(b.cam) * in.H * in.W;
+    int32_t kmax = -1;
+    int32_t* __restrict rowmax = st.rowv.data();
+    for (int ly = 0; ly < ts; ++ly) {
+        rowmax[ly] = -1;
+        for (int lx = 0; lx < ts; ++lx) {
+            const int p = ly * ts + lx;
+            const int x = b.x0 + lx, y = b.y0 + ly;
+            if (x < b.x1 && y < b.y1) {
+                const int64_t pix = img_off + static_cast<int64_t>(y) * in.W + x;
+                last[p] = last_ids[pix];
+                T[p] = Tf[p] = T_final[pix];
+                gA[p] = v_alpha_eff[pix];
+                for (int c = 0; c < D; ++c) gC[size_t(c) * P + p] = v_color[pix * D + c];
+            } else {
+                last[p] = -1;
+                T[p] = Tf[p] = 1.0f;
+                gA[p] = 0.0f;
+                for (int c = 0; c < D; ++c) gC[size_t(c) * P + p] = 0.0f;
+            }
+            for (int c = 0; c < D; ++c) S[size_t(c) * P + p] = 0.0f;
+            rowmax[ly] = std::max(rowmax[ly], last[p]);
+        }
+        kmax = std::max(kmax, rowmax[ly]);
+    }
+    if (kmax < b.start) return;
+
+    const float amax = in.alpha_max;
+    const float thr = recon_raster::kAlphaThreshold;
+    float* __restrict L = st.lanes.data();  // [8 + D][ts]
+    float* __restrict Lmx = L;
+    float* __restrict Lmy = L + ts;
+    float* __restrict La = L + 2 * ts;
+    float* __restrict Lb = L + 3 * ts;
+    float* __restrict Lc = L + 4 * ts;
+    float* __restrict Lop = L + 5 * ts;
+    float* __restrict Lax = L + 6 * ts;
+    float* __restrict Lay = L + 7 * ts;
+    float* __restrict Lcol = L + 8 * ts;
+    for (int64_t k = kmax; k >= b.start; --k) {
+        const int64_t g = in.ids[k];
+        const float mx = in.means2d[2 * g], my = in.means2d[2 * g + 1];
+        const float ca = in.conics[3 * g], cb = in.conics[3 * g + 1], cc = in.conics[3 * g + 2];
+        const float op = in.opacities[g];
+        if (!(op >= thr)) continue;
+        const float* colp = in.colors + g * D;
+        float col[DT > 0 ? DT : 1];
+        const int32_t kk = static_cast<int32_t>(k);
+        const recon_raster::Ellipse e(mx, my, ca, cb, cc, op);
+        int ylo, yhi;
+        e.rows(b.y0, b.y1, ylo, yhi);
+        // rows where some pixel still composites this Gaussian (its last index is >= k)
+        while (ylo <= yhi && rowmax[ylo - b.y0] < kk) ++ylo;
+        while (yhi >= ylo && rowmax[yhi - b.y0] < kk) --yhi;
+        if (ylo > yhi) continue;
+        std::fill(L, L + size_t(8 + D) * ts, 0.0f);
+        const float px0 = static_cast<float>(b.x0) + 0.5f;
+        for (int y = ylo; y <= yhi; ++y) {
+            if (rowmax[y - b.y0] < kk) continue;
+            const float dy = my - (static_cast<float>(y) + 0.5f);
+            const int row = (y - b.y0) * ts;
+            float* __restrict Tr = T + row;
+            const float* __restrict Tfr = Tf + row;
+            const float* __restrict gAr = gA + row;
+            const int32_t* __restrict lr = last + row;
+            if (DT > 0) {
+                for (int c = 0; c < D; ++c) col[c] = colp[c];
+#pragma omp simd
+                for (int lx = 0; lx < ts; ++lx) {
+                    const float dx = mx - (px0 + static_cast<float>(lx));
+                    float sigma, vis;
+                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
+                    const float ra = 1.0f / (1.0f - alpha);
+                    const float Tn = Tr[lx] * ra;  // transmittance in front of this Gaussian
+                    const float fac = alpha * Tn;
+                    float v_alpha = Tfr[lx] * ra * gAr[lx];
+                    for (int c = 0; c < DT; ++c) {
+                        const size_t q = size_t(c) * P + row + lx;
+                        v_alpha += (col[c] * Tn - S[q] * ra) * gC[q];
+                        Lcol[c * ts + lx] += ok ? fac * gC[q] : 0.0f;
+                        S[q] += ok ? col[c] * fac : 0.0f;
+                    }
+                    Tr[lx] = ok ? Tn : Tr[lx];
+                    const bool grad = ok && op * vis <= amax;
+                    const float v_sigma = grad ? -op * vis * v_alpha : 0.0f;
+                    La[lx] += 0.5f * v_sigma * dx * dx;
+                    Lb[lx] += v_sigma * dx * dy;
+                    Lc[lx] += 0.5f * v_sigma * dy * dy;
+                    const float gx = v_sigma * (ca * dx + cb * dy);
+                    const float gy = v_sigma * (cb * dx + cc * dy);
+                    Lmx[lx] += gx;
+                    Lmy[lx] += gy;
+                    Lax[lx] += std::fabs(gx);
+                    Lay[lx] += std::fabs(gy);
+                    Lop[lx] += grad ? vis * v_alpha : 0.0f;
+                }
+            } else {
+                for (int lx = 0; lx < ts; ++lx) {
+                    const float dx = mx - (px0 + static_cast<float>(lx));
+                    float sigma, vis;
+                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    if (!(kk <= lr[lx] && sigma >= 0.0f && alpha >= thr)) continue;
+                    const float ra = 1.0f / (1.0f - alpha);
+                    const float Tn = Tr[lx] * ra;
+                    const float fac = alpha * Tn;
+                    float v_alpha = Tfr[lx] * ra * gAr[lx];
+                    for (int c = 0; c < D; ++c) {
+                        const size_t q = size_t(c) * P + row + lx;
+                        v_alpha += (colp[c] * Tn - S[q] * ra) * gC[q];
+                        Lcol[c * ts + lx] += fac * gC[q];
+                        S[q] += colp[c] * fac;
+                    }
+                    Tr[lx] = Tn;
+                    if (!(op * vis <= amax)) continue;
+                    const float v_sigma = -op * vis * v_alpha;
+                    La[lx] += 0.5f * v_sigma * dx * dx;
+                    Lb[lx] += v_sigma * dx * dy;
+                    Lc[lx] += 0.5f * v_sigma * dy * dy;
+                    const float gx = v_sigma * (ca * dx + cb * dy);
+                    const float gy = v_sigma * (cb * dx + cc * dy);
+                    Lmx[lx] += gx;
+                    Lmy[lx] += gy;
+                    Lax[lx] += std::fabs(gx);
+                    Lay[lx] += std::fabs(gy);
+                    Lop[lx] += vis * v_alpha;
+                }
+            }
+        }
+        float* r = buf + g * G;
+        float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int j = 0; j < 8; ++j)
+            for (int lx = 0; lx < ts; ++lx) sums[j] += L[j * ts + lx];
+        for (int j = 0; j < 6; ++j) r[j] += sums[j];
+        for (int c = 0; c < D; ++c) {
+            float s = 0.0f;
+            for (int lx = 0; lx < ts; ++lx) s += Lcol[c * ts + lx];
+            r[6 + c] += s;
+        }
+        if (absgrad) {
+            r[6 + D] += sums[6];
+            r[7 + D] += sums[7];
+        }
+    }
+}
+
+template <int DT, int TS>
+void backward_all(const Inputs& in, const float* T_final, const int32_t* last_ids, const float* v_color,
+                  const float* v_alpha_eff, bool absgrad, GradOut out) {
+    const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
+    const int P = in.ts * in.ts;
+    const int D = in.D;
+    const int G = 6 + D + (absgrad ? 2 : 0);
+    const int64_t CN = static_cast<int64_t>(in.C) * in.N;
+    const int nt = n_threads();
+    std::vector<std::vector<float>> bufs(nt);
+#pragma omp parallel
+    {
+        const int tid = thread_id();
+        std::vector<float>& buf = bufs[tid];
+        buf.assign(static_cast<size_t>(CN) * G, 0.0f);
+        TileState st;
+        st.init(P, D, in.ts);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < n_tiles; ++t)
+            backward_tile<DT, TS>(in, t, T_final, last_ids, v_color, v_alpha_eff, buf.data(), absgrad, st);
+        // sum the per-thread buffers (each thread reduces a slice of Gaussians)
+#pragma omp for schedule(dynamic, 1024)
+        for (int64_t g = 0; g < CN; ++g) {
+            float r[64 + 8];
+            const int Gc = std::min(G, 64 + 8);
+            for (int j = 0; j < Gc; ++j) r[j] = 0.0f;
+            for (int j = 0; j < nt; ++j) {
+                if (bufs[j].empty()) continue;
+                const float* s = bufs[j].data() + g * G;
+                for (int q = 0; q < Gc; ++q) r[q] += s[q];
+            }
+            out.v_means2d[2 * g] = r[0];
+            out.v_means2d[2 * g + 1] = r[1];
+            out.v_conics[3 * g] = r[2];
+            out.v_conics[3 * g + 1] = r[3];
+            out.v_conics[3 * g + 2] = r[4];
+            out.v_opac[g] = r[5];
+            for (int c = 0; c < D; ++c) {
+                float acc = 0.0f;
+                if (6 + c < Gc) {
+                    acc = r[6 + c];
+                } else {
+                    for (int j = 0; j < nt; ++j)
+                        if (!bufs[j].empty()) acc += bufs[j][g * G + 6 + c];
+                }
+                out.v_colors[g * D + c] = acc;
+            }
+            if (absgrad) {
+                float ax = 0.0f, ay = 0.0f;
+                for (int j = 0; j < nt; ++j)
+                    if (!bufs[j].empty()) {
+                        ax += bufs[j][g * G + 6 + D];
+                        ay += bufs[j][g * G + 7 + D];
+                    }
+                out.v_abs[2 * g] = ax;
+                out.v_abs[2 * g + 1] = ay;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bindings
+// ---------------------------------------------------------------------------------------------
+void check(const torch::Tensor& t, const char* name, torch::ScalarType dt) {
+    TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+    TORCH_CHECK(t.scalar_type() == dt, name, " has the wrong dtype");
+    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+Inputs make_inputs(const torch::Tensor& means2d, const torch::Tensor& conics, const torch::Tensor& colors,
+                   const torch::Tensor& opacities, const c10::optional<torch::Tensor>& depths,
+                   const c10::optional<torch::Tensor>& far_depths, const torch::Tensor& offsets,
+                   const torch::Tensor& flatten_ids, int64_t width, int64_t height, int64_t tile_size,
+                   double alpha_max) {
+    check(means2d, "means2d", torch::kFloat32);
+    check(conics, "conics", torch::kFloat32);
+    check(colors, "colors", torch::kFloat32);
+    check(opacities, "opacities", torch::kFloat32);
+    check(offsets, "isect_offsets", torch::kInt32);
+    check(flatten_ids, "flatten_ids", torch::kInt32);
+    TORCH_CHECK(colors.dim() == 3, "colors must be [C, N, D]");
+    Inputs in;
+    in.C = static_cast<int>(colors.size(0));
+    in.N = static_cast<int>(colors.size(1));
+    in.D = static_cast<int>(colors.size(2));
+    TORCH_CHECK(means2d.numel() == int64_t(in.C) * in.N * 2, "means2d must be [C, N, 2]");
+    TORCH_CHECK(conics.numel() == int64_t(in.C) * in.N * 3, "conics must be [C, N, 3]");
+    TORCH_CHECK(opacities.numel() == int64_t(in.C) * in.N, "opacities must be [C, N]");
+    in.W = static_cast<int>(width);
+    in.H = static_cast<int>(height);
+    in.ts = static_cast<int>(tile_size);
+    in.tw = static_cast<int>((width + tile_size - 1) / tile_size);
+    in.th = static_cast<int>((height + tile_size - 1) / tile_size);
+    TORCH_CHECK(offsets.numel() == int64_t(in.C) * in.tw * in.th, "isect_offsets must be [C, tile_h, tile_w]");
+    in.means2d = means2d.data_ptr<float>();
+    in.conics = conics.data_ptr<float>();
+    in.colors = colors.data_ptr<float>();
+    in.opacities = opacities.data_ptr<float>();
+    in.depths = nullptr;
+    in.far = nullptr;
+    if (far_depths.has_value() && far_depths->defined()) {
+        TORCH_CHECK(depths.has_value() && depths->defined(), "far_depths needs depths");
+        check(*far_depths, "far_depths", torch::kFloat32);
+        check(*depths, "depths", torch::kFloat32);
+        TORCH_CHECK(far_depths->numel() == int64_t(in.C) * in.H * in.W, "far_depths must be [C, H, W]");
+        in.far = far_depths->data_ptr<float>();
+        in.depths = depths->data_ptr<float>();
+    }
+    in.offsets = offsets.data_ptr<int32_t>();
+    in.ids = flatten_ids.data_ptr<int32_t>();
+    in.n_isects = flatten_ids.numel();
+    in.alpha_max = static_cast<float>(alpha_max);
+    return in;
+}
+
+std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& means2d, const torch::Tensor& conics,
+                                         const torch::Tensor& colors, const torch::Tensor& opacities,
+                                         const c10::optional<torch::Tensor>& depths,
+                                         const c10::optional<torch::Tensor>& far_depths,
+                                         const torch::Tensor& offsets, const torch::Tensor& flatten_ids,
+                                         int64_t width, int64_t height, int64_t tile_size, double alpha_max) {
+    Inputs in = make_inputs(means2d, conics, colors, opacities, depths, far_depths, offsets, flatten_ids, width,
+                            height, tile_size, alpha_max);
+    auto fopt = torch::TensorOptions().dtype(torch::kFloat32);
+    torch::Tensor out_color = torch::empty({in.C, in.H, in.W, in.D}, fopt);
+    torch::Tensor out_alpha = torch::empty({in.C, in.H, in.W, 1}, fopt);
+    torch::Tensor out_T = torch::empty({in.C, in.H, in.W}, fopt);
+    torch::Tensor out_last = torch::empty({in.C, in.H, in.W}, torch::TensorOptions().dtype(torch::kInt32));
+    {
+        pybind11::gil_scoped_release nogil;
+        float* oc = out_color.data_ptr<float>();
+        float* oa = out_alpha.data_ptr<float>();
+        float* ot = out_T.data_ptr<float>();
+        int32_t* ol = out_last.data_ptr<int32_t>();
+        const bool t16 = in.ts == 16;
+        switch (in.D) {
+            case 1: t16 ? forward_all<1, 16>(in, oc, oa, ot, ol) : forward_all<1, 0>(in, oc, oa, ot, ol); break;
+            case 2: t16 ? forward_all<2, 16>(in, oc, oa, ot, ol) : forward_all<2, 0>(in, oc, oa, ot, ol); break;
+            case 3: t16 ? forward_all<3, 16>(in, oc, oa, ot, ol) : forward_all<3, 0>(in, oc, oa, ot, ol); break;
+            case 4: t16 ? forward_all<4, 16>(in, oc, oa, ot, ol) : forward_all<4, 0>(in, oc, oa, ot, ol); break;
+            default: forward_all<0, 0>(in, oc, oa, ot, ol); break;
+        }
+    }
+    return {out_color, out_alpha, out_T, out_last};
+}
+
+std::vector<torch::Tensor> rasterize_bwd(const torch::Tensor& means2d, const torch::Tensor& conics,
+                                         const torch::Tensor& colors, const torch::Tensor& opacities,
+                                         const torch::Tensor& offsets, const torch::Tensor& flatten_ids,
+                                         int64_t width, int64_t height, int64_t tile_size, double alpha_max,
+                                         const torch::Tensor& T_final, const torch::Tensor& last_ids,
+                                         const torch::Tensor& v_color, const torch::Tensor& v_alpha_eff,
+                                         bool absgrad) {
+    Inputs in = make_inputs(means2d, conics, colors, opacities, c10::nullopt, c10::nullopt, offsets, flatten_ids,
+                            width, height, tile_size, alpha_max);
+    check(T_final, "T_final", torch::kFloat32);
+    check(last_ids, "last_ids", torch::kInt32);
+    check(v_color, "v_render_colors", torch::kFloat32);
+    check(v_alpha_eff, "v_render_alphas", torch::kFloat32);
+    const int64_t npix = int64_t(in.C) * in.H * in.W;
+    TORCH_CHECK(T_final.numel() == npix && last_ids.numel() == npix && v_alpha_eff.numel() == npix,
+                "per-pixel buffers must be [C, H, W]");
+    TORCH_CHECK(v_color.numel() == npix * in.D, "v_render_colors must be [C, H, W, D]");
+    auto fopt = torch::TensorOptions().dtype(torch::kFloat32);
+    torch::Tensor v_means2d = torch::empty({in.C, in.N, 2}, fopt);
+    torch::Tensor v_conics = torch::empty({in.C, in.N, 3}, fopt);
+    torch::Tensor v_colors = torch::empty({in.C, in.N, in.D}, fopt);
+    torch::Tensor v_opac = torch::empty({in.C, in.N}, fopt);
+    torch::Tensor v_abs = absgrad ? torch::empty({in.C, in.N, 2}, fopt) : torch::empty({0}, fopt);
+    {
+        pybind11::gil_scoped_release nogil;
+        GradOut out{v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(), v_colors.data_ptr<float>(),
+                    v_opac.data_ptr<float>(), absgrad ? v_abs.data_ptr<float>() : nullptr};
+        const float* tf = T_final.data_ptr<float>();
+        const int32_t* li = last_ids.data_ptr<int32_t>();
+        const float* vc = v_color.data_ptr<float>();
+        const float* va = v_alpha_eff.data_ptr<float>();
+        const bool t16 = in.ts == 16;
+        switch (in.D) {
+            case 1: t16 ? backward_all<1, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<1, 0>(in, tf, li, vc, va, absgrad, out); break;
+            case 2: t16 ? backward_all<2, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<2, 0>(in, tf, li, vc, va, absgrad, out); break;
+            case 3: t16 ? backward_all<3, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<3, 0>(in, tf, li, vc, va, absgrad, out); break;
+            case 4: t16 ? backward_all<4, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<4, 0>(in, tf, li, vc, va, absgrad, out); break;
+            default: backward_all<0, 0>(in, tf, li, vc, va, absgrad, out); break;
+        }
+    }
+    return {v_means2d, v_conics, v_colors, v_opac, v_abs};
+}
+
+int64_t max_threads() { return n_threads(); }
+
+} // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.doc() = "recon CPU Gaussian tile rasteriser (forward/backward)";
+    m.def("rasterize_fwd", &rasterize_fwd, "tile rasteriser forward");
+    m.def("rasterize_bwd", &rasterize_bwd, "tile rasteriser backward");
+    m.def("max_threads", &max_threads, "OpenMP threads the kernel will use");
+    m.def("project_fwd", &recon_ops::project_fwd, "EWA projection forward");
+    m.def("project_bwd", &recon_ops::project_bwd, "EWA projection backward");
+    m.def("sh_fwd", &recon_ops::sh_fwd, "SH colour forward");
+    m.def("sh_bwd", &recon_ops::sh_bwd, "SH colour backward");
+    m.def("isect_tiles", &recon_ops::isect_tiles, "tile binning (CSR of intersections)");
+}
