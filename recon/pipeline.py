@@ -29,6 +29,8 @@ from recon import metrics
 log = logging.getLogger("recon")
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+# Live-view hook: called as snapshot(step, model, stats) every `snapshot_every` steps (e.g. to stream splats to a viewer).
+SnapshotFn = Callable[[int, Any, dict[str, float]], None]
 
 
 # ----------------------------------------------------------------------------- stage 1: inputs
@@ -155,6 +157,8 @@ def train(
     masks: list[np.ndarray] | None,
     config: ReconstructConfig,
     progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
+    snapshot_every: int = 50,
 ) -> TrainResult:
     """Optimise the Gaussians against the input views (L1 + D-SSIM, mask loss, sparse-view regularisers)."""
     from priors import regularizers as reg
@@ -244,6 +248,8 @@ def train(
             result.history.append(rec)
             if progress is not None:
                 progress(step, config.iterations, rec)
+            if snapshot is not None and (step % snapshot_every == 0 or step == config.iterations):
+                snapshot(step, model, rec)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -305,6 +311,7 @@ def reconstruct(
     config: ReconstructConfig,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    snapshot: SnapshotFn | None = None,
 ) -> dict[str, Any]:
     """The main job: reconstruct ``source`` into the run folder ``out`` (written atomically). Returns metrics."""
     out = Path(out)
@@ -330,7 +337,7 @@ def reconstruct(
             init = initialise(views, cameras, masks, config)
             timings["init_s"] = time.perf_counter() - t
             log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
-            result = train(init, views, cameras, masks, config, progress=progress)
+            result = train(init, views, cameras, masks, config, progress=progress, snapshot=snapshot)
             timings["train_s"] = result.seconds
             for rec in result.history[:: max(1, len(result.history) // 20)]:
                 log.info("step %(step)d loss %(loss).4f psnr %(psnr).2f gaussians %(gaussians)d", rec)
