@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon.cameras import Camera
+from recon.cameras import Camera, nearest_point_to_rays
 
 _COARSE_RES = 48
 
@@ -361,18 +361,7 @@ def _carve(
     return keep.reshape(dims)
 
 
-def _nearest_point_to_rays(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray | None:
-    """Least-squares point closest to all rays; None when they are (nearly) parallel."""
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for o, d in zip(origins, dirs):
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ o
-    ev = np.linalg.eigvalsh(A)
-    if ev[0] < 1e-3 * ev[-1]:
-        return None
-    return np.linalg.solve(A, b)
+_nearest_point_to_rays = nearest_point_to_rays
 
 
 def _estimate_bounds(

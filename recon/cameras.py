@@ -61,6 +61,23 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     return -q if q[0] < 0 else q
 
 
+def nearest_point_to_rays(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray | None:
+    """Least-squares point closest to all rays (origins, unit dirs: Nx3); None when they are (nearly) parallel.
+
+    Used to find what a rig of cameras looks at (optical axes) or where an object sits (rays through mask centres).
+    """
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for o, d in zip(np.asarray(origins, dtype=np.float64), np.asarray(dirs, dtype=np.float64)):
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ o
+    ev = np.linalg.eigvalsh(A)
+    if ev[0] < 1e-3 * ev[-1]:
+        return None
+    return np.linalg.solve(A, b)
+
+
 @dataclass(eq=False)
 class Camera:
     """Pinhole camera: intrinsics ``K`` (3x3), world-to-camera ``viewmat`` (4x4, OpenCV axes), image size."""

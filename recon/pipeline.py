@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from recon.cameras import Camera
+from recon.cameras import Camera, nearest_point_to_rays
 from recon.config import ReconstructConfig
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir, atomic_write_text
@@ -78,13 +78,9 @@ def scene_bounds(cameras: list[Camera]) -> np.ndarray:
     """A box around what all cameras look at: the least-squares meeting point of the optical axes +- the spread."""
     centers = np.stack([c.center for c in cameras])
     dirs = np.stack([c.R[2] for c in cameras])  # optical axes in world coordinates
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for c, d in zip(centers, dirs):
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ c
-    target = np.linalg.lstsq(A, b, rcond=None)[0]
+    target = nearest_point_to_rays(centers, dirs)
+    if target is None:  # parallel optical axes: look a median camera distance ahead of the mean camera
+        target = centers.mean(axis=0) + dirs.mean(axis=0) * float(np.median(np.linalg.norm(centers, axis=1)))
     dist = float(np.median(np.linalg.norm(centers - target, axis=1)))
     half_fov = max(math.atan(0.5 * c.width / c.fx) for c in cameras)
     half = dist * math.tan(half_fov)
