@@ -7,11 +7,16 @@ RUN_OUT ?= runs/sample
 
 .PHONY: setup sysdeps run test bench clean
 
-# open3d needs libusb at import time; install it with apt when it is missing (root, Debian).
+# System packages (Debian, root): libusb for open3d's import; chromium + chromedriver for the browser tests
+# of the viewer and the leaderboard page. Installed with apt only when missing.
 sysdeps:
-	@if ! ldconfig -p | grep -q 'libusb-1.0.so.0'; then \
-		echo "installing libusb-1.0-0 (needed by open3d)"; \
-		apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	@missing=""; \
+	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing with apt:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

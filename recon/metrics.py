@@ -328,6 +328,61 @@ def lpips_if_available(
     return lpips
 
 
+
+# --------------------------------------------------------------------------------------------- SpaRe "-M" metrics
+# The SpaRe challenge's object-only scores: PSNR-M over the mask pixels (``psnr(pred, gt, mask)``), SSIM-M and
+# LPIPS-M on the crop of both images to the tight bounding box of the mask (grown to a minimum size the window
+# or network needs, clamped to the image).
+def mask_bbox(mask: torch.Tensor, min_size: int = 1) -> tuple[int, int, int, int] | None:
+    """Tight bounding box (y0, y1, x0, x1), end-exclusive, of ``mask > 0.5`` for an [H, W] mask; None when empty.
+
+    The box is grown symmetrically (then shifted to stay inside the image) to at least ``min_size`` per side,
+    or the image size when that is smaller.
+    """
+    m = mask.detach()
+    if m.dim() == 3 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.dim() != 2:
+        raise ValueError(f"mask_bbox: expected an [H, W] mask, got shape {tuple(mask.shape)}")
+    h, w = m.shape
+    rows = torch.nonzero((m > 0.5).any(dim=1)).flatten()
+    cols = torch.nonzero((m > 0.5).any(dim=0)).flatten()
+    if rows.numel() == 0:
+        return None
+
+    def grow(lo: int, hi: int, size: int) -> tuple[int, int]:
+        need = min(min_size, size) - (hi - lo)
+        if need > 0:
+            lo -= need // 2
+            hi += need - need // 2
+            shift = max(0, -lo) - max(0, hi - size)
+            lo, hi = lo + shift, hi + shift
+        return lo, hi
+
+    y0, y1 = grow(int(rows[0]), int(rows[-1]) + 1, h)
+    x0, x1 = grow(int(cols[0]), int(cols[-1]) + 1, w)
+    return y0, y1, x0, x1
+
+
+def crop_to_mask_bbox(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, min_size: int = 1
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """[H, W, 3] pred and gt cropped to :func:`mask_bbox` of the [H, W] mask (None when the mask is empty)."""
+    box = mask_bbox(mask, min_size)
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    return pred[y0:y1, x0:x1], gt[y0:y1, x0:x1]
+
+
+def bbox_ssim(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float | None:
+    """SpaRe SSIM-M: full SSIM of the [H, W, 3] images cropped to the mask's bounding box (None: empty mask)."""
+    crop = crop_to_mask_bbox(pred, gt, mask, min_size=window)
+    if crop is None:
+        return None
+    return float(ssim(*crop, window=window, sigma=sigma))
+
+
 __all__ = [
     "psnr",
     "mse_to_psnr",
@@ -340,5 +395,8 @@ __all__ = [
     "dssim_loss",
     "rgb_loss",
     "lpips_if_available",
+    "mask_bbox",
+    "crop_to_mask_bbox",
+    "bbox_ssim",
 ]
 

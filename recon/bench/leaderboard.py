@@ -1,0 +1,300 @@
+"""The leaderboard store: one SQLite file (WAL journal) with methods, submissions and per-scene/per-image scores.
+
+Every submission is validated and scored completely *before* the database is opened for writing, then stored
+in one ``BEGIN IMMEDIATE`` transaction: a rejected submission leaves the database untouched, two processes
+submitting at once are serialised by SQLite's lock (each waits up to ``timeout`` seconds) and both land, and
+a process killed mid-write leaves only the last committed state (SQLite's journal rolls the rest back).
+Thumbnails of each render and its ground truth are stored as small PNG blobs so the web page needs only the
+database file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from recon.bench.dataset import Benchmark, check_track_split, load_benchmark, load_ground_truth
+from recon.bench.scoring import HIGHER_IS_BETTER, METRICS, Scores, score_renders
+from recon.bench.submission import MAX_BYTES, Submission, SubmissionError, read_submission
+from recon.errors import ReconInputError
+
+DEFAULT_DB_NAME = "leaderboard.sqlite"
+DEFAULT_METRIC = "psnr_m"
+THUMB_WIDTH = 160
+SCHEMA_VERSION = 1
+
+_METRIC_COLS = ", ".join(f"{m} REAL" for m in METRICS)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS methods (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY,
+    method_id INTEGER NOT NULL REFERENCES methods(id),
+    name TEXT NOT NULL UNIQUE,
+    track INTEGER NOT NULL CHECK (track IN (1, 2)),
+    split TEXT NOT NULL CHECK (split IN ('dev', 'test')),
+    created REAL NOT NULL,
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    n_scenes INTEGER NOT NULL,
+    n_images INTEGER NOT NULL,
+    lpips_note TEXT,
+    info TEXT NOT NULL,
+    {_METRIC_COLS},
+    {", ".join(f"{m}_std REAL" for m in METRICS)});
+CREATE TABLE IF NOT EXISTS scene_scores (
+    submission_id INTEGER NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
+    scene TEXT NOT NULL, {_METRIC_COLS},
+    PRIMARY KEY (submission_id, scene));
+CREATE TABLE IF NOT EXISTS image_scores (
+    submission_id INTEGER NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
+    scene TEXT NOT NULL, view TEXT NOT NULL, {_METRIC_COLS},
+    render_thumb BLOB, gt_thumb BLOB,
+    PRIMARY KEY (submission_id, scene, view));
+"""
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ReconInputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    return metric
+
+
+def thumbnail_png(img: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
+    """Small RGB PNG of an HxWx3 uint8 or float image."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    h, w = a.shape[:2]
+    if w > width:
+        a = cv2.resize(a, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a[:, :, ::-1]))
+    if not ok:
+        raise OSError("thumbnail encoding failed")
+    return buf.tobytes()
+
+
+class Leaderboard:
+    """The SQLite store. Open one per thread/process; every write is a single transaction."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            # CREATE ... IF NOT EXISTS is idempotent, so concurrent first opens are harmless.
+            con.executescript(SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: taken with BEGIN IMMEDIATE (waits for other writers), rolled back on any error."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writes
+    def add(self, method: str, name: str, track: int, split: str, scores: Scores, *, source: str = "",
+            sha256: str = "", thumbs: dict[tuple[str, str], tuple[bytes, bytes]] | None = None,
+            info: dict[str, Any] | None = None) -> int:
+        """Store a scored submission in one transaction; returns its id. Duplicate names raise SubmissionError."""
+        check_track_split(track, split)
+        if not method.strip() or not name.strip():
+            raise ReconInputError("method and submission names must not be empty")
+        thumbs = thumbs or {}
+        with self.transaction() as con:
+            if con.execute("SELECT 1 FROM submissions WHERE name = ?", (name,)).fetchone():
+                raise SubmissionError(f"a submission named {name!r} already exists (choose another --name)")
+            con.execute("INSERT OR IGNORE INTO methods (name, created) VALUES (?, ?)", (method, time.time()))
+            method_id = con.execute("SELECT id FROM methods WHERE name = ?", (method,)).fetchone()[0]
+            cols = ", ".join(METRICS) + ", " + ", ".join(f"{m}_std" for m in METRICS)
+            values = [scores.mean[m] for m in METRICS] + [scores.std[m] for m in METRICS]
+            cur = con.execute(
+                f"INSERT INTO submissions (method_id, name, track, split, created, source, sha256, n_scenes, n_images,"
+                f" lpips_note, info, {cols}) VALUES ({', '.join('?' * (11 + 2 * len(METRICS)))})",
+                [method_id, name, track, split, time.time(), source, sha256, len(scores.per_scene),
+                 len(scores.per_image), scores.lpips_note, json.dumps(info or {})] + values,
+            )
+            sid = int(cur.lastrowid)
+            self._insert_scores(con, sid, scores, thumbs)
+        return sid
+
+    def _insert_scores(self, con: sqlite3.Connection, sid: int, scores: Scores,
+                       thumbs: dict[tuple[str, str], tuple[bytes, bytes]]) -> None:
+        marks = ", ".join("?" * len(METRICS))
+        con.executemany(
+            f"INSERT INTO scene_scores (submission_id, scene, {', '.join(METRICS)}) VALUES (?, ?, {marks})",
+            [[sid, scene] + [s[m] for m in METRICS] for scene, s in scores.per_scene.items()],
+        )
+        for r in scores.per_image:
+            render, gt = thumbs.get((r["scene"], r["view"]), (None, None))
+            con.execute(
+                f"INSERT INTO image_scores (submission_id, scene, view, {', '.join(METRICS)}, render_thumb, gt_thumb)"
+                f" VALUES (?, ?, ?, {marks}, ?, ?)",
+                [sid, r["scene"], r["view"]] + [r[m] for m in METRICS] + [render, gt],
+            )
+
+    # ------------------------------------------------------------------ reads
+    def rows(self, track: int | None = None, split: str | None = None, metric: str = DEFAULT_METRIC) -> list[dict[str, Any]]:
+        """Submissions ranked by ``metric`` (best first; missing values last), with a 1-based ``rank``."""
+        check_metric(metric)
+        where, args = [], []
+        if track is not None:
+            where.append("s.track = ?")
+            args.append(track)
+        if split is not None:
+            where.append("s.split = ?")
+            args.append(split)
+        order = "DESC" if HIGHER_IS_BETTER[metric] else "ASC"
+        sql = (f"SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+               f" ORDER BY s.track, s.split, s.{metric} IS NULL, s.{metric} {order}, s.id")
+        with self._connect() as con:
+            out = [dict(r) for r in con.execute(sql, args)]
+        ranks: dict[tuple[int, str], int] = {}
+        for r in out:
+            key = (r["track"], r["split"])
+            ranks[key] = ranks.get(key, 0) + 1
+            r["rank"] = ranks[key]
+            r.pop("info", None)
+        return out
+
+    def submission(self, sid: int) -> dict[str, Any] | None:
+        with self._connect() as con:
+            r = con.execute("SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id"
+                            " WHERE s.id = ?", (sid,)).fetchone()
+        return dict(r) if r else None
+
+    def scene_rows(self, sid: int) -> list[dict[str, Any]]:
+        with self._connect() as con:
+            return [dict(r) for r in con.execute("SELECT * FROM scene_scores WHERE submission_id = ? ORDER BY scene",
+                                                 (sid,))]
+
+    def image_rows(self, sid: int, scene: str | None = None) -> list[dict[str, Any]]:
+        """Per-image scores (without the thumbnail blobs)."""
+        sql = f"SELECT submission_id, scene, view, {', '.join(METRICS)} FROM image_scores WHERE submission_id = ?"
+        args: list[Any] = [sid]
+        if scene is not None:
+            sql += " AND scene = ?"
+            args.append(scene)
+        with self._connect() as con:
+            return [dict(r) for r in con.execute(sql + " ORDER BY scene, view", args)]
+
+    def thumbnail(self, sid: int, scene: str, view: str, kind: str) -> bytes | None:
+        col = {"render": "render_thumb", "gt": "gt_thumb"}.get(kind)
+        if col is None:
+            return None
+        with self._connect() as con:
+            r = con.execute(f"SELECT {col} FROM image_scores WHERE submission_id = ? AND scene = ? AND view = ?",
+                            (sid, scene, view)).fetchone()
+        return None if r is None else r[0]
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as con:
+            return {t: int(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                    for t in ("methods", "submissions", "scene_scores", "image_scores")}
+
+    def integrity_ok(self) -> bool:
+        with self._connect() as con:
+            return con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# ---------------------------------------------------------------------- the whole submit path
+def expected_views(bench: Benchmark, split: str) -> dict[str, list[str]]:
+    return {scene: [v.name for v in bench.test_views(scene)] for scene in bench.scenes[split]}
+
+
+def infer_split(bench: Benchmark, path: Path) -> str:
+    """The split whose scenes the submission's top-level folders name (dev when it cannot tell)."""
+    names: set[str] = set()
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+    else:
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = {part for n in zf.namelist() for part in n.split("/")[:2]}
+        except (zipfile.BadZipFile, OSError):
+            pass
+    hits = {s: len(names & set(bench.scenes[s])) for s in bench.scenes}
+    best = max(hits, key=lambda s: hits[s])
+    return best if hits[best] else "dev"
+
+
+def _sha256(path: Path) -> str:
+    if path.is_dir():
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_thumbs(bench: Benchmark, sub: Submission) -> dict[tuple[str, str], tuple[bytes, bytes]]:
+    out = {}
+    for scene, views in sub.images.items():
+        for tv in bench.test_views(scene):
+            gt, _mask = load_ground_truth(tv)
+            out[(scene, tv.name)] = (thumbnail_png(views[tv.name]), thumbnail_png(gt))
+    return out
+
+
+def submit(
+    db: str | Path,
+    dataset: str | Path,
+    path: str | Path,
+    method: str,
+    track: int,
+    split: str | None = None,
+    name: str | None = None,
+    lpips_weights: str | Path | None = None,
+    max_bytes: int = MAX_BYTES,
+    info: dict[str, Any] | None = None,
+) -> tuple[int, Scores]:
+    """Validate, score and store a submission folder or zip; returns (submission id, scores).
+
+    Any problem raises (SubmissionError / ReconInputError) before the database is written.
+    """
+    bench = load_benchmark(dataset)
+    path = Path(path)
+    split = split or infer_split(bench, path)
+    check_track_split(track, split)
+    name = name or f"{method}-track{track}-{split}-{time.strftime('%Y%m%d-%H%M%S')}-{path.stem}"
+    board = Leaderboard(db)
+    with board._connect() as con:  # cheap early check; the transaction checks again
+        if con.execute("SELECT 1 FROM submissions WHERE name = ?", (name,)).fetchone():
+            raise SubmissionError(f"a submission named {name!r} already exists (choose another --name)")
+    sub = read_submission(path, expected_views(bench, split), (bench.width, bench.height), max_bytes=max_bytes)
+    scores = score_renders(bench, sub.images, lpips_weights)
+    thumbs = make_thumbs(bench, sub)
+    sid = board.add(method, name, track, split, scores, source=str(path), sha256=_sha256(path), thumbs=thumbs,
+                    info=info)
+    return sid, scores
