@@ -1,7 +1,8 @@
 """Score a reconstruction on a SpaRe-style scene's hidden test views (masked PSNR / SSIM, RegNeRF convention).
 
-Masked metrics follow RegNeRF/SpaRe: prediction and ground truth are both multiplied by the object mask (i.e.
-composited on black) and compared over the whole image.
+Masked metrics follow RegNeRF's DTU protocol: prediction and ground truth are both multiplied by the object mask
+(i.e. composited on black) and compared over the whole image. ``psnr_in_mask`` (the leaderboard's PSNR-M: error
+over mask pixels only) is reported beside it; the two differ by 10*log10(pixels / mask pixels) per view.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class TestScores:
     psnr: list[float]
     ssim: list[float]
     psnr_full: list[float]
+    psnr_in_mask: list[float] = field(default_factory=list)
     renders: list[np.ndarray] = field(default_factory=list, repr=False)
 
     @property
@@ -33,6 +35,7 @@ class TestScores:
             "masked_psnr": float(np.mean(self.psnr)),
             "masked_ssim": float(np.mean(self.ssim)),
             "psnr_full": float(np.mean(self.psnr_full)),
+            "psnr_in_mask": float(np.mean(self.psnr_in_mask)) if self.psnr_in_mask else float("nan"),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,7 +61,7 @@ def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestSc
     """
     if test.cameras is None:
         raise ValueError("test views need cameras")
-    names, ps, ss, pf, renders = [], [], [], [], []
+    names, ps, ss, pf, pm, renders = [], [], [], [], [], []
     for k, cam in enumerate(test.cameras):
         gt = torch.from_numpy(np.ascontiguousarray(test.images[k], dtype=np.float32))
         out = model.render(cam, background=torch.zeros(3), render_mode="RGB")
@@ -67,6 +70,7 @@ def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestSc
             m = torch.from_numpy(np.ascontiguousarray(test.masks[k], dtype=np.float32))
             ps.append(float(metrics.masked_psnr(pred, gt, m)))
             ss.append(float(metrics.masked_ssim(pred, gt, m)))
+            pm.append(float(metrics.psnr(pred, gt, m)))
         else:
             ps.append(float(metrics.psnr(pred, gt)))
             ss.append(float(metrics.ssim(pred, gt)))
@@ -74,7 +78,7 @@ def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestSc
         names.append(test.names[k])
         if keep_renders:
             renders.append(pred.numpy())
-    return TestScores(names=names, psnr=ps, ssim=ss, psnr_full=pf, renders=renders)
+    return TestScores(names=names, psnr=ps, ssim=ss, psnr_full=pf, psnr_in_mask=pm, renders=renders)
 
 
 def score_run(run_dir: str | Path, scene_dir: str | Path, track: int, max_side: int | None = None) -> TestScores:
