@@ -5,7 +5,8 @@ project). Metric functions return one value per image: a 0-d tensor for [H, W, 3
 batch, so a benchmark averages per-image values (the usual "mean PSNR over test views"). Losses return a 0-d
 tensor and are differentiable. Everything runs on CPU or CUDA.
 
-Masked metrics, two conventions (both here; the benchmark uses the second):
+Masked metrics, two conventions (both here; `benchmarks/reconstruct.py` reports both, the leaderboard's PSNR-M
+is the first, with SSIM-M / LPIPS-M on the mask's bounding box — see the SpaRe section below):
 
 * ``psnr(pred, gt, mask)`` / ``ssim(pred, gt, mask)``: statistics over the mask pixels only (MSE summed over
   mask pixels divided by their count; the SSIM map averaged over mask pixels). Independent of how much
@@ -13,8 +14,8 @@ Masked metrics, two conventions (both here; the benchmark uses the second):
 * ``masked_psnr`` / ``masked_ssim``: the RegNeRF / SpaRe convention. Both prediction and ground truth are
   composited on black with the object mask (``pred*mask``, ``gt*mask``) and the ordinary full-image metric is
   computed, so MSE is averaged over *all* pixels. Background pixels contribute zero error, which inflates PSNR
-  relative to the first convention by ``10*log10(H*W / mask_pixels)``. The benchmark reports this one, because
-  it is what published sparse-view results (RegNeRF, SpaRe, DNGaussian, FSGS on DTU) use, so numbers compare.
+  relative to the first convention by ``10*log10(H*W / mask_pixels)``. It is what published DTU sparse-view
+  results (RegNeRF, DNGaussian, FSGS) use, so numbers compare with them.
 
 SSIM follows Wang et al. 2004 with an 11-tap Gaussian window (sigma 1.5), data range 1, population
 covariances; with ``padding="valid"`` (the default for the metric) it equals
