@@ -1,0 +1,103 @@
+"""`recon view OUT` and `recon reconstruct ... --view`: start a viser server and hand it to the library viewer.
+
+Thin on purpose: the scene, the GUI and the live-training hooks live in renderers.gaussians.viewer_scene; this
+module picks the port (saying so when the asked one is taken), adds the visual hull as the point layer when the
+run folder has no points.ply, prints the URL and keeps serving.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from renderers.gaussians.viewer_scene import RunContents, Viewer, load_run
+
+
+def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+    """True when nothing listens on ``port`` (we can bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_server(port: int = 8080, host: str = "0.0.0.0", say: Callable[[str], None] = print) -> Any:
+    """A viser server on ``port``, or on the next free port (said out loud) when that one is in use."""
+    import viser
+
+    wanted = int(port)
+    if wanted and not port_is_free(wanted, host):
+        nxt = wanted + 1
+        while not port_is_free(nxt, host) and nxt < wanted + 100:
+            nxt += 1
+        say(f"port {wanted} is in use; using port {nxt} instead")
+        port = nxt
+    server = viser.ViserServer(host=host, port=port, verbose=False)
+    actual = server.get_port()
+    if port and actual != port:  # lost a race for the port: viser moved on by itself
+        say(f"port {port} is in use; using port {actual} instead")
+    return server
+
+
+def url_of(server: Any) -> str:
+    """The address to open in a browser."""
+    host = server.get_host()
+    host = "localhost" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{server.get_port()}"
+
+
+def hull_points(contents: RunContents, n: int = 4000) -> tuple[np.ndarray, np.ndarray] | None:
+    """Visual-hull points (coloured from the input images) when the run's source had masks; else None."""
+    if contents.masks is None or any(im is None for im in contents.images):
+        return None
+    from priors.visual_hull import carve_visual_hull
+
+    hull = carve_visual_hull(contents.masks, contents.cameras, resolution=64)
+    if hull.is_empty:
+        return None
+    pts = hull.points(n, seed=0)
+    rgb = hull.colors_from_images(pts, list(contents.images), contents.cameras, masks=contents.masks)
+    return pts.numpy(), rgb.numpy()
+
+
+def open_viewer(run: str | Path, port: int = 8080, host: str = "0.0.0.0",
+                say: Callable[[str], None] = print) -> Viewer:
+    """Load a run folder (clear ReconInputError when missing/broken), serve it, print the URL; returns the Viewer."""
+    contents = load_run(run)  # fail before taking a port
+    server = start_server(port, host, say=say)
+    viewer = Viewer(server)
+    show_run_folder(viewer, contents)
+    say(f"viewer for {run} at {url_of(server)}")
+    return viewer
+
+
+def show_run_folder(viewer: Viewer, run: str | Path | RunContents) -> None:
+    """Show a run folder on an existing viewer (e.g. after live training), with the hull as the point layer."""
+    contents = run if isinstance(run, RunContents) else load_run(run)
+    points = None if contents.points is not None else hull_points(contents)
+    viewer.show_run(contents, points=points)
+
+
+def start_live(port: int = 8080, host: str = "0.0.0.0", say: Callable[[str], None] = print) -> Viewer:
+    """A viewer with no scene yet, for streaming training (use ``viewer.progress`` / ``viewer.snapshot``)."""
+    server = start_server(port, host, say=say)
+    viewer = Viewer(server)
+    say(f"live viewer at {url_of(server)} (training progress streams here)")
+    return viewer
+
+
+def serve_forever(viewer: Viewer, say: Callable[[str], None] = print) -> None:
+    """Block until Ctrl+C, then stop the server."""
+    say("press Ctrl+C to stop the viewer")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.server.stop()
