@@ -41,6 +41,12 @@ class ReconstructConfig:
     grow_grad2d: float = 0.0002
     max_gaussians: int = 60000
     lrs: dict[str, float] = field(default_factory=dict)
+    # poses for unposed image folders: "auto" (recon.poses SfM) or "colmap" (pycolmap); photometric refinement
+    # of estimated poses during training (per-camera SE(3) corrections, zero-initialised)
+    poses: str = "auto"
+    pose_refine: bool = True
+    pose_lr: float = 2e-4
+    pose_refine_start: float = 0.1  # fraction of iterations before the corrections start moving
     # SpaRe scenes: which track's input views to use (3 or 9)
     track: int | None = None
 
