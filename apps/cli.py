@@ -55,8 +55,14 @@ def reconstruct(
     track: Optional[int] = typer.Option(None, help="SpaRe scenes: use the 3-view or 9-view track's input views."),
     seed: int = typer.Option(0, help="Random seed (recorded in config.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty run folder."),
+    poses: str = typer.Option("auto", help="Unposed image folders: auto (built-in SfM) or colmap (pycolmap)."),
+    pose_refine: bool = typer.Option(True, "--pose-refine/--no-pose-refine",
+                                     help="Refine estimated poses photometrically during training."),
+    view: bool = typer.Option(False, "--view", help="Stream training into a live viser viewer (port 8080 or next free)."),
 ) -> None:
-    """Reconstruct an object from 3-9 posed views as 3D Gaussians (splats.ply, renders, metrics)."""
+    """Reconstruct an object from 3-9 views as 3D Gaussians (splats.ply, renders, metrics).
+
+    Views without cameras (a plain folder of photos) get their poses estimated first."""
     from recon.config import make_config
     from recon.pipeline import reconstruct as run_reconstruct
 
@@ -64,16 +70,31 @@ def reconstruct(
         import torch
 
         preset = "quality" if torch.cuda.is_available() else "fast"
+    if poses not in ("auto", "colmap"):
+        _fail(f"--poses must be auto or colmap, got {poses!r}")
     try:
-        config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed)
+        config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed, poses=poses,
+                             pose_refine=pose_refine)
     except ValueError as exc:
         _fail(str(exc))
+    live = None
+    if view:
+        from apps.viewer import start_live
+
+        live = start_live(say=typer.echo)
     with _progress_bar("training") as update:
-        summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=update)
+        progress = update if live is None else (lambda s, t, st: (update(s, t, st), live.progress(s, t, st)))
+        summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=progress,
+                                  snapshot=None if live is None else live.snapshot)
     typer.echo(
         f"wrote {out}: {summary['num_gaussians']} Gaussians, train PSNR {summary['train_psnr']:.2f} dB, "
         f"{summary['timings']['total_s']:.0f} s"
     )
+    if live is not None:
+        from apps.viewer import serve_forever, show_run_folder
+
+        show_run_folder(live, out)
+        serve_forever(live, say=typer.echo)
 
 
 def _progress_bar(label: str):
@@ -105,21 +126,20 @@ def _progress_bar(label: str):
 
 
 @app.command()
-def view(run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct`.")) -> None:
-    """Open an interactive viser viewer on a run folder."""
-    _not_built("view", "issue #7: interactive viewer")
+def view(
+    run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct`."),
+    port: int = typer.Option(8080, help="Port to serve on (the next free one when it is in use)."),
+) -> None:
+    """Open an interactive viser viewer on a run folder (prints the URL; Ctrl+C to stop)."""
+    from apps.viewer import open_viewer, serve_forever
+
+    serve_forever(open_viewer(run, port=port, say=typer.echo), say=typer.echo)
 
 
-@app.command()
-def bench(scenes: Optional[Path] = typer.Argument(None, help="Folder of SpaRe-style scenes.")) -> None:
-    """Benchmark a method on SpaRe-style scenes (3-view and 9-view tracks)."""
-    _not_built("bench", "issue #6: benchmark harness")
+from apps.bench_cli import bench_app, leaderboard_app  # noqa: E402
 
-
-@app.command()
-def leaderboard() -> None:
-    """Show and manage benchmark scores."""
-    _not_built("leaderboard", "issue #6: leaderboard")
+app.add_typer(bench_app, name="bench")
+app.add_typer(leaderboard_app, name="leaderboard")
 
 
 @app.command()

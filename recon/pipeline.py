@@ -2,7 +2,8 @@
 
 Each stage is a plain function with typed inputs and outputs so the benchmark, tests and other front ends can run
 or replace any of them. Poses come from whatever reader provided them (transforms.json, COLMAP, SpaRe scenes);
-plain image folders need the pose estimator.
+plain image folders go through the pose estimator (recon.poses), and estimated poses are refined
+photometrically during training.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import logging
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +49,33 @@ def load_inputs(path: str | Path, config: ReconstructConfig) -> ViewSet:
 def require_poses(views: ViewSet) -> list[Camera]:
     """The views' cameras, or a clear error when the input has none."""
     if views.cameras is None:
-        raise ReconInputError(
-            "these images have no cameras; pose estimation for unposed folders is not built yet (issue #5) — "
-            "give a transforms.json, a COLMAP model or a SpaRe-style scene",
-            views.source,
-        )
+        raise ReconInputError("these images have no cameras (run the pose estimator first)", views.source)
     return views.cameras
+
+
+def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet, dict[str, Any]]:
+    """Cameras for an unposed ViewSet: the registered views with their estimated cameras, and a summary.
+
+    Views that cannot be registered are named in a warning (run.log and stderr) and left out; fewer than 2
+    registered views is a ReconInputError (raised by the estimator).
+    """
+    from recon.poses import estimate_poses
+
+    result = estimate_poses(views, method=config.poses, seed=config.seed)
+    if result.failed:
+        msg = (f"could not register {len(result.failed)} of {len(views)} images, continuing without them: "
+               + ", ".join(result.failed))
+        log.warning(msg)
+        print(f"recon: warning: {msg}", file=sys.stderr)
+    keep = [views.names.index(n) for n in result.registered]
+    out = views.subset(keep)
+    out.cameras = result.cameras
+    info = {"method": result.method, "registered": result.registered, "failed": result.failed,
+            "normalisation": result.normalisation.matrix().tolist(),
+            **{k: v for k, v in result.info.items() if k in ("rms_px", "points", "focal_px", "seconds", "focal_prior")}}
+    log.info("poses (%s): %d/%d views registered, focal %.1f px, %.1f s", result.method, len(keep), len(views),
+             result.cameras[0].fx, result.info.get("seconds", 0.0))
+    return out, info
 
 
 # ----------------------------------------------------------------------------- stage 2: masks
@@ -128,6 +151,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     pruned_floaters: int = 0
+    cameras: list[Camera] | None = None  # photometrically refined cameras (when pose refinement ran)
+    pose_correction_deg: list[float] | None = None
 
 
 def _targets(
@@ -155,8 +180,13 @@ def train(
     progress: ProgressFn | None = None,
     snapshot: SnapshotFn | None = None,
     snapshot_every: int = 50,
+    refine_poses: bool = False,
 ) -> TrainResult:
-    """Optimise the Gaussians against the input views (L1 + D-SSIM, mask loss, sparse-view regularisers)."""
+    """Optimise the Gaussians against the input views (L1 + D-SSIM, mask loss, sparse-view regularisers).
+
+    ``refine_poses`` also optimises a zero-initialised SE(3) correction per camera (for estimated poses);
+    the refined cameras come back in ``TrainResult.cameras``.
+    """
     from priors import regularizers as reg
     from priors.visual_hull import floater_mask
     from renderers.gaussians.strategy import DensifyConfig, DensifyStrategy
@@ -185,6 +215,15 @@ def train(
         scene_scale=init.scene_scale,
         seed=config.seed,
     )
+    pose_opt = None
+    if refine_poses:
+        from recon.poses.refine import PoseCorrection
+
+        pose_opt = PoseCorrection(cameras, device=device)
+        pose_adam = torch.optim.Adam(pose_opt.parameters(), lr=config.pose_lr)
+        pose_start = int(config.pose_refine_start * config.iterations)
+        Ks_full = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
+        Ks_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
     result = TrainResult()
     start = time.perf_counter()
     n_views = len(images)
@@ -203,7 +242,12 @@ def train(
             bg = torch.rand(3, generator=gen).to(device)
         else:
             bg = torch.zeros(3, device=device)
-        out = model.render(cam, background=bg, render_mode="RGB+ED")
+        if pose_opt is not None:
+            Kt = (Ks_half if coarse else Ks_full)[i]
+            out = model.render((pose_opt.viewmats(i), Kt), width=cam.width, height=cam.height, background=bg,
+                               render_mode="RGB+ED")[0]
+        else:
+            out = model.render(cam, background=bg, render_mode="RGB+ED")
         target = gt if mask is None else gt * mask[..., None] + bg * (1.0 - mask[..., None])
         strategy.step_pre_backward(out.meta)
         loss_rgb = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.lambda_dssim)
@@ -222,6 +266,10 @@ def train(
         for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if pose_opt is not None:
+            if step > pose_start:
+                pose_adam.step()
+            pose_adam.zero_grad(set_to_none=True)
         for group in optimizers["means"].param_groups:
             group["lr"] *= means_decay
         stats = strategy.step_post_backward(step, out.meta, model, optimizers)
@@ -247,6 +295,9 @@ def train(
             if snapshot is not None and (step % snapshot_every == 0 or step == config.iterations):
                 snapshot(step, model, rec)
     result.seconds = time.perf_counter() - start
+    if pose_opt is not None:
+        result.cameras = pose_opt.cameras(cameras)
+        result.pose_correction_deg = [float(x) for x in pose_opt.magnitudes()[0]]
     return result
 
 
@@ -323,8 +374,13 @@ def reconstruct(
             log.info("torch %s, %s, %d threads", torch.__version__, platform.machine(), torch.get_num_threads())
             t = time.perf_counter()
             views = load_inputs(source, config)
-            cameras = require_poses(views)
             timings["load_s"] = time.perf_counter() - t
+            pose_info: dict[str, Any] | None = None
+            if views.cameras is None:
+                t = time.perf_counter()
+                views, pose_info = estimate_cameras(views, config)
+                timings["poses_s"] = time.perf_counter() - t
+            cameras = require_poses(views)
             log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, source)
             t = time.perf_counter()
             masks = object_masks(views) if (config.use_masks or config.use_visual_hull) else None
@@ -333,8 +389,14 @@ def reconstruct(
             init = initialise(views, cameras, masks, config)
             timings["init_s"] = time.perf_counter() - t
             log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
-            result = train(init, views, cameras, masks, config, progress=progress, snapshot=snapshot)
+            refine = pose_info is not None and config.pose_refine
+            result = train(init, views, cameras, masks, config, progress=progress, snapshot=snapshot,
+                           refine_poses=refine)
             timings["train_s"] = result.seconds
+            if result.cameras is not None:
+                cameras = result.cameras
+                log.info("photometric pose refinement: corrections %s deg",
+                         ", ".join(f"{x:.2f}" for x in result.pose_correction_deg or []))
             for rec in result.history[:: max(1, len(result.history) // 20)]:
                 log.info("step %(step)d loss %(loss).4f psnr %(psnr).2f gaussians %(gaussians)d", rec)
             t = time.perf_counter()
@@ -347,6 +409,10 @@ def reconstruct(
                 "pruned_floaters": result.pruned_floaters,
                 "final_loss": result.history[-1]["loss"] if result.history else None,
             }
+            if pose_info is not None:
+                pose_info["refined"] = result.cameras is not None
+                pose_info["correction_deg"] = result.pose_correction_deg
+                summary["poses"] = pose_info
             summary = write_run_folder(tmp, init.model, views, cameras, masks, config, summary)
             timings["write_s"] = time.perf_counter() - t
             timings["total_s"] = time.perf_counter() - t0
