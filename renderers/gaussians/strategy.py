@@ -25,6 +25,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from recon.kernels.projection import quat_to_rotmat  # the one quaternion convention (wxyz)
+
 from renderers.gaussians.model import PARAM_NAMES, GaussianModel
 
 SPLIT_SCALE_DIVISOR = 1.6
@@ -50,19 +52,6 @@ class DensifyConfig:
 
 
 # ----------------------------------------------------------------------------- row operations
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Quaternions (w, x, y, z) [N,4] (normalised here) -> rotation matrices [N,3,3]."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)
-
-
 def _replace_rows(
     model: GaussianModel,
     optimizers: Optimizers | None,

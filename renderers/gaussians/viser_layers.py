@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from recon.kernels.projection import quat_to_rotmat
+
 from recon.cameras import Camera, qvec_to_rotmat, rotmat_to_qvec
 from renderers.gaussians.model import GaussianModel, sh0_to_rgb
 
@@ -31,16 +33,7 @@ class SplatArrays:
         return int(self.centers.shape[0])
 
 
-def quats_to_rotmats(quats: torch.Tensor) -> torch.Tensor:
-    """Quaternions (w, x, y, z) [N,4], normalised here -> rotation matrices [N,3,3]."""
-    q = torch.nn.functional.normalize(quats, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]
-    return torch.stack(rows, dim=-1).reshape(*q.shape[:-1], 3, 3)
+quats_to_rotmats = quat_to_rotmat  # wxyz [N,4] -> [N,3,3], shared with the rasterizer
 
 
 @torch.no_grad()
