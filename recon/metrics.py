@@ -212,6 +212,13 @@ def masked_ssim(
 
 
 # --------------------------------------------------------------------------------------------- losses
+def image_psnr_ssim(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[float, float]:
+    """(PSNR, SSIM) of one image: ``masked_psnr``/``masked_ssim`` (RegNeRF convention) with a mask, else full-image."""
+    if mask is None:
+        return float(psnr(pred, gt)), float(ssim(pred, gt))
+    return float(masked_psnr(pred, gt, mask)), float(masked_ssim(pred, gt, mask))
+
+
 def l1(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean absolute error (over mask pixels when a mask is given), a 0-d tensor."""
     p, g, _ = _check_pair(pred, gt)
@@ -391,6 +398,7 @@ __all__ = [
     "ssim",
     "ssim_map",
     "masked_ssim",
+    "image_psnr_ssim",
     "gaussian_window",
     "l1",
     "dssim_loss",

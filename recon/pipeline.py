@@ -250,8 +250,7 @@ def train(
             out = model.render(cam, background=bg, render_mode="RGB+ED")
         target = gt if mask is None else gt * mask[..., None] + bg * (1.0 - mask[..., None])
         strategy.step_pre_backward(out.meta)
-        loss_rgb = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.lambda_dssim)
-        loss = loss_rgb
+        loss = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.lambda_dssim)
         if mask is not None and config.lambda_mask > 0:
             loss = loss + config.lambda_mask * reg.alpha_mask_loss(out.alpha, mask)
         if config.lambda_opacity_entropy > 0:
@@ -272,8 +271,7 @@ def train(
             pose_adam.zero_grad(set_to_none=True)
         for group in optimizers["means"].param_groups:
             group["lr"] *= means_decay
-        stats = strategy.step_post_backward(step, out.meta, model, optimizers)
-        refined = stats.get("cloned", 0) or stats.get("split", 0) or stats.get("pruned", 0)
+        strategy.step_post_backward(step, out.meta, model, optimizers)
         if (
             init.hull is not None
             and config.prune_outside_hull
@@ -284,7 +282,6 @@ def train(
                 floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
             if bool(floaters.any()) and int((~floaters).sum()) > 0:
                 result.pruned_floaters += strategy.prune_mask(model, floaters, optimizers)
-        del refined
         if step % 10 == 0 or step == config.iterations:
             with torch.no_grad():
                 psnr_v = float(metrics.psnr(out.rgb.detach().clamp(0, 1), target))
@@ -314,15 +311,10 @@ def train_metrics(renders: list[np.ndarray], views: ViewSet, masks: list[np.ndar
     """Train-view PSNR (full image over black where masks exist, RegNeRF convention) and SSIM."""
     ps, ss = [], []
     for k, r in enumerate(renders):
-        gt = torch.from_numpy(views.images[k])
-        pred = torch.from_numpy(r)
-        if masks is not None:
-            m = torch.from_numpy(np.asarray(masks[k], dtype=np.float32))
-            ps.append(float(metrics.masked_psnr(pred, gt, m)))
-            ss.append(float(metrics.masked_ssim(pred, gt, m)))
-        else:
-            ps.append(float(metrics.psnr(pred, gt)))
-            ss.append(float(metrics.ssim(pred, gt)))
+        m = None if masks is None else torch.from_numpy(np.asarray(masks[k], dtype=np.float32))
+        p, s = metrics.image_psnr_ssim(torch.from_numpy(r), torch.from_numpy(views.images[k]), m)
+        ps.append(p)
+        ss.append(s)
     return {"train_psnr": float(np.mean(ps)), "train_ssim": float(np.mean(ss))}
 
 
@@ -335,7 +327,8 @@ def write_run_folder(
     config: ReconstructConfig,
     summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """splats.ply, cameras.json, renders/, metrics.json, config.json inside ``tmp``."""
+    """splats.ply, cameras.json, renders/ and config.json inside ``tmp``; returns ``summary`` with the train
+    metrics added, which the caller completes (timings) and writes as metrics.json."""
     from renderers.gaussians.ply import write_ply
 
     write_ply(tmp / "splats.ply", model)
@@ -347,7 +340,6 @@ def write_run_folder(
     summary = dict(summary)
     summary.update(train_metrics(renders, views, masks if config.use_masks else None))
     summary["num_gaussians"] = model.num_gaussians
-    atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
     atomic_write_text(tmp / "config.json", json.dumps(config.to_dict(), indent=2))
     return summary
 

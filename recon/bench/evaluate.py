@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from recon import metrics
-from recon.cameras import Camera
 from recon.io.types import ViewSet
 
 
@@ -48,11 +47,6 @@ class TestScores:
         }
 
 
-def cameras_to_size(cameras: list[Camera], width: int, height: int) -> list[Camera]:
-    """Cameras adjusted to the resolution the model is evaluated at."""
-    return [c if (c.width, c.height) == (width, height) else c.resized(width, height) for c in cameras]
-
-
 @torch.no_grad()
 def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestScores:
     """Render ``test.cameras`` with ``model`` (anything with .render(Camera) -> RenderOutput) and score them.
@@ -66,14 +60,12 @@ def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestSc
         gt = torch.from_numpy(np.ascontiguousarray(test.images[k], dtype=np.float32))
         out = model.render(cam, background=torch.zeros(3), render_mode="RGB")
         pred = out.rgb.clamp(0, 1).cpu()
-        if test.masks is not None:
-            m = torch.from_numpy(np.ascontiguousarray(test.masks[k], dtype=np.float32))
-            ps.append(float(metrics.masked_psnr(pred, gt, m)))
-            ss.append(float(metrics.masked_ssim(pred, gt, m)))
+        m = None if test.masks is None else torch.from_numpy(np.ascontiguousarray(test.masks[k], dtype=np.float32))
+        psnr_v, ssim_v = metrics.image_psnr_ssim(pred, gt, m)
+        ps.append(psnr_v)
+        ss.append(ssim_v)
+        if m is not None:
             pm.append(float(metrics.psnr(pred, gt, m)))
-        else:
-            ps.append(float(metrics.psnr(pred, gt)))
-            ss.append(float(metrics.ssim(pred, gt)))
         pf.append(float(metrics.psnr(pred, gt)))
         names.append(test.names[k])
         if keep_renders:

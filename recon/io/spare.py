@@ -39,6 +39,7 @@ import numpy as np
 from recon.cameras import Camera
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir
+from recon.io.jsonfile import read_json_object
 from recon.io.images import load_image, load_mask, save_image
 from recon.io.types import ViewSet
 
@@ -272,15 +273,7 @@ def write_spare_scene(
 # ----------------------------------------------------------------------------------------- reader
 def _read_scene_json(scene_dir: Path) -> dict:
     path = scene_dir / SCENE_JSON
-    if not path.exists():
-        return {}
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReconInputError(f"not valid JSON ({exc})", path) from None
-    if not isinstance(info, dict):
-        raise ReconInputError("must be a JSON object", path)
-    return info
+    return read_json_object(path) if path.exists() else {}
 
 
 def _read_cameras(cam_dir: Path, info: dict, scene_json: Path) -> list[np.ndarray]:

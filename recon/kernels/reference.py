@@ -135,7 +135,6 @@ def composite_reference(
         while t1 < n_tiles and (t1 - t0 + 1) * P * max(kmax, counts[t1]) <= max_chunk_elems:
             kmax = max(kmax, counts[t1])
             t1 += 1
-        B = t1 - t0
         ar = torch.arange(kmax, device=dev)
         cnt = torch.tensor(counts[t0:t1], device=dev)
         st = torch.tensor(starts_l[t0:t1], device=dev)

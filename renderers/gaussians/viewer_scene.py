@@ -8,7 +8,6 @@ hooks (``progress`` / ``snapshot``) that stream splats, a loss curve and the Gau
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ import torch
 
 from recon.cameras import Camera
 from recon.errors import ReconInputError
+from recon.io.jsonfile import read_json_object
 from renderers.gaussians.model import GaussianModel
 from renderers.gaussians.viser_layers import (
     add_frustums,
@@ -59,13 +59,7 @@ def _read_json(path: Path, required: bool) -> dict:
         if required:
             raise ReconInputError(f"missing ({RUN_HINT})", path)
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReconInputError(f"not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})", path) from None
-    if not isinstance(data, dict):
-        raise ReconInputError("must be a JSON object", path)
-    return data
+    return read_json_object(path)
 
 
 def read_run_cameras(path: Path) -> list[Camera]:
