@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 setup: sysdeps $(VENV)/.installed
 
 run: setup
-	$(VENV)/bin/recon reconstruct $(SAMPLE) --out $(RUN_OUT)
+	$(VENV)/bin/recon reconstruct $(SAMPLE) --out $(RUN_OUT) --overwrite
 
 test: setup
 	$(PY) -m pytest
