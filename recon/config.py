@@ -5,6 +5,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
+REPRESENTATIONS = ("gaussians", "mesh", "hybrid", "neural")
+PRIORS = ("none", "diffusion")
+
+
 @dataclass
 class ReconstructConfig:
     """Everything that decides a reconstruction run; recorded as config.json in the run folder."""
@@ -49,6 +53,27 @@ class ReconstructConfig:
     pose_refine_start: float = 0.1  # fraction of iterations before the corrections start moving
     # SpaRe scenes: which track's input views to use (3 or 9)
     track: int | None = None
+    # what the run produces: "gaussians" (3DGS), "mesh" (Gaussians -> TSDF/Poisson mesh, rendered as a mesh),
+    # "hybrid" (mesh as opaque surface + Gaussians in front of it), "neural" (neural primitives)
+    representation: str = "gaussians"
+    # ---- mesh / hybrid (renderers/mesh) ----
+    mesh_method: str = "tsdf"  # "tsdf" (fused depth renders) or "poisson" (oriented points)
+    mesh_faces: int = 50000  # decimation target
+    hybrid_iterations: int = 300  # Gaussian fine-tuning steps in front of the fixed mesh
+    # ---- neural primitives (renderers/neural) ----
+    neural_feature_dim: int = 16
+    # ---- diffusion prior (priors/diffusion) ----
+    prior: str = "none"  # "none" or "diffusion"
+    prior_weights: str | None = None  # local folder of a repair model (save_pretrained layout); None = bundled
+
+    def validate(self) -> "ReconstructConfig":
+        """Raise ValueError naming the option when a choice-valued field holds an unknown value."""
+        choices = {"representation": REPRESENTATIONS, "prior": PRIORS, "mesh_method": ("tsdf", "poisson"),
+                   "poses": ("auto", "colmap")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,4 +122,4 @@ def make_config(preset: str = "fast", **overrides: Any) -> ReconstructConfig:
     unknown = set(overrides) - names
     if unknown:
         raise ValueError(f"unknown config options: {sorted(unknown)}")
-    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}).validate()

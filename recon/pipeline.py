@@ -33,6 +33,8 @@ log = logging.getLogger("recon")
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 # Live-view hook: called as snapshot(step, model, stats) every `snapshot_every` steps (e.g. to stream splats to a viewer).
 SnapshotFn = Callable[[int, Any, dict[str, float]], None]
+# Extra training loss: called as extra_loss(step, model) every step; None means "nothing this step".
+ExtraLossFn = Callable[[int, Any], "torch.Tensor | None"]
 
 
 # ----------------------------------------------------------------------------- stage 1: inputs
@@ -181,11 +183,13 @@ def train(
     snapshot: SnapshotFn | None = None,
     snapshot_every: int = 50,
     refine_poses: bool = False,
+    extra_loss: ExtraLossFn | None = None,
 ) -> TrainResult:
     """Optimise the Gaussians against the input views (L1 + D-SSIM, mask loss, sparse-view regularisers).
 
     ``refine_poses`` also optimises a zero-initialised SE(3) correction per camera (for estimated poses);
-    the refined cameras come back in ``TrainResult.cameras``.
+    the refined cameras come back in ``TrainResult.cameras``. ``extra_loss(step, model)`` (e.g. a diffusion
+    prior on pseudo views) is added to the loss whenever it returns a tensor.
     """
     from priors import regularizers as reg
     from priors.visual_hull import floater_mask
@@ -261,6 +265,10 @@ def train(
             )
         if config.lambda_depth_smooth > 0 and out.depth is not None:
             loss = loss + config.lambda_depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
+        if extra_loss is not None:
+            extra = extra_loss(step, model)
+            if extra is not None:
+                loss = loss + extra
         loss.backward()
         for opt in optimizers.values():
             opt.step()
@@ -298,13 +306,86 @@ def train(
     return result
 
 
+# ----------------------------------------------------------------------------- representation and prior stages
+def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> Any:
+    """representation "neural": neural primitives initialised from the hull-initialised Gaussians ``init.model``.
+
+    The returned model trains through :func:`train` exactly like a GaussianModel (render, splats, means,
+    opacities, make_optimizers, num_gaussians, active_sh_degree, to) and saves itself with ``save_run_files``.
+    """
+    raise NotImplementedError("neural primitives are not built yet")
+
+
+def diffusion_prior_loss(
+    views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None, config: ReconstructConfig, tmp: Path
+) -> tuple[ExtraLossFn, Callable[[], dict[str, Any]]]:
+    """prior "diffusion": (extra_loss for :func:`train`, report() -> dict for metrics.json).
+
+    The loss renders pseudo views around the inputs, repairs them with the diffusion model and supervises the
+    renders with the repaired images; the repaired images and timings go into ``tmp`` (the run folder).
+    """
+    raise NotImplementedError("the diffusion prior is not built yet")
+
+
+def mesh_stage(
+    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
+    config: ReconstructConfig, progress: ProgressFn | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """representation "mesh"/"hybrid", after Gaussian training: (model that renders the outputs, info dict).
+
+    "mesh": a mesh extracted from the trained Gaussians (TSDF or Poisson), cleaned and coloured;
+    "hybrid": that mesh as an opaque surface plus the Gaussians in front of it, fine-tuned
+    ``config.hybrid_iterations`` steps with :func:`train`. The returned model has ``render`` and ``save_run_files``.
+    """
+    raise NotImplementedError("meshes are not built yet")
+
+
+def save_model(folder: Path, model: Any) -> list[str]:
+    """Write the model's files into the run folder: splats.ply for Gaussians, else the model's own run files."""
+    from renderers.gaussians import GaussianModel
+    from renderers.gaussians.ply import write_ply
+
+    if isinstance(model, GaussianModel):
+        write_ply(folder / "splats.ply", model)
+        return ["splats.ply"]
+    return list(model.save_run_files(folder))
+
+
+def load_run_model(run_dir: str | Path) -> Any:
+    """The model a run folder holds, by its config.json representation (Gaussians when absent)."""
+    from recon.io.jsonfile import read_json_object
+
+    run_dir = Path(run_dir)
+    cfg = read_json_object(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+    rep = cfg.get("representation", "gaussians")
+    if rep == "gaussians":
+        from renderers.gaussians.ply import read_ply
+
+        return read_ply(run_dir / "splats.ply")
+    if rep in ("mesh", "hybrid"):
+        from renderers.mesh import load_run_model as load_mesh_run
+
+        return load_mesh_run(run_dir)
+    if rep == "neural":
+        from renderers.neural import load_run_model as load_neural_run
+
+        return load_neural_run(run_dir)
+    raise ReconInputError(f"unknown representation {rep!r} in config.json", run_dir)
+
+
 # ----------------------------------------------------------------------------- stage 5: outputs
 def render_views(model: Any, cameras: list[Camera], background: float = 0.0) -> list[np.ndarray]:
-    """RGB renders (HxWx3 float32) of ``cameras`` over a uniform grey-level background."""
+    """RGB renders (HxWx3 float32) of ``cameras`` over a uniform grey-level background (any representation)."""
+    from renderers.gaussians import GaussianModel
     from renderers.gaussians.render import render_cameras
 
-    outs = render_cameras(model, cameras, background=[background] * 3, render_mode="RGB")
-    return [o.rgb.clamp(0, 1).cpu().numpy() for o in outs]
+    if isinstance(model, GaussianModel):
+        outs = render_cameras(model, cameras, background=[background] * 3, render_mode="RGB")
+    else:
+        bg = torch.full((3,), float(background))
+        with torch.no_grad():
+            outs = [model.render(c, background=bg, render_mode="RGB") for c in cameras]
+    return [o.rgb.detach().clamp(0, 1).cpu().numpy() for o in outs]
 
 
 def train_metrics(renders: list[np.ndarray], views: ViewSet, masks: list[np.ndarray] | None) -> dict[str, float]:
@@ -327,19 +408,19 @@ def write_run_folder(
     config: ReconstructConfig,
     summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """splats.ply, cameras.json, renders/ and config.json inside ``tmp``; returns ``summary`` with the train
-    metrics added, which the caller completes (timings) and writes as metrics.json."""
-    from renderers.gaussians.ply import write_ply
+    """The model's files (splats.ply, mesh.ply...), cameras.json, renders/ and config.json inside ``tmp``.
 
-    write_ply(tmp / "splats.ply", model)
+    Returns ``summary`` with the train metrics added; the caller completes it (timings) as metrics.json."""
+    summary = dict(summary)
+    summary["files"] = save_model(tmp, model)
     cams_json = {"convention": "OpenCV, viewmat = world-to-camera", "cameras": [c.to_dict() for c in cameras]}
     atomic_write_text(tmp / "cameras.json", json.dumps(cams_json, indent=1))
     renders = render_views(model, cameras, background=0.0)
     for name, img in zip(views.names, renders):
         save_image(tmp / "renders" / f"{Path(name).stem}.png", img)
-    summary = dict(summary)
     summary.update(train_metrics(renders, views, masks if config.use_masks else None))
-    summary["num_gaussians"] = model.num_gaussians
+    summary["representation"] = config.representation
+    summary["num_gaussians"] = int(getattr(model, "num_gaussians", 0))
     atomic_write_text(tmp / "config.json", json.dumps(config.to_dict(), indent=2))
     return summary
 
@@ -381,10 +462,24 @@ def reconstruct(
             init = initialise(views, cameras, masks, config)
             timings["init_s"] = time.perf_counter() - t
             log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
+            if config.representation == "neural":
+                init.model = neural_model_from_init(init, config)
+            extra_loss, prior_report = None, None
+            if config.prior == "diffusion":
+                t = time.perf_counter()
+                extra_loss, prior_report = diffusion_prior_loss(views, cameras, masks, config, tmp)
+                timings["prior_setup_s"] = time.perf_counter() - t
             refine = pose_info is not None and config.pose_refine
             result = train(init, views, cameras, masks, config, progress=progress, snapshot=snapshot,
-                           refine_poses=refine)
+                           refine_poses=refine, extra_loss=extra_loss)
             timings["train_s"] = result.seconds
+            model = init.model
+            mesh_info: dict[str, Any] | None = None
+            if config.representation in ("mesh", "hybrid"):
+                t = time.perf_counter()
+                model, mesh_info = mesh_stage(model, init, views, result.cameras or cameras, masks, config,
+                                              progress=progress)
+                timings["mesh_s"] = time.perf_counter() - t
             if result.cameras is not None:
                 cameras = result.cameras
                 log.info("photometric pose refinement: corrections %s deg",
@@ -405,12 +500,17 @@ def reconstruct(
                 pose_info["refined"] = result.cameras is not None
                 pose_info["correction_deg"] = result.pose_correction_deg
                 summary["poses"] = pose_info
-            summary = write_run_folder(tmp, init.model, views, cameras, masks, config, summary)
+            if mesh_info is not None:
+                summary["mesh"] = mesh_info
+            if prior_report is not None:
+                summary["prior"] = prior_report()
+            summary = write_run_folder(tmp, model, views, cameras, masks, config, summary)
             timings["write_s"] = time.perf_counter() - t
             timings["total_s"] = time.perf_counter() - t0
             summary["timings"] = timings
             atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
-            log.info("done in %.1f s: train PSNR %.2f dB, %d Gaussians", timings["total_s"], summary["train_psnr"], summary["num_gaussians"])
+            log.info("done in %.1f s: %s, train PSNR %.2f dB, %d Gaussians", timings["total_s"], config.representation,
+                     summary["train_psnr"], summary["num_gaussians"])
         finally:
             log.removeHandler(handler)
             handler.close()
