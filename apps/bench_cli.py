@@ -69,7 +69,8 @@ def export_inputs_cmd(
 
 @bench_app.command("run")
 def run_cmd(
-    method: str = typer.Option("gaussians", help="Built-in method: gaussians (fast preset) or gaussians-plain."),
+    method: str = typer.Option("gaussians", help="Built-in method: gaussians (fast preset), gaussians-plain, "
+                               "gaussians-diffusion, mesh, hybrid or neural."),
     track: int = typer.Option(1, help="1 (3 input views) or 2 (9 input views)."),
     split: str = typer.Option("dev", help="dev or test."),
     dataset: Optional[Path] = typer.Option(None, help=_DATASET_HELP),
@@ -81,6 +82,10 @@ def run_cmd(
     submit: bool = typer.Option(False, "--submit", help="Also submit the renders to the leaderboard."),
     db: Optional[Path] = typer.Option(None, help=_DB_HELP),
     name: Optional[str] = typer.Option(None, help="Submission name (must be unique)."),
+    representation: Optional[str] = typer.Option(None, help="Override the method's representation: "
+                                                 "gaussians, mesh, hybrid or neural."),
+    prior: Optional[str] = typer.Option(None, help="Override the method's prior: none or diffusion."),
+    prior_weights: Optional[Path] = typer.Option(None, help="Local repair-model folder for --prior diffusion."),
 ) -> None:
     """Reconstruct every scene of a split with a built-in method, render the test views, score, write results.json."""
     from recon.bench.runner import run_benchmark
@@ -88,7 +93,9 @@ def run_cmd(
     out = out or Path("bench_runs") / f"{method}-track{track}-{split}"
     results = run_benchmark(_dataset(dataset), method, track, split, out, iterations=iterations, max_side=max_side,
                             seed=seed, lpips_weights=lpips_weights, db=_db(db, dataset) if submit else None,
-                            submission_name=name, progress=typer.echo)
+                            submission_name=name, progress=typer.echo,
+                            extra={"representation": representation, "prior": prior,
+                                   "prior_weights": None if prior_weights is None else str(prior_weights)})
     res = results["results"]
     typer.echo(f"PSNR-M {res['psnr_m']:.2f} dB  PSNR {res['psnr']:.2f} dB  SSIM-M {res['ssim_m']:.4f}  "
                f"SSIM {res['ssim']:.4f}  total {results['timings']['total_s']:.1f} s")

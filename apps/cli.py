@@ -59,8 +59,13 @@ def reconstruct(
     pose_refine: bool = typer.Option(True, "--pose-refine/--no-pose-refine",
                                      help="Refine estimated poses photometrically during training."),
     view: bool = typer.Option(False, "--view", help="Stream training into a live viser viewer (port 8080 or next free)."),
+    representation: str = typer.Option("gaussians", help="gaussians (splats.ply), mesh (mesh.ply from the Gaussians), "
+                                       "hybrid (mesh + Gaussians in front of it) or neural (neural primitives)."),
+    prior: str = typer.Option("none", help="none, or diffusion (a repair model supervises unseen pseudo views)."),
+    prior_weights: Optional[Path] = typer.Option(None, help="Local repair-model folder for --prior diffusion "
+                                                 "(default: the bundled one)."),
 ) -> None:
-    """Reconstruct an object from 3-9 views as 3D Gaussians (splats.ply, renders, metrics).
+    """Reconstruct an object from 3-9 views as 3D Gaussians, a mesh, a hybrid or neural primitives.
 
     Views without cameras (a plain folder of photos) get their poses estimated first."""
     from recon.config import make_config
@@ -73,8 +78,11 @@ def reconstruct(
     if poses not in ("auto", "colmap"):
         _fail(f"--poses must be auto or colmap, got {poses!r}")
     try:
+        if prior_weights is not None and not prior_weights.is_dir():
+            _fail(f"{prior_weights}: --prior-weights must be a folder holding a saved repair model")
         config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed, poses=poses,
-                             pose_refine=pose_refine)
+                             pose_refine=pose_refine, representation=representation, prior=prior,
+                             prior_weights=None if prior_weights is None else str(prior_weights))
     except ValueError as exc:
         _fail(str(exc))
     live = None
@@ -86,10 +94,13 @@ def reconstruct(
         progress = update if live is None else (lambda s, t, st: (update(s, t, st), live.progress(s, t, st)))
         summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=progress,
                                   snapshot=None if live is None else live.snapshot)
-    typer.echo(
-        f"wrote {out}: {summary['num_gaussians']} Gaussians, train PSNR {summary['train_psnr']:.2f} dB, "
-        f"{summary['timings']['total_s']:.0f} s"
-    )
+    what = f"{summary['num_gaussians']} Gaussians"
+    if "mesh" in summary:
+        what = f"{summary['mesh'].get('faces', '?')} mesh faces" + (
+            f" + {summary['num_gaussians']} Gaussians" if config.representation == "hybrid" else "")
+    elif config.representation == "neural":
+        what = f"{summary['num_gaussians']} neural primitives"
+    typer.echo(f"wrote {out}: {what}, train PSNR {summary['train_psnr']:.2f} dB, {summary['timings']['total_s']:.0f} s")
     if live is not None:
         from apps.viewer import serve_forever, show_run_folder
 

@@ -74,12 +74,12 @@ def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestSc
 
 
 def score_run(run_dir: str | Path, scene_dir: str | Path, track: int, max_side: int | None = None) -> TestScores:
-    """Load ``run_dir/splats.ply`` and score it on the test views of ``scene_dir``'s ``track`` split."""
+    """Load the run's model (any representation) and score it on the test views of ``scene_dir``'s ``track`` split."""
     from recon.io.spare import read_spare_scene
     from recon.io.detect import resize_views
-    from renderers.gaussians.ply import read_ply
+    from recon.pipeline import load_run_model
 
-    model = read_ply(Path(run_dir) / "splats.ply")
+    model = load_run_model(run_dir)
     test = read_spare_scene(scene_dir, track=track, split="test")
     if max_side is not None:
         test = resize_views(test, max_size=max_side)

@@ -24,8 +24,15 @@ from recon.io.atomic import atomic_write_text
 from recon.io.images import save_image
 from recon.io.spare import camera_file_name, image_name, read_projection, read_split
 
-# built-in method -> reconstruction preset
-METHODS: dict[str, str] = {"gaussians": "fast", "gaussians-plain": "plain"}
+# built-in method -> (reconstruction preset, config overrides)
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gaussians": ("fast", {}),
+    "gaussians-plain": ("plain", {}),
+    "gaussians-diffusion": ("fast", {"prior": "diffusion"}),
+    "mesh": ("fast", {"representation": "mesh"}),
+    "hybrid": ("fast", {"representation": "hybrid"}),
+    "neural": ("fast", {"representation": "neural"}),
+}
 
 
 def test_cameras(scene_dir: Path, track: int) -> list[tuple[str, Camera]]:
@@ -54,8 +61,11 @@ def run_benchmark(
     db: str | Path | None = None,
     submission_name: str | None = None,
     progress: Callable[[str], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``method`` on every scene of ``split``, score it, write ``out/results.json``; submit to ``db`` if given.
+
+    ``extra`` holds further config overrides (e.g. ``{"prior_weights": path}``), applied over the method's own.
 
     Returns the results dict (with ``submission_id`` when submitted).
     """
@@ -64,8 +74,7 @@ def run_benchmark(
     from recon.bench.submission import read_submission
     from recon.bench.leaderboard import expected_views
     from recon.config import make_config
-    from recon.pipeline import reconstruct, render_views
-    from renderers.gaussians.ply import read_ply
+    from recon.pipeline import load_run_model, reconstruct, render_views
 
     if method not in METHODS:
         raise ReconInputError(f"unknown method {method!r}; built-in methods: {', '.join(METHODS)}")
@@ -73,8 +82,13 @@ def run_benchmark(
     bench = load_benchmark(dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = make_config(METHODS[method], iterations=iterations, max_side=max_side,
-                         track=int(TRACKS[track][1].removeprefix("track")), seed=seed)
+    preset, overrides = METHODS[method]
+    overrides = {**overrides, **{k: v for k, v in (extra or {}).items() if v is not None}}
+    try:
+        config = make_config(preset, iterations=iterations, max_side=max_side,
+                             track=int(TRACKS[track][1].removeprefix("track")), seed=seed, **overrides)
+    except ValueError as exc:
+        raise ReconInputError(str(exc)) from None
     say = progress or (lambda _msg: None)
     t_start = time.perf_counter()
     timings: dict[str, dict[str, float]] = {}
@@ -87,7 +101,7 @@ def run_benchmark(
         t0 = time.perf_counter()
         summary = reconstruct(scene_dir, out / "runs" / scene, config, overwrite=True)
         t1 = time.perf_counter()
-        model = read_ply(out / "runs" / scene / "splats.ply")
+        model = load_run_model(out / "runs" / scene)
         names, cams = zip(*test_cameras(scene_dir, track))
         renders = render_views(model, list(cams), background=0.0)
         for name, img in zip(names, renders):
@@ -95,7 +109,7 @@ def run_benchmark(
         t2 = time.perf_counter()
         timings[scene] = {"reconstruct_s": t1 - t0, "train_s": float(summary["timings"]["train_s"]),
                           "render_s": t2 - t1, "render_fps": len(renders) / max(t2 - t1, 1e-9)}
-        say(f"{scene}: {t1 - t0:.1f} s, {summary['num_gaussians']} Gaussians")
+        say(f"{scene}: {t1 - t0:.1f} s, {summary['num_gaussians']} Gaussians ({config.representation})")
     sub = read_submission(submission, expected_views(bench, split), (bench.width, bench.height))
     scores = score_renders(bench, sub.images, lpips_weights)
     total = time.perf_counter() - t_start
