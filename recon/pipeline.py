@@ -477,6 +477,8 @@ def reconstruct(
             mesh_info: dict[str, Any] | None = None
             if config.representation in ("mesh", "hybrid"):
                 t = time.perf_counter()
+                if config.representation == "mesh":  # keep the Gaussians the mesh came from (viewer, export)
+                    save_model(tmp, model)
                 model, mesh_info = mesh_stage(model, init, views, result.cameras or cameras, masks, config,
                                               progress=progress)
                 timings["mesh_s"] = time.perf_counter() - t
