@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from recon.kernels.projection import quat_to_rotmat  # the one quaternion convention (wxyz)
 
-from renderers.gaussians.model import PARAM_NAMES, GaussianModel
+from renderers.gaussians.model import GaussianModel
 
 SPLIT_SCALE_DIVISOR = 1.6
 
@@ -57,13 +57,16 @@ def _replace_rows(
     optimizers: Optimizers | None,
     param_fn: Callable[[str, Tensor], Tensor],
     state_fn: Callable[[str, Tensor], Tensor],
-    names: tuple[str, ...] = PARAM_NAMES,
+    names: tuple[str, ...] | None = None,
 ) -> None:
     """Swap each named parameter for ``param_fn(name, old)`` and its per-row optimiser states for ``state_fn``.
+
+    ``names`` defaults to every per-primitive parameter the model holds (Gaussians, neural primitives...).
 
     Optimiser state tensors with the parameter's shape (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq) are
     transformed; scalars such as ``step`` are kept.
     """
+    names = tuple(model.splats.keys()) if names is None else names
     for name in names:
         old = model.splats[name]
         new = nn.Parameter(param_fn(name, old.detach()).contiguous(), requires_grad=old.requires_grad)

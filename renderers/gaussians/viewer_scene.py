@@ -421,7 +421,7 @@ class Viewer:
     def snapshot(self, step: int, model: GaussianModel, stats: dict[str, float]) -> None:
         """Training snapshot hook (step, model, stats): stream the current splats to the browser."""
         with torch.no_grad():
-            copy = model.copy()
+            copy = model.to_gaussians() if hasattr(model, "to_gaussians") else model.copy()
         self.model = copy.to(self.device)
         self.refresh_splats()
         if self._home is None and self.model.num_gaussians:
