@@ -1,0 +1,251 @@
+"""Diffusion guidance during reconstruction: repaired pseudo views as extra supervision (GaussianObject/ReconFusion).
+
+After ``start`` training steps the guidance
+  1. fine-tunes the repair model on the scene at hand (renders of noise-perturbed copies of the current
+     Gaussians at the input views, paired with the input images: leave-nothing-out, GaussianObject's
+     "noisy Gaussians"), within a few steps;
+  2. renders pseudo views on the sphere around the inputs (same radius and target, azimuth/elevation a little
+     beyond the inputs' range) at half resolution, picks the tiles that need repair (object present, partly
+     transparent or uneven) and repairs only those (tile-sparse, :mod:`priors.diffusion.tiles`);
+  3. from then on, every ``every`` steps, adds ``weight * (L1 + D-SSIM)`` between the render at one pseudo view
+     and its repaired image over the repaired tiles; the repairs are recomputed every ``refresh`` steps.
+Repaired images go into ``out_dir`` and :meth:`DiffusionGuidance.report` returns counts and timings.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from priors.diffusion.data import PairSet, perturb_gaussians
+from priors.diffusion.model import RepairModel
+from priors.diffusion.tiles import repair_tiles, tile_grid, tile_mask, tiles_needing_repair
+from priors.diffusion.train import train_repair
+from recon import metrics
+from recon.cameras import Camera, nearest_point_to_rays
+
+
+@dataclass
+class GuidanceSettings:
+    """When and how strongly the repaired pseudo views supervise training (see the module docstring)."""
+
+    start: int = 700
+    refresh: int = 50
+    views: int = 8
+    weight: float = 0.2
+    every: int = 2
+    sample_steps: int = 1
+    finetune_steps: int = 40
+    finetune_lr: float = 3e-4
+    object_weight: float = 4.0  # extra fine-tuning loss weight on object pixels (what masked metrics see)
+    tile: int = 32
+    scale: float = 0.5  # pseudo-view resolution relative to the input cameras
+    lambda_dssim: float = 0.2
+    az_margin_deg: float = 20.0
+    el_margin_deg: float = 12.0
+    seed: int = 0
+    save_images: bool = True
+    iterations: int | None = None  # total training steps: no refresh in the last refresh/2 steps
+
+
+def _orbit_frame(cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(target, up, forward-reference x axis, radius) of the rig: where the optical axes meet, the cameras' mean up."""
+    centers = np.stack([c.center for c in cameras])
+    axes = np.stack([c.R[2] for c in cameras])
+    target = nearest_point_to_rays(centers, axes) if len(cameras) > 1 else None
+    radius = None
+    if target is None:
+        radius = float(np.median(np.linalg.norm(centers, axis=1))) or 1.0
+        target = centers.mean(axis=0) + axes.mean(axis=0) * radius
+    up = -np.stack([c.R[1] for c in cameras]).mean(axis=0)
+    up /= np.linalg.norm(up)
+    dirs = centers - target
+    radius = float(np.median(np.linalg.norm(dirs, axis=1)))
+    mean_dir = dirs.mean(axis=0)
+    x = mean_dir - up * float(mean_dir @ up)
+    if np.linalg.norm(x) < 1e-9:
+        x = np.cross(up, [1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.cross(up, [0.0, 1.0, 0.0])
+    x /= np.linalg.norm(x)
+    return target, up, x, radius
+
+
+def pseudo_cameras(cameras: list[Camera], count: int, scale: float = 0.5, az_margin_deg: float = 20.0,
+                   el_margin_deg: float = 12.0, seed: int = 0) -> list[Camera]:
+    """``count`` cameras on the inputs' orbit (same target and radius, input intrinsics scaled by ``scale``),
+    azimuth/elevation stratified over the inputs' range widened by the margins (deterministic per seed)."""
+    target, up, x, radius = _orbit_frame(cameras)
+    y = np.cross(up, x)
+    az, el = [], []
+    for c in cameras:
+        d = c.center - target
+        d = d / np.linalg.norm(d)
+        el.append(math.asin(float(np.clip(d @ up, -1.0, 1.0))))
+        az.append(math.atan2(float(d @ y), float(d @ x)))
+    lo_az, hi_az = min(az) - math.radians(az_margin_deg), max(az) + math.radians(az_margin_deg)
+    lo_el = max(min(el) - math.radians(el_margin_deg), math.radians(-80.0))
+    hi_el = min(max(el) + math.radians(el_margin_deg), math.radians(80.0))
+    rng = np.random.default_rng(seed)
+    base = cameras[0].scaled(scale)
+    out = []
+    for k in range(count):
+        u = (k + rng.random()) / count  # stratified in azimuth, random in elevation
+        a = lo_az + u * (hi_az - lo_az)
+        e = lo_el + rng.random() * (hi_el - lo_el)
+        d = math.cos(e) * (math.cos(a) * x + math.sin(a) * y) + math.sin(e) * up
+        out.append(Camera.look_at(target + radius * d, target, up, base.K, base.width, base.height,
+                                  name=f"pseudo_{k:02d}"))
+    return out
+
+
+def _half(img: np.ndarray, scale: float) -> Tensor:
+    """HxW or HxWxC numpy image resized by ``scale`` (area) as a float32 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+    x = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
+    h, w = max(1, round(t.shape[0] * scale)), max(1, round(t.shape[1] * scale))
+    y = F.interpolate(x, size=(h, w), mode="area")
+    return y[0, 0] if t.dim() == 2 else y[0].permute(1, 2, 0)
+
+
+class DiffusionGuidance:
+    """Callable ``(step, model) -> loss | None`` for the training loop, plus :meth:`report`."""
+
+    def __init__(self, repair_model: RepairModel, images: list[np.ndarray], masks: list[np.ndarray] | None,
+                 cameras: list[Camera], settings: GuidanceSettings, scene_scale: float = 1.0,
+                 out_dir: str | Path | None = None) -> None:
+        self.repair_model = repair_model
+        self.settings = settings
+        self.cameras = cameras
+        self.scene_scale = scene_scale
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        s = settings.scale
+        self.input_cams = [c.scaled(s) for c in cameras]
+        self.clean_inputs = []
+        for k, im in enumerate(images):
+            m = None if masks is None else _half(masks[k], s)
+            img = _half(im, s)
+            self.clean_inputs.append(img if m is None else img * m[..., None])
+        self.pseudo = pseudo_cameras(cameras, settings.views, scale=s, az_margin_deg=settings.az_margin_deg,
+                                     el_margin_deg=settings.el_margin_deg, seed=settings.seed)
+        self.gen = torch.Generator().manual_seed(settings.seed)
+        self.targets: list[Tensor] = []
+        self.weights: list[Tensor] = []
+        self.cursor = 0
+        self.stats: dict[str, Any] = {"finetune_s": 0.0, "repair_s": 0.0, "loss_s": 0.0, "refreshes": 0,
+                                      "loss_terms": 0, "tiles_repaired": 0, "tiles_total": 0,
+                                      "finetune_loss_first": None, "finetune_loss_last": None}
+        self.finetuned = False
+
+    # ------------------------------------------------------------------------------------------- stages
+    def _finetune(self, model: Any) -> None:
+        st = self.settings
+        if st.finetune_steps <= 0:
+            return
+        if not (hasattr(model, "copy") and hasattr(model, "splats")):  # noisy copies need Gaussian parameters
+            self.stats["finetune_skipped"] = type(model).__name__
+            return
+        t = time.perf_counter()
+        pairs = PairSet()
+        from renderers.gaussians.render import render_cameras
+
+        with torch.no_grad():
+            for strength in (0.3, 0.6, 0.9):
+                noisy = perturb_gaussians(model, strength, self.gen, scene_scale=self.scene_scale)
+                outs = render_cameras(noisy, self.input_cams, background=[0.0, 0.0, 0.0], render_mode="RGB")
+                for o, clean in zip(outs, self.clean_inputs):
+                    pairs.add(o.rgb.clamp(0, 1).cpu().numpy(), o.alpha.cpu().numpy(), clean.numpy())
+        losses = train_repair(self.repair_model, pairs, st.finetune_steps, batch_size=8, crop=64,
+                              lr=st.finetune_lr, seed=st.seed, object_weight=st.object_weight)
+        self.stats["finetune_s"] += time.perf_counter() - t
+        self.stats["finetune_pairs"] = len(pairs)
+        if losses:
+            self.stats["finetune_loss_first"] = float(np.mean(losses[: max(1, len(losses) // 5)]))
+            self.stats["finetune_loss_last"] = float(np.mean(losses[-max(1, len(losses) // 5):]))
+
+    def refresh(self, model: Any, step: int = 0) -> None:
+        """Render every pseudo view, repair its tiles that need it, keep the repaired images as targets.
+
+        The first call fine-tunes the repair model on the scene first (with gradients, hence no decorator)."""
+        if not self.finetuned:
+            with torch.enable_grad():
+                self._finetune(model)
+            self.finetuned = True
+        with torch.no_grad():
+            self._repair_all(model, step)
+
+    def _repair_all(self, model: Any, step: int) -> None:
+        st = self.settings
+        t = time.perf_counter()
+        rm = self.repair_model
+        dev = rm.device
+
+        def repair_fn(r: Tensor, a: Tensor) -> Tensor:
+            return rm.repair(r.to(dev), a.to(dev), steps=st.sample_steps, generator=self.gen)
+
+        self.targets, self.weights = [], []
+        bg = torch.zeros(3, device=model.means.device)
+        for k, cam in enumerate(self.pseudo):
+            out = model.render(cam, background=bg, render_mode="RGB")
+            rgb, alpha = out.rgb.clamp(0, 1).cpu(), out.alpha.cpu()
+            active = tiles_needing_repair(alpha, rgb, st.tile)
+            fixed = repair_tiles(rgb, alpha, active, st.tile, repair_fn).cpu()
+            weight = tile_mask(active, cam.height, cam.width, st.tile).to(torch.float32)
+            self.targets.append(fixed)
+            self.weights.append(weight)
+            self.stats["tiles_repaired"] += int(active.sum())
+            rows, cols = tile_grid(cam.height, cam.width, st.tile)
+            self.stats["tiles_total"] += rows * cols
+            if st.save_images and self.out_dir is not None:
+                from recon.io.images import save_image
+
+                r = self.stats["refreshes"]
+                save_image(self.out_dir / f"r{r}_step{step:05d}_{cam.name}_render.png", rgb.numpy())
+                save_image(self.out_dir / f"r{r}_step{step:05d}_{cam.name}_repaired.png", fixed.numpy())
+                save_image(self.out_dir / f"r{r}_step{step:05d}_{cam.name}_tiles.png", weight.numpy())
+        self.stats["refreshes"] += 1
+        self.stats["repair_s"] += time.perf_counter() - t
+
+    # ------------------------------------------------------------------------------------------- loss
+    def __call__(self, step: int, model: Any) -> Tensor | None:
+        st = self.settings
+        if step < st.start:
+            return None
+        due = step == st.start or (step - st.start) % max(1, st.refresh) == 0
+        near_end = st.iterations is not None and st.iterations - step < max(1, st.refresh // 2)
+        if not self.targets or (due and not near_end):
+            self.refresh(model, step)
+        if (step - st.start) % max(1, st.every) != 0:
+            return None
+        t = time.perf_counter()
+        k = self.cursor % len(self.pseudo)
+        self.cursor += 1
+        w = self.weights[k].to(model.means.device)
+        if float(w.sum()) == 0.0:
+            return None
+        target = self.targets[k].to(model.means.device)
+        out = model.render(self.pseudo[k], background=torch.zeros(3, device=model.means.device), render_mode="RGB")
+        l1 = metrics.l1(out.rgb, target, w)
+        smap = metrics.ssim_map(out.rgb, target, padding="reflect")
+        smap = smap[0] if smap.dim() == 3 else smap
+        dssim = ((1.0 - smap) * w).sum() / w.sum().clamp_min(1.0)
+        loss = st.weight * ((1.0 - st.lambda_dssim) * l1 + st.lambda_dssim * dssim)
+        self.stats["loss_s"] += time.perf_counter() - t
+        self.stats["loss_terms"] += 1
+        return loss
+
+    def report(self) -> dict[str, Any]:
+        """Counts and timings for metrics.json (seconds rounded)."""
+        out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.stats.items()}
+        out.update({"pseudo_views": len(self.pseudo), "start_step": self.settings.start,
+                    "sample_steps": self.settings.sample_steps, "weight": self.settings.weight,
+                    "tile": self.settings.tile, "repair_model_parameters": self.repair_model.num_parameters,
+                    "images": None if self.out_dir is None else self.out_dir.name})
+        if out["tiles_total"]:
+            out["tiles_repaired_fraction"] = round(out["tiles_repaired"] / out["tiles_total"], 4)
+        return out
