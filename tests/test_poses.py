@@ -105,3 +105,94 @@ def test_featureless_images_fail_with_a_clear_error(tmp_path: Path) -> None:
     u = ViewSet(names=["a.png", "b.png", "c.png"], images=grey, cameras=None, source=tmp_path, meta={})
     with pytest.raises(ReconInputError, match="pose estimation failed"):
         estimate_poses(u)
+
+
+def test_pose_correction_focal_scale_gets_gradients_and_reaches_the_cameras(scene: Path) -> None:
+    cams = read_spare_scene(scene, track=3, split="train").cameras
+    corr = PoseCorrection(cams, refine_focal=True)
+    K = torch.tensor(cams[0].K, dtype=torch.float32)
+    assert torch.allclose(corr.scale_K(K), K)  # starts at identity
+    corr.scale_K(K)[0, 0].backward()
+    assert corr.log_focal.grad is not None and float(corr.log_focal.grad) == pytest.approx(cams[0].fx, rel=1e-5)
+    with torch.no_grad():
+        corr.log_focal.fill_(np.log(1.05))
+    out = corr.cameras(cams)
+    assert out[1].fx == pytest.approx(1.05 * cams[1].fx, rel=1e-5) and out[1].K[0, 2] == cams[1].K[0, 2]
+    groups = corr.param_groups(1e-4)
+    assert [g["lr"] for g in groups] == [1e-4, 2e-3]
+    assert len(PoseCorrection(cams, refine_focal=False).param_groups(1e-4)) == 1
+
+
+def _orbit(n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cameras on a 100-degree arc at two elevations looking at a 2-unit cube of points 4 units away."""
+    import cv2
+
+    from recon.cameras import Camera
+
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(-1, 1, size=(300, 3))
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    cams = []
+    for k in range(n):
+        az = np.radians(-50 + 100 * k / (n - 1))
+        el = np.radians(15 if k % 2 else 45)
+        eye = 4 * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        V = Camera.look_at(eye, np.zeros(3), np.array([0.0, 0.0, 1.0]), K, 320, 240).viewmat
+        cams.append(np.concatenate([cv2.Rodrigues(V[:3, :3])[0].ravel(), V[:3, 3]]))
+    return np.stack(cams), np.stack([K] * n), pts
+
+
+def test_bundle_adjustment_recovers_a_wrong_focal() -> None:
+    from recon.poses.bundle_adjustment import Observations, bundle_adjust, project, reprojection_errors
+
+    cams, Ks, pts = _orbit()
+    n = len(cams)
+    cam = np.repeat(np.arange(n), len(pts))
+    pt = np.tile(np.arange(len(pts)), n)
+    xy = project(cams, Ks, pts, Observations(cam, pt, np.zeros((len(cam), 2))))
+    obs = Observations(cam, pt, xy)
+    rng = np.random.default_rng(1)
+    c0 = cams.copy()
+    c0[1:] += rng.normal(scale=[0.01] * 3 + [0.03] * 3, size=(n - 1, 6))
+    K0 = Ks.copy()
+    K0[:, 0, 0] *= 0.9  # 10% too short, as a default field of view typically is
+    K0[:, 1, 1] *= 0.9
+    c, p, K = bundle_adjust(c0, K0, pts + rng.normal(scale=0.02, size=pts.shape), obs, fixed=[0],
+                            refine_focal=True, max_nfev=200)
+    assert K[0, 0, 0] == pytest.approx(300.0, rel=0.01)
+    assert np.sqrt(np.mean(reprojection_errors(c, K, p, obs) ** 2)) < 0.05
+
+
+def test_tracks_join_pair_matches_and_drop_ambiguous_ones() -> None:
+    from recon.poses.incremental import Tracks
+
+    matches = {(0, 1): np.array([[0, 0], [1, 1], [2, 2]]), (1, 2): np.array([[0, 5], [1, 6]]),
+               (0, 2): np.array([[1, 7]])}  # keypoint 1 of image 0 reaches image 2 twice (6 and 7): ambiguous
+    t = Tracks.build([3, 3, 8], matches)
+    assert t.n == 2
+    tr0 = t.lookup[0][0]
+    assert tr0 >= 0 and t.lookup[1][0] == tr0 and t.lookup[2][5] == tr0
+    assert t.lookup[0][1] == -1 and t.lookup[2][6] == -1 and t.lookup[2][7] == -1
+    assert sorted(t.im[t.track == tr0].tolist()) == [0, 1, 2]
+
+
+def test_guided_matching_finds_matches_along_epipolar_lines_only() -> None:
+    from recon.poses.matching import guided_matches
+
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(-0.4, 0.4, (400, 2))
+    x2 = rng.uniform(-0.4, 0.4, (500, 2))
+    d1 = rng.normal(size=(400, 128)).astype(np.float32)
+    d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
+    d2 = rng.normal(size=(500, 128)).astype(np.float32)
+    d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
+    d2[:200] = d1[:200]
+    x2[:100, 1] = x1[:100, 1]  # first 100 on their epipolar line (x translation: horizontal lines)
+    x2[100:200, 1] = x1[100:200, 1] + 0.05  # the next 100 well off it
+    E = np.array([[0.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    g = guided_matches(x1, x2, d1, d2, E, 0.002)
+    on_line = g[g[:, 0] < 100]
+    assert len(on_line) >= 95 and np.all(on_line[:, 0] == on_line[:, 1])
+    # keypoints 100-199 have their twin off the epipolar line: never matched to it
+    off = g[(g[:, 0] >= 100) & (g[:, 0] < 200)]
+    assert not np.any(off[:, 0] == off[:, 1])

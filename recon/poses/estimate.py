@@ -1,6 +1,7 @@
 """estimate_poses(): cameras for an unposed ViewSet (features -> matching -> incremental SfM -> BA -> normalise)."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -21,7 +22,6 @@ from recon.poses.normalize import normalisation
 log = logging.getLogger(__name__)
 
 DEFAULT_HFOV_DEG = 50.0  # used when a photo has no EXIF focal length; refined by bundle adjustment
-FOCAL_SEARCH_HFOV_DEG = (40.0, 50.0, 60.0, 70.0)  # tried (best reprojection error wins) when no focal is known
 
 
 @dataclass
@@ -60,15 +60,20 @@ def _intrinsics(views: ViewSet, focal_px: float | None, hfov_deg: float) -> tupl
 
 
 def match_all(features: list, Ks: np.ndarray, ratio: float = 0.9, thresh_px: float = 1.5,
-              min_inliers: int = 20, seed: int = 0) -> list[PairMatches]:
-    """Verified matches for every pair of views (few views: exhaustive matching is cheap)."""
+              min_inliers: int = 20, seed: int = 0,
+              putative: dict[tuple[int, int], np.ndarray] | None = None) -> list[PairMatches]:
+    """Verified matches for every pair of views (few views: exhaustive matching is cheap). The plain
+    putative matches of every pair are stored in ``putative`` when given (PnP registration uses them)."""
     pairs = []
     n = len(features)
     for i in range(n):
         for j in range(i + 1, n):
             idx = mutual_ratio_matches(features[i].desc, features[j].desc, ratio)
-            p = verify_pair(i, j, features[i].xy, features[j].xy, idx, Ks[i], Ks[j], thresh_px, min_inliers, seed,
-                            guided=(features[i].desc, features[j].desc))
+            if putative is not None:
+                putative[(i, j)] = idx
+            # no guided re-matching here: under a wrong essential matrix (planar / periodic scenes) it gathers
+            # wrong matches; the SfM re-matches every registered pair under its poses instead (relink)
+            p = verify_pair(i, j, features[i].xy, features[j].xy, idx, Ks[i], Ks[j], thresh_px, min_inliers, seed)
             if p is not None:
                 pairs.append(p)
             log.debug("pair %d-%d: %d putative, %d verified", i, j, len(idx), 0 if p is None else len(p))
@@ -112,9 +117,10 @@ def consistent_pairs(pairs: list[PairMatches], tol_deg: float = 5.0) -> list[Pai
 
 
 def _seed_order(pairs: list[PairMatches], n_views: int) -> list[tuple[int, int]]:
-    """Candidate seed pairs, best first: many inliers and a useful triangulation angle."""
+    """Candidate seed pairs, best first: many inliers and a wide triangulation angle (a narrow pair's essential
+    matrix is ill-determined on planar-dominated scenes, and later re-matching can lock its error in)."""
     def score(p: PairMatches) -> float:
-        return len(p) * min(1.0, p.angle_deg / 4.0)
+        return len(p) * min(1.0, p.angle_deg / 16.0)
     ranked = sorted(pairs, key=score, reverse=True)
     limit = len(ranked) if n_views <= 4 else 2
     return [(p.i, p.j) for p in ranked[:limit]]
@@ -128,25 +134,58 @@ def _better(a: Model | None, b: Model) -> bool:
     return b.rms_px < a.rms_px
 
 
-def _sfm(features: list, pairs: list[PairMatches], Ks: np.ndarray, refine_focal: bool) -> tuple[Model | None, np.ndarray, IncrementalSfM | None]:
+def _sfm(features: list, pairs: list[PairMatches], Ks: np.ndarray, refine_focal: bool,
+         putative: dict[tuple[int, int], np.ndarray], reachable: int | None = None,
+         ) -> tuple[Model | None, np.ndarray, IncrementalSfM | None]:
+    """Incremental SfM from the best seed pairs; stops at the first seed that registers ``reachable`` views
+    (those in any verified pair; default all) with a sub-pixel fit."""
     best, best_K, best_sfm = None, Ks, None
-    n = len({p.i for p in pairs} | {p.j for p in pairs})  # views that can register at all
+    n = len(features) if reachable is None else reachable
     for seed in _seed_order(pairs, n):
-        for reproj, min_pnp in ((4.0, 12), (6.0, 8)):  # honest relaxation: wider thresholds only if needed
-            sfm = IncrementalSfM(features, pairs, Ks.copy(), reproj_px=reproj, min_pnp=min_pnp)
-            m = sfm.run(seed)
-            if len(m.cams) >= 2 and len(m.xyz) >= 6:
-                sfm.adjust(m, refine_focal=refine_focal, fixed=seed[0])
-                if refine_focal:
-                    sfm._triangulate(m)
-                    sfm.adjust(m, refine_focal=True, fixed=seed[0])
-            if len(m.cams) >= 2 and _better(best, m):
-                best, best_K, best_sfm = m, sfm.Ks.copy(), sfm
-            if len(m.cams) == n:
-                break
-        if best is not None and len(best.cams) == n and best.rms_px < 1.0:
-            break
+        sfm = IncrementalSfM(features, pairs, Ks.copy(), reproj_px=4.0, min_pnp=15, putative=putative)
+        m = sfm.run(seed, refine_focal=refine_focal)
+        if len(m.cams) >= 2 and m.n_points >= 6:
+            sfm.adjust(m, refine_focal=refine_focal, fixed=seed[0])
+            if refine_focal:
+                sfm._triangulate(m)
+                sfm.adjust(m, refine_focal=True, fixed=seed[0])
+        log.debug("seed %s: %d views, rms %.3f px", seed, len(m.cams), m.rms_px)
+        if len(m.cams) >= 2 and _better(best, m):
+            best, best_K, best_sfm = m, sfm.Ks.copy(), sfm
+        if best is not None and len(best.cams) >= n and best.rms_px < 1.0:
+            break  # another seed will not bring in views that match no other view
     return best, best_K, best_sfm
+
+
+def focal_search(sfm: IncrementalSfM, model: Model, scales: tuple[float, ...] = (0.94, 1.06, 1.12)) -> Model:
+    """Shared focal without a prior: bundle adjustment barely moves a wrong starting focal (on an orbit of views
+    it trades off against depth, and the re-matched tracks fit the starting geometry), so the reconstruction
+    is also re-fitted from a few other focal scales (adjust poses, re-match every pair, adjust with the focal
+    free) and the candidate with the lowest reprojection RMS among those keeping >= 80% of the observations
+    wins. Returns the chosen model (``sfm`` is left with its tracks and intrinsics)."""
+    def state(m: Model) -> tuple:
+        return copy.deepcopy(m), sfm.Ks.copy(), dict(sfm.matches), sfm.tracks
+
+    fixed = min(model.cams)
+    cands = [(1.0, state(model), len(sfm._observations(model)[0].cam))]
+    base_m, K0, matches0, tracks0 = cands[0][1]
+    for sc in scales:
+        m = copy.deepcopy(base_m)
+        sfm.Ks = K0.copy()
+        sfm.Ks[:, :2, :2] *= sc
+        sfm.matches, sfm.tracks = dict(matches0), tracks0
+        sfm._triangulate(m, retriangulate=True)
+        sfm.adjust(m, fixed=fixed)
+        sfm.relink(m, strong_only=True)
+        sfm.adjust(m, refine_focal=True, fixed=fixed)
+        n_obs = len(sfm._observations(m)[0].cam)
+        log.debug("focal x%.2f -> %.1f px: rms %.3f px, %d observations", sc, sfm.Ks[0, 0, 0], m.rms_px, n_obs)
+        cands.append((sc, state(m), n_obs))
+    most = max(c[2] for c in cands)
+    ok = [c for c in cands if c[2] >= 0.8 * most and len(c[1][0].cams) == len(model.cams)]
+    _, (m, K, matches, tracks), _ = min(ok, key=lambda c: c[1][0].rms_px)
+    sfm.Ks, sfm.matches, sfm.tracks = K, matches, tracks
+    return m
 
 
 def drop_weak_views(sfm: IncrementalSfM, model: Model, min_obs: int = 30, rel: float = 0.25) -> list[int]:
@@ -176,9 +215,10 @@ def estimate_poses(
     """Cameras for the views of an unposed ViewSet.
 
     ``method``: "auto" (this module's SfM) or "colmap" (pycolmap on the same images). ``focal_px`` overrides
-    the per-image EXIF focal (``views.meta["exif_focal_px"]``); without either, a search over a few fields
-    of view followed by focal refinement in bundle adjustment. Views that cannot be registered are listed in
-    ``failed``; raises ReconInputError when fewer than 2 views can be registered.
+    the per-image EXIF focal (``views.meta["exif_focal_px"]``); without either, ``hfov_deg`` (default 50 deg)
+    gives the starting focal, refined (one shared scale) in bundle adjustment and by ``focal_search``.
+    Views register by PnP on 2D-3D matches (see recon.poses.incremental). Views that cannot be registered
+    are listed in ``failed``; raises ReconInputError when fewer than 2 views can be registered.
     """
     t0 = time.perf_counter()
     if method == "colmap":
@@ -189,26 +229,25 @@ def estimate_poses(
         raise ValueError(f"unknown pose method {method!r} (auto or colmap)")
     Ks, known = _intrinsics(views, focal_px, hfov_deg or DEFAULT_HFOV_DEG)
     features = [detect(img, max_features=max_features) for img in views.images]
-    pairs = consistent_pairs(match_all(features, Ks, seed=seed))
+    putative: dict[tuple[int, int], np.ndarray] = {}
+    verified = match_all(features, Ks, seed=seed, putative=putative)
+    pairs = consistent_pairs(verified)
     info: dict = {"features": [len(f) for f in features],
-                  "pairs": {f"{views.names[p.i]}|{views.names[p.j]}": len(p) for p in pairs},
+                  "pairs": {f"{views.names[p.i]}|{views.names[p.j]}": len(p) for p in verified},
                   "focal_prior": "given" if known else "none"}
     model, K_final, sfm = None, Ks, None
-    if pairs:
-        if known or hfov_deg is not None:
-            model, K_final, sfm = _sfm(features, pairs, Ks, refine_focal=not known)
-        else:
-            # default field of view first; the other candidates only when it leaves views out or fits badly
-            for hf in sorted(FOCAL_SEARCH_HFOV_DEG, key=lambda h: abs(h - DEFAULT_HFOV_DEG)):
-                if model is not None and len(model.cams) == len({p.i for p in pairs} | {p.j for p in pairs}) \
-                        and model.rms_px < 1.0:
-                    break
-                K_try, _ = _intrinsics(views, None, hf)
-                m, K_m, s = _sfm(features, pairs, K_try, refine_focal=True)
-                if m is not None:
-                    log.debug("hfov %.0f: %d views, rms %.3f px, f %.1f", hf, len(m.cams), m.rms_px, K_m[0, 0, 0])
-                if m is not None and _better(model, m):
-                    model, K_final, sfm = m, K_m, s
+    # pairs consistent with their triangles first; all verified pairs when that leaves views out (in a
+    # single triangle one wrong pair makes all three look inconsistent)
+    reachable = len({p.i for p in verified} | {p.j for p in verified})
+    for cand in ([pairs, verified] if len(pairs) < len(verified) else [verified]):
+        if not cand or (model is not None and len(model.cams) >= reachable):
+            continue
+        m, K_m, s_ = _sfm(features, cand, Ks, refine_focal=not known, putative=putative, reachable=reachable)
+        if m is not None and _better(model, m):
+            model, K_final, sfm = m, K_m, s_
+    if model is not None and sfm is not None and not known and len(model.cams) >= 3:
+        model = focal_search(sfm, model)
+        K_final = sfm.Ks.copy()
     if model is None or len(model.cams) < 2:
         raise ReconInputError(
             f"pose estimation failed: could not register at least 2 of the {len(views)} images "
@@ -227,12 +266,19 @@ def estimate_poses(
         V[:3, 3] = model.cams[i][3:]
         h, w = views.images[i].shape[:2]
         raw.append(Camera(K=K_final[i], viewmat=V, width=w, height=h, name=views.names[i]))
-    keys = sorted(model.xyz)
-    xyz = np.stack([model.xyz[k] for k in keys]) if keys else np.zeros((0, 3))
-    rgb = np.zeros((len(keys), 3), dtype=np.float32)
-    for n_, k in enumerate(keys):
-        cols = [features[im].rgb[kp] for im, kp in sfm.tracks.obs[k] if im in model.cams]
-        rgb[n_] = np.mean(cols, axis=0)
+    keys = np.flatnonzero(model.valid)
+    xyz = model.xyz[keys]
+    T = sfm.tracks
+    reg_mask = np.zeros(len(views), dtype=bool)
+    reg_mask[reg] = True
+    sel = reg_mask[T.im] & model.valid[T.track]
+    offs = np.cumsum([0] + [len(f) for f in features])
+    col = np.concatenate([f.rgb for f in features])[offs[T.im[sel]] + T.kp[sel]]
+    pos = np.full(T.n, -1)
+    pos[keys] = np.arange(len(keys))
+    sums = np.zeros((len(keys), 3))
+    np.add.at(sums, pos[T.track[sel]], col)
+    rgb = (sums / np.maximum(np.bincount(pos[T.track[sel]], minlength=len(keys)), 1)[:, None]).astype(np.float32)
     norm = normalisation([c.viewmat for c in raw], xyz)
     cams = [transform_camera(c, norm) for c in raw]
     for c, i in zip(cams, reg):

@@ -64,27 +64,40 @@ def guided_matches(x1: np.ndarray, x2: np.ndarray, d1: np.ndarray, d2: np.ndarra
                    ratio: float = 0.9) -> np.ndarray:
     """Re-match all keypoints under the epipolar constraint of ``E`` (normalised coordinates, Sampson distance
     below ``thresh``): mutual best descriptor among the epipolar candidates, with a ratio test among them.
-    Repetitive textures (checkerboards) defeat the plain ratio test; restricted to the epipolar band they match."""
-    h1 = np.concatenate([x1, np.ones((len(x1), 1))], axis=1)
-    h2 = np.concatenate([x2, np.ones((len(x2), 1))], axis=1)
-    Ex1 = h1 @ E.T  # rows: E x1
-    Etx2 = h2 @ E  # rows: E^T x2
-    num = (h2 @ Ex1.T).T  # [n1, n2] x2^T E x1
-    den = Ex1[:, 0:1] ** 2 + Ex1[:, 1:2] ** 2 + (Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2)[None, :]
-    ok = num ** 2 / np.maximum(den, 1e-30) < thresh ** 2
-    dist = np.sqrt(np.maximum(2.0 - 2.0 * (d1 @ d2.T), 0.0))
-    dist = np.where(ok, dist, np.inf)
-    if dist.size == 0:
+    Repetitive textures (checkerboards) defeat the plain ratio test; restricted to the epipolar band they match.
+    Descriptor distances are computed only for the candidate pairs inside the band (a few percent of all)."""
+    if len(x1) == 0 or len(x2) == 0:
         return np.zeros((0, 2), dtype=int)
-    b12 = np.argmin(dist, axis=1)
-    b21 = np.argmin(dist, axis=0)
-    rows = np.arange(len(x1))
-    best = dist[rows, b12]
-    dist2 = dist.copy()
-    dist2[rows, b12] = np.inf
-    second = dist2.min(axis=1)
-    keep = np.isfinite(best) & (b21[b12] == rows) & (best < ratio * second)
-    return np.stack([rows[keep], b12[keep]], axis=1)
+    h1 = np.concatenate([x1, np.ones((len(x1), 1))], axis=1).astype(np.float32)
+    h2 = np.concatenate([x2, np.ones((len(x2), 1))], axis=1).astype(np.float32)
+    E32 = E.astype(np.float32)
+    Ex1 = h1 @ E32.T  # rows: E x1
+    Etx2 = h2 @ E32  # rows: E^T x2
+    num = Ex1 @ h2.T  # [n1, n2] x2^T E x1
+    den = (Ex1[:, 0:1] ** 2 + Ex1[:, 1:2] ** 2) + (Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2)[None, :]
+    ii, jj = np.nonzero(num * num < np.float32(thresh ** 2) * den)
+    if len(ii) == 0:
+        return np.zeros((0, 2), dtype=int)
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("nd,nd->n", d1[ii], d2[jj]), 0.0))
+    # best and second best per row (ii is sorted by np.nonzero; order by distance within rows)
+    o = np.lexsort((dist, ii))
+    ii, jj, dist = ii[o], jj[o], dist[o]
+    first = np.ones(len(ii), dtype=bool)
+    first[1:] = ii[1:] != ii[:-1]
+    start = np.flatnonzero(first)
+    nxt = start + 1
+    has2 = (nxt < len(ii)) & (ii[np.minimum(nxt, len(ii) - 1)] == ii[start])
+    second = np.full(len(start), np.inf)
+    second[has2] = dist[nxt[has2]]
+    r_i, r_j, r_d = ii[start], jj[start], dist[start]
+    # best per column
+    o2 = np.lexsort((dist, jj))
+    jfirst = np.ones(len(jj), dtype=bool)
+    jfirst[1:] = jj[o2][1:] != jj[o2][:-1]
+    col_best = np.full(len(x2), -1)
+    col_best[jj[o2][jfirst]] = ii[o2][jfirst]
+    keep = (col_best[r_j] == r_i) & (r_d < ratio * second)
+    return np.stack([r_i[keep], r_j[keep]], axis=1).astype(int)
 
 
 def verify_pair(

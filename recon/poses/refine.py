@@ -3,6 +3,11 @@
 Like gsplat's camera optimisation, each camera gets a 6-vector (rotation vector, translation) initialised to
 zero (identity), applied on the camera side: viewmat' = exp(delta) @ viewmat. The rasterizer propagates
 gradients into viewmats, so the correction follows the photometric loss and fixes what features could not.
+One shared focal-length scale exp(log_focal) (zero-initialised) corrects the intrinsics too: without EXIF the
+structure-from-motion focal of a small orbit of views is typically a few percent off (a near-critical
+configuration for self-calibration). It is off by default (``refine_focal``): in the one end-to-end check
+so far (9 views, no EXIF) it drifted the wrong way (441.7 -> 433.2 px, truth 471.2), the focal trading off
+against the camera distance under the photometric loss as it does under the reprojection error.
 """
 from __future__ import annotations
 
@@ -30,11 +35,29 @@ def so3_exp(w: Tensor) -> Tensor:
 class PoseCorrection(nn.Module):
     """Per-camera SE(3) corrections (zero-initialised) applied to fixed base viewmats."""
 
-    def __init__(self, cameras: list[Camera], device: torch.device | str = "cpu") -> None:
+    def __init__(self, cameras: list[Camera], device: torch.device | str = "cpu", refine_focal: bool = False) -> None:
         super().__init__()
         base = torch.tensor(np.stack([c.viewmat for c in cameras]), dtype=torch.float32, device=device)
         self.register_buffer("base", base)
         self.delta = nn.Parameter(torch.zeros(len(cameras), 6, device=device))
+        self.log_focal = nn.Parameter(torch.zeros(1, device=device), requires_grad=refine_focal)
+
+    def param_groups(self, lr: float, focal_lr: float = 2e-3) -> list[dict]:
+        """Optimizer groups: the SE(3) corrections at ``lr``; the log focal scale at ``focal_lr`` (one scalar
+        with a consistent gradient: a larger step lets it cover a few percent within a short run)."""
+        groups: list[dict] = [{"params": [self.delta], "lr": lr}]
+        if self.log_focal.requires_grad:
+            groups.append({"params": [self.log_focal], "lr": focal_lr})
+        return groups
+
+    def focal_scale(self) -> float:
+        return float(torch.exp(self.log_focal.detach()).item())
+
+    def scale_K(self, K: Tensor) -> Tensor:
+        """Intrinsics [..,3,3] with fx, fy multiplied by the focal scale (principal point unchanged)."""
+        s = torch.exp(self.log_focal)[0]
+        scale = torch.stack([s, s, torch.ones_like(s)]).to(K.dtype)
+        return K * scale.view(3, 1) if K.dim() == 2 else K * scale.view(1, 3, 1)
 
     def viewmats(self, idx: int | None = None) -> Tensor:
         """Corrected world-to-camera matrices: [4,4] for one camera, else [N,4,4]."""
@@ -48,15 +71,19 @@ class PoseCorrection(nn.Module):
         return out[0] if idx is not None else out
 
     def cameras(self, cameras: list[Camera]) -> list[Camera]:
-        """Copies of ``cameras`` with the corrections applied."""
+        """Copies of ``cameras`` with the corrections (poses and focal scale) applied."""
         with torch.no_grad():
             V = self.viewmats().detach().cpu().double().numpy()
         out = []
+        fs = self.focal_scale()
         for c, v in zip(cameras, V):
             v = v.copy()
             u, _, vt = np.linalg.svd(v[:3, :3])  # re-orthonormalise after float32 round trip
             v[:3, :3] = u @ vt
-            out.append(Camera(K=c.K.copy(), viewmat=v, width=c.width, height=c.height, name=c.name,
+            K = c.K.copy()
+            K[0, 0] *= fs
+            K[1, 1] *= fs
+            out.append(Camera(K=K, viewmat=v, width=c.width, height=c.height, name=c.name,
                               extra=dict(c.extra)))
         return out
 
