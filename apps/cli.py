@@ -156,12 +156,20 @@ app.add_typer(leaderboard_app, name="leaderboard")
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct` (or a 3DGS .ply file)."),
-    to: Path = typer.Option(..., "--to", help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout)."),
+    to: Path = typer.Option(..., "--to", help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout); "
+                            "with --mesh the mesh file."),
+    mesh: Optional[str] = typer.Option(None, "--mesh", help="Export the run's mesh.ply instead, as obj, ply or glb."),
 ) -> None:
-    """Export a reconstruction to another splat format (.splat, .ply)."""
+    """Export a reconstruction: splats to .splat / .ply, or (--mesh obj|ply|glb) its mesh."""
     from renderers.gaussians.ply import read_ply, write_ply
     from renderers.gaussians.splat_format import write_splat
 
+    if mesh is not None:
+        from renderers.mesh.io import export_run_mesh
+
+        path, faces = export_run_mesh(run, to, mesh)
+        typer.echo(f"wrote {path} ({faces} faces)")
+        return
     src = run / "splats.ply" if run.is_dir() else run
     if not src.exists():
         _fail(f"{src}: no splats.ply here (is this a run folder from `recon reconstruct`?)")

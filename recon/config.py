@@ -59,12 +59,27 @@ class ReconstructConfig:
     # ---- mesh / hybrid (renderers/mesh) ----
     mesh_method: str = "tsdf"  # "tsdf" (fused depth renders) or "poisson" (oriented points)
     mesh_faces: int = 50000  # decimation target
-    hybrid_iterations: int = 300  # Gaussian fine-tuning steps in front of the fixed mesh
+    hybrid_iterations: int = 150  # fine-tuning steps of the Gaussians (and mesh colours) in front of the mesh
+    mesh_color_steps: int = 0  # Adam (L1) steps after the least-squares vertex-colour fit to the input views
+    hybrid_depth_tolerance: float = 0.013  # x scene scale: Gaussians this far behind the mesh surface still show
+    hybrid_min_weight: float = 1.0  # prune Gaussians adding < this many pixels' worth to every input/orbit view
     # ---- neural primitives (renderers/neural) ----
-    neural_feature_dim: int = 16
+    neural_feature_dim: int = 8  # per-primitive features (11 + F floats per primitive vs 38 for SH degree 2)
+    neural_hidden: int = 64  # decoder MLP width (2 hidden layers)
+    neural_sparsity: float = 0.9  # target sparsity of the decoder's hidden layers (gradual magnitude pruning)
+    neural_prune_start: float = 0.2  # fractions of the iterations where pruning starts / reaches the target
+    neural_prune_end: float = 0.7
     # ---- diffusion prior (priors/diffusion) ----
     prior: str = "none"  # "none" or "diffusion"
     prior_weights: str | None = None  # local folder of a repair model (save_pretrained layout); None = bundled
+    prior_start: float = 0.7  # fraction of iterations before pseudo views are repaired and supervised (0.5: worse)
+    prior_refresh: int = 50  # steps between re-rendering + re-repairing (stale targets anchor training; 200: worse)
+    prior_views: int = 8  # pseudo views around the inputs
+    prior_weight: float = 0.2  # weight of the pseudo-view loss (L1 + D-SSIM on repaired tiles)
+    prior_every: int = 2  # apply the pseudo-view loss every this many steps (one pseudo view each time)
+    prior_sample_steps: int = 1  # DDIM steps per repair (1 = single-step x0 prediction: measured better)
+    prior_finetune_steps: int = 40  # per-scene fine-tuning steps on noisy-Gaussian pairs of the input views (0 = off)
+    prior_tile: int = 32  # repair tile size in pixels of the half-resolution pseudo views
 
     def validate(self) -> "ReconstructConfig":
         """Raise ValueError naming the option when a choice-valued field holds an unknown value."""

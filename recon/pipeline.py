@@ -224,7 +224,7 @@ def train(
         from recon.poses.refine import PoseCorrection
 
         pose_opt = PoseCorrection(cameras, device=device)
-        pose_adam = torch.optim.Adam(pose_opt.parameters(), lr=config.pose_lr)
+        pose_adam = torch.optim.Adam(pose_opt.param_groups(config.pose_lr))
         pose_start = int(config.pose_refine_start * config.iterations)
         Ks_full = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
         Ks_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
@@ -247,7 +247,7 @@ def train(
         else:
             bg = torch.zeros(3, device=device)
         if pose_opt is not None:
-            Kt = (Ks_half if coarse else Ks_full)[i]
+            Kt = pose_opt.scale_K((Ks_half if coarse else Ks_full)[i])
             out = model.render((pose_opt.viewmats(i), Kt), width=cam.width, height=cam.height, background=bg,
                                render_mode="RGB+ED")[0]
         else:
@@ -313,7 +313,15 @@ def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> A
     The returned model trains through :func:`train` exactly like a GaussianModel (render, splats, means,
     opacities, make_optimizers, num_gaussians, active_sh_degree, to) and saves itself with ``save_run_files``.
     """
-    raise NotImplementedError("neural primitives are not built yet")
+    from renderers.neural import NeuralPrimitives, PruneSchedule
+
+    model = NeuralPrimitives.from_gaussians(init.model, feature_dim=config.neural_feature_dim, seed=config.seed,
+                                            hidden=config.neural_hidden)
+    if config.neural_sparsity > 0:
+        start = int(config.neural_prune_start * config.iterations)
+        end = max(start, int(config.neural_prune_end * config.iterations))
+        model.prune_schedule = PruneSchedule(config.neural_sparsity, start, end, every=max(1, config.iterations // 100))
+    return model
 
 
 def diffusion_prior_loss(
@@ -324,7 +332,36 @@ def diffusion_prior_loss(
     The loss renders pseudo views around the inputs, repairs them with the diffusion model and supervises the
     renders with the repaired images; the repaired images and timings go into ``tmp`` (the run folder).
     """
-    raise NotImplementedError("the diffusion prior is not built yet")
+    from priors.diffusion import DiffusionGuidance, GuidanceSettings, load_repair_model
+
+    t = time.perf_counter()
+    repair_model = load_repair_model(config.prior_weights, device=resolve_device(config.device))
+    load_s = time.perf_counter() - t
+    settings = GuidanceSettings(
+        start=max(1, int(config.prior_start * config.iterations)),
+        refresh=config.prior_refresh,
+        views=config.prior_views,
+        weight=config.prior_weight,
+        every=config.prior_every,
+        sample_steps=config.prior_sample_steps,
+        finetune_steps=config.prior_finetune_steps,
+        tile=config.prior_tile,
+        lambda_dssim=config.lambda_dssim,
+        seed=config.seed,
+        iterations=config.iterations,
+    )
+    bounds = scene_bounds(cameras)
+    scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
+    guidance = DiffusionGuidance(repair_model, views.images, masks if config.use_masks else None, cameras,
+                                 settings, scene_scale=scene_scale, out_dir=tmp / "prior")
+    log.info("diffusion prior: %s (%d parameters), %d pseudo views from step %d",
+             config.prior_weights or "bundled repair-small", repair_model.num_parameters, settings.views,
+             settings.start)
+
+    def report() -> dict[str, Any]:
+        return {"weights": config.prior_weights or "bundled", "load_s": round(load_s, 3), **guidance.report()}
+
+    return guidance, report
 
 
 def mesh_stage(
@@ -337,7 +374,55 @@ def mesh_stage(
     "hybrid": that mesh as an opaque surface plus the Gaussians in front of it, fine-tuned
     ``config.hybrid_iterations`` steps with :func:`train`. The returned model has ``render`` and ``save_run_files``.
     """
-    raise NotImplementedError("meshes are not built yet")
+    from dataclasses import replace
+
+    from renderers.gaussians.model import DEFAULT_LRS
+    from renderers.gaussians.strategy import remove
+    from renderers.mesh.extract import extract_mesh, orbit_cameras
+    from renderers.mesh.hybrid import HybridModel
+
+    use_masks = masks if config.use_masks else None
+    t = time.perf_counter()
+    mesh = extract_mesh(model, cameras, masks=use_masks, method=config.mesh_method, target_faces=config.mesh_faces)
+    info: dict[str, Any] = {"method": config.mesh_method, "extraction": mesh.extraction.to_dict(),
+                            "faces": mesh.num_faces, "vertices": mesh.num_vertices,
+                            "extract_s": time.perf_counter() - t}
+    t = time.perf_counter()
+    info["color_fit_l1"] = mesh.fit_colors(views.images, cameras, use_masks, steps=config.mesh_color_steps)
+    info["color_fit_s"] = time.perf_counter() - t
+    log.info("mesh (%s): %d faces, %d vertices, colour fit L1 %.4f, %.1f s", config.mesh_method, mesh.num_faces,
+             mesh.num_vertices, info["color_fit_l1"], info["extract_s"] + info["color_fit_s"])
+    if config.representation == "mesh":
+        return mesh, info
+
+    # hybrid: drop the Gaussians the opaque mesh hides (seen from the inputs and an orbit around them) or that
+    # add next to nothing in front of it, then fine-tune the rest with the mesh colours. On the CPU: the
+    # compositing needs the CPU rasteriser's per-pixel far limit (gsplat has none).
+    hybrid = HybridModel(model.to("cpu"), mesh, depth_tolerance=config.hybrid_depth_tolerance * init.scene_scale)
+    views_for_pruning = list(cameras) + orbit_cameras(cameras)
+    info["gaussians_before"] = hybrid.num_gaussians
+    info["depth_tolerance"] = hybrid.depth_tolerance
+    t = time.perf_counter()
+    hidden = hybrid.hidden_mask(views_for_pruning, min_weight=config.hybrid_min_weight)
+    if int((~hidden).sum()) > 0:
+        remove(hybrid.gaussians, None, hidden)
+    info["gaussians_pruned"] = int(hidden.sum())
+    info["prune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if config.hybrid_iterations > 0:
+        lrs = {**config.lrs, "means": config.lrs.get("means", DEFAULT_LRS["means"]) * 0.1}
+        tune = replace(config, iterations=config.hybrid_iterations, coarse_until=0.0, sh_raise_every=1,
+                       refine_stop_frac=0.0, lrs=lrs, device="cpu")  # no densification: the mesh covers the surface
+        stage_init = Initialisation(model=hybrid, hull=init.hull, scene_scale=init.scene_scale, bounds=init.bounds)
+        res = train(stage_init, views, cameras, masks, tune, progress=progress)
+        hybrid = stage_init.model
+        info["hybrid_final_loss"] = res.history[-1]["loss"] if res.history else None
+        info["pruned_floaters"] = res.pruned_floaters
+    info["finetune_s"] = time.perf_counter() - t
+    info["gaussians_after"] = hybrid.num_gaussians
+    log.info("hybrid: %d -> %d Gaussians in front of the mesh, fine-tuned %d steps in %.1f s",
+             info["gaussians_before"], info["gaussians_after"], config.hybrid_iterations, info["finetune_s"])
+    return hybrid, info
 
 
 def save_model(folder: Path, model: Any) -> list[str]:

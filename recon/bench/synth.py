@@ -473,3 +473,20 @@ def make_scene(out: str | Path, seed: int = 0, width: int = 400, height: int = 3
         splits=sc.splits,
         dataset="synthetic", meta=sc.meta, overwrite=overwrite,
     )
+
+
+def ground_truth_mesh(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The objects of scene ``seed`` as one mesh (vertices [V,3] float64, triangles [F,3] int64), no platform.
+
+    Rebuilt from the seed without rendering (the objects are drawn first from the seed's generator, so the
+    image size and camera count do not change them), in the world frame of the scene's cameras.
+    """
+    if seed < 0:
+        raise ReconInputError(f"seed must be >= 0, got {seed}")
+    _platform, objects = _build_objects(np.random.default_rng(seed))
+    verts, tris, offset = [], [], 0
+    for obj in objects:
+        verts.append(np.asarray(obj.mesh.vertices, dtype=np.float64))
+        tris.append(np.asarray(obj.mesh.triangles, dtype=np.int64) + offset)
+        offset += len(obj.mesh.vertices)
+    return np.concatenate(verts), np.concatenate(tris)
