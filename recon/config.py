@@ -61,7 +61,7 @@ class ReconstructConfig:
     mesh_faces: int = 50000  # decimation target
     hybrid_iterations: int = 150  # fine-tuning steps of the Gaussians (and mesh colours) in front of the mesh
     mesh_color_steps: int = 0  # Adam (L1) steps after the least-squares vertex-colour fit to the input views
-    hybrid_depth_tolerance: float = 0.013  # x scene scale: Gaussians this far behind the mesh surface still show
+    hybrid_depth_tolerance: float = 0.3  # x scene scale: Gaussians this far behind the mesh surface still show
     hybrid_min_weight: float = 1.0  # prune Gaussians adding < this many pixels' worth to every input/orbit view
     # ---- neural primitives (renderers/neural) ----
     neural_feature_dim: int = 8  # per-primitive features (11 + F floats per primitive vs 38 for SH degree 2)
