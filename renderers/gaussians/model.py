@@ -68,7 +68,81 @@ def sh0_to_rgb(sh0: Tensor) -> Tensor:
     return sh0 * SH_C0 + 0.5
 
 
-class GaussianModel(nn.Module):
+class SplatPrimitives(nn.Module):
+    """What every splattable primitive set shares: per-primitive rows in ``self.splats`` (means, quats,
+    scales, opacity logits, ...) and their activations. GaussianModel and neural primitives build on it, so
+    the trainer, the densify strategy and the regularisers see one interface."""
+
+    splats: nn.ParameterDict
+    sh_degree: int
+    _active_sh_degree: int
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.splats["means"].shape[0])
+
+    def __len__(self) -> int:
+        return self.num_gaussians
+
+    @property
+    def device(self) -> torch.device:
+        return self.splats["means"].device
+
+    @property
+    def active_sh_degree(self) -> int:
+        """SH degree used for rendering; the trainer raises it step by step up to ``sh_degree``."""
+        return self._active_sh_degree
+
+    @active_sh_degree.setter
+    def active_sh_degree(self, value: int) -> None:
+        self._active_sh_degree = max(0, min(int(value), self.sh_degree))
+
+    @property
+    def means(self) -> Tensor:
+        return self.splats["means"]
+
+    @property
+    def quats(self) -> Tensor:
+        """Unit quaternions (w, x, y, z)."""
+        return F.normalize(self.splats["quats"], dim=-1)
+
+    @property
+    def scales(self) -> Tensor:
+        """Per-axis standard deviations (exp of the log-scale parameter)."""
+        return torch.exp(self.splats["scales"])
+
+    @property
+    def opacities(self) -> Tensor:
+        """Opacities in (0, 1) (sigmoid of the logit parameter)."""
+        return torch.sigmoid(self.splats["opacities"])
+
+
+
+def per_parameter_adams(
+    splats: nn.ParameterDict, names: tuple[str, ...], rates: dict[str, float], batch_size: int = 1
+) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per named parameter (as gsplat), so each has its own rate and can be patched on densify.
+
+    With ``batch_size`` > 1 cameras per step, rates and betas are scaled the way gsplat does.
+    """
+    bs = max(1, int(batch_size))
+    return {
+        name: torch.optim.Adam(
+            [{"params": [splats[name]], "lr": rates[name] * math.sqrt(bs), "name": name}],
+            eps=1e-15 / math.sqrt(bs),
+            betas=adam_betas(bs),
+        )
+        for name in names
+    }
+
+
+def adam_betas(batch_size: int) -> tuple[float, float]:
+    """Adam betas for ``batch_size`` cameras per step (gsplat's scaling of the defaults 0.9, 0.999)."""
+    bs = max(1, int(batch_size))
+    return 1.0 - bs * (1.0 - 0.9), 1.0 - bs * (1.0 - 0.999)
+
+
+class GaussianModel(SplatPrimitives):
     """A set of 3D Gaussians with SH colour; see the module docstring for the parameter layout."""
 
     def __init__(self, params: dict[str, Tensor], sh_degree: int | None = None, active_sh_degree: int = 0) -> None:
@@ -146,46 +220,6 @@ class GaussianModel(nn.Module):
         }
         return cls(params, sh_degree=sh_degree).to(device)
 
-    # ----------------------------------------------------------------- sizes and activations
-    @property
-    def num_gaussians(self) -> int:
-        return int(self.splats["means"].shape[0])
-
-    def __len__(self) -> int:
-        return self.num_gaussians
-
-    @property
-    def device(self) -> torch.device:
-        return self.splats["means"].device
-
-    @property
-    def active_sh_degree(self) -> int:
-        """SH degree used for rendering; the trainer raises it step by step up to ``sh_degree``."""
-        return self._active_sh_degree
-
-    @active_sh_degree.setter
-    def active_sh_degree(self, value: int) -> None:
-        self._active_sh_degree = max(0, min(int(value), self.sh_degree))
-
-    @property
-    def means(self) -> Tensor:
-        return self.splats["means"]
-
-    @property
-    def quats(self) -> Tensor:
-        """Unit quaternions (w, x, y, z)."""
-        return F.normalize(self.splats["quats"], dim=-1)
-
-    @property
-    def scales(self) -> Tensor:
-        """Per-axis standard deviations (exp of the log-scale parameter)."""
-        return torch.exp(self.splats["scales"])
-
-    @property
-    def opacities(self) -> Tensor:
-        """Opacities in (0, 1) (sigmoid of the logit parameter)."""
-        return torch.sigmoid(self.splats["opacities"])
-
     @property
     def sh(self) -> Tensor:
         """All SH coefficients [N, K, 3]."""
@@ -225,16 +259,7 @@ class GaussianModel(nn.Module):
                 raise ValueError(f"unknown parameter names in lrs: {sorted(unknown)}")
             rates.update(lrs)
         rates["means"] *= scene_scale
-        bs = max(1, int(batch_size))
-        betas = (1.0 - bs * (1.0 - 0.9), 1.0 - bs * (1.0 - 0.999))
-        return {
-            name: torch.optim.Adam(
-                [{"params": [self.splats[name]], "lr": rates[name] * math.sqrt(bs), "name": name}],
-                eps=1e-15 / math.sqrt(bs),
-                betas=betas,
-            )
-            for name in PARAM_NAMES
-        }
+        return per_parameter_adams(self.splats, PARAM_NAMES, rates, batch_size)
 
     # ----------------------------------------------------------------- rendering
     def render(
@@ -260,7 +285,7 @@ class GaussianModel(nn.Module):
 
         if render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
-        viewmats, Ks, width, height, single = _camera_tensors(cameras, width, height, self.device)
+        viewmats, Ks, width, height, single = camera_tensors(cameras, width, height, self.device)
         degree = self.active_sh_degree if sh_degree is None else max(0, min(int(sh_degree), self.sh_degree))
         colors = self.sh[:, : num_sh_bases(degree)]
         render_colors, render_alphas, meta = rasterize(
@@ -310,7 +335,7 @@ class GaussianModel(nn.Module):
         return model.to(device)
 
 
-def _camera_tensors(
+def camera_tensors(
     cameras: Camera | Sequence[Camera] | tuple[Tensor, Tensor],
     width: int | None,
     height: int | None,

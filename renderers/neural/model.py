@@ -28,7 +28,9 @@ from recon.cameras import Camera
 from recon.kernels.projection import MAX_EXTEND, camera_centers
 from recon.kernels.sh import sh_basis
 from recon.kernels.sparse import apply_on_active
-from renderers.gaussians.model import RENDER_MODES, SH_C0, GaussianModel, _camera_tensors
+from renderers.gaussians.model import (
+    RENDER_MODES, SH_C0, GaussianModel, SplatPrimitives, adam_betas, camera_tensors, per_parameter_adams,
+)
 from renderers.neural.mlp import DecoderMLP, PruneSchedule, PruningAdam
 from renderers.types import RenderOutput
 
@@ -85,7 +87,7 @@ def fibonacci_directions(n: int) -> Tensor:
     return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], dim=-1).float()
 
 
-class NeuralPrimitives(nn.Module):
+class NeuralPrimitives(SplatPrimitives):
     """Splats with per-primitive features and one shared decoder MLP (see the module docstring)."""
 
     def __init__(
@@ -141,38 +143,7 @@ class NeuralPrimitives(nn.Module):
         model = cls(params, hidden=hidden, n_hidden=n_hidden, dir_degree=dir_degree, seed=seed)
         return model.to(g.device)
 
-    # ----------------------------------------------------------------- sizes and activations
-    @property
-    def num_gaussians(self) -> int:
-        return int(self.splats["means"].shape[0])
-
-    def __len__(self) -> int:
-        return self.num_gaussians
-
-    @property
-    def device(self) -> torch.device:
-        return self.splats["means"].device
-
-    @property
-    def active_sh_degree(self) -> int:
-        return self._active_sh_degree
-
-    @active_sh_degree.setter
-    def active_sh_degree(self, value: int) -> None:
-        self._active_sh_degree = max(0, min(int(value), self.sh_degree))
-
-    @property
-    def means(self) -> Tensor:
-        return self.splats["means"]
-
-    @property
-    def quats(self) -> Tensor:
-        return F.normalize(self.splats["quats"], dim=-1)
-
-    @property
-    def scales(self) -> Tensor:
-        return torch.exp(self.splats["scales"])
-
+    # ----------------------------------------------------------------- activations (geometry: SplatPrimitives)
     @property
     def opacities(self) -> Tensor:
         """View-independent base opacities (the decoder adds a per-view logit offset when rendering)."""
@@ -208,17 +179,9 @@ class NeuralPrimitives(nn.Module):
                 raise ValueError(f"unknown parameter names in lrs: {sorted(unknown)}")
             rates.update(lrs)
         rates["means"] *= scene_scale
+        opts = per_parameter_adams(self.splats, PARAM_NAMES, rates, batch_size)
         bs = max(1, int(batch_size))
-        betas = (1.0 - bs * (1.0 - 0.9), 1.0 - bs * (1.0 - 0.999))
-        opts: dict[str, torch.optim.Optimizer] = {
-            name: torch.optim.Adam(
-                [{"params": [self.splats[name]], "lr": rates[name] * math.sqrt(bs), "name": name}],
-                eps=1e-15 / math.sqrt(bs),
-                betas=betas,
-            )
-            for name in PARAM_NAMES
-        }
-        opts["mlp"] = PruningAdam(self.mlp, rates["mlp"] * math.sqrt(bs), self.prune_schedule, betas=betas)
+        opts["mlp"] = PruningAdam(self.mlp, rates["mlp"] * math.sqrt(bs), self.prune_schedule, betas=adam_betas(bs))
         return opts
 
     # ----------------------------------------------------------------- decoding and rendering
@@ -257,7 +220,7 @@ class NeuralPrimitives(nn.Module):
 
         if render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
-        viewmats, Ks, width, height, single = _camera_tensors(cameras, width, height, self.device)
+        viewmats, Ks, width, height, single = camera_tensors(cameras, width, height, self.device)
         scales = self.scales
         visible = visible_mask(self.means.detach(), scales.detach(), viewmats.detach(), Ks.detach(), width, height,
                                near_plane, far_plane, raster_kwargs.get("eps2d", 0.3))
