@@ -12,18 +12,10 @@ import torch
 
 from priors.diffusion import RepairModel, pseudo_cameras
 from priors.diffusion.tiles import repair_tiles, tile_grid, tile_mask, tiles_needing_repair
-from recon.bench.synth import make_scene
 from recon.cameras import Camera, intrinsics
 from recon.config import make_config
 from recon.errors import ReconInputError
 from recon.pipeline import reconstruct
-
-
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("scene") / "tiny"
-    make_scene(path, seed=3, width=96, height=72, views="splits")
-    return path
 
 
 @pytest.fixture(scope="module")

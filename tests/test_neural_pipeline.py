@@ -9,18 +9,10 @@ import pytest
 import torch
 
 from recon.bench.evaluate import score_run
-from recon.bench.synth import make_scene
 from recon.config import make_config
 from recon.pipeline import load_run_model, neural_model_from_init, reconstruct, train
 from renderers.gaussians import GaussianModel, read_ply
 from renderers.neural import NeuralPrimitives
-
-
-@pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("scene") / "tiny"
-    make_scene(path, seed=3, width=96, height=72, views="splits")
-    return path
 
 
 @pytest.fixture(scope="module")

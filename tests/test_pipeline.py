@@ -20,13 +20,6 @@ RECON = [sys.executable, "-c", "from apps.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
-def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("scene") / "tiny"
-    make_scene(path, seed=3, width=96, height=72, views="splits")
-    return path
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "run"
     cfg = make_config("fast", iterations=60, track=3, init_points=1500, hull_resolution=48, refine_start=20,
