@@ -179,13 +179,6 @@ def serve_cmd(
     port: int = typer.Option(8765, help="Port."),
 ) -> None:
     """Serve the leaderboard web page (sortable tables, per-scene drill-down, thumbnails)."""
-    from apps.leaderboard_web import make_server
+    from apps.leaderboard_web import serve
 
-    server = make_server(_db(db, dataset), host, port)
-    typer.echo(f"serving http://{host}:{server.server_port}/ (Ctrl-C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(_db(db, dataset), host, port, say=typer.echo)

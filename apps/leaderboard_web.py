@@ -13,7 +13,7 @@ import re
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from recon.bench.leaderboard import DEFAULT_METRIC, Leaderboard
@@ -200,9 +200,10 @@ def make_server(db: str | Path, host: str = "127.0.0.1", port: int = 8765) -> Th
     return ThreadingHTTPServer((host, port), make_handler(Leaderboard(db)))
 
 
-def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve until interrupted."""
+def serve(db: str | Path, host: str = "127.0.0.1", port: int = 8765, say: Callable[[str], None] = print) -> None:
+    """Serve until interrupted; ``say`` gets the page's address once the socket is bound."""
     server = make_server(db, host, port)
+    say(f"serving http://{host}:{server.server_port}/ (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
