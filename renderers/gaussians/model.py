@@ -304,21 +304,7 @@ class GaussianModel(SplatPrimitives):
             render_mode=render_mode,
             **raster_kwargs,
         )
-        rgb = render_colors[..., :3]
-        alpha = render_alphas[..., 0]
-        depth = render_colors[..., 3] if render_mode == "RGB+ED" else None
-        if background is not None:
-            bg = torch.as_tensor(np.asarray(background) if not isinstance(background, Tensor) else background)
-            bg = bg.to(device=rgb.device, dtype=rgb.dtype)
-            if bg.dim() == 1:  # [3]
-                bg = bg[None, None, None, :]
-            elif bg.dim() == 2:  # [C,3]
-                bg = bg[:, None, None, :]
-            elif bg.dim() == 3:  # [H,W,3]
-                bg = bg[None]
-            rgb = rgb + bg * (1.0 - alpha[..., None])
-        out = RenderOutput(rgb=rgb, alpha=alpha, depth=depth, meta=meta)
-        return out[0] if single else out
+        return raster_output(render_colors, render_alphas, meta, render_mode, background, single)
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -334,6 +320,30 @@ class GaussianModel(SplatPrimitives):
         model = cls(state["params"], sh_degree=state["sh_degree"], active_sh_degree=state["active_sh_degree"])
         return model.to(device)
 
+
+
+def raster_output(
+    render_colors: Tensor, render_alphas: Tensor, meta: dict[str, Any], render_mode: str,
+    background: Tensor | np.ndarray | Sequence[float] | None, single: bool,
+) -> RenderOutput:
+    """The rasteriser's [C,H,W,3(+1)] colours and [C,H,W,1] alphas as a RenderOutput, with ``background``
+    (RGB [3], [C,3], per-pixel [H,W,3] or [C,H,W,3]) composited as ``rgb + bg * (1 - alpha)``; unbatched
+    when ``single``."""
+    rgb = render_colors[..., :3]
+    alpha = render_alphas[..., 0]
+    depth = render_colors[..., 3] if render_mode == "RGB+ED" else None
+    if background is not None:
+        bg = torch.as_tensor(np.asarray(background) if not isinstance(background, Tensor) else background)
+        bg = bg.to(device=rgb.device, dtype=rgb.dtype)
+        if bg.dim() == 1:  # [3]
+            bg = bg[None, None, None, :]
+        elif bg.dim() == 2:  # [C,3]
+            bg = bg[:, None, None, :]
+        elif bg.dim() == 3:  # [H,W,3]
+            bg = bg[None]
+        rgb = rgb + bg * (1.0 - alpha[..., None])
+    out = RenderOutput(rgb=rgb, alpha=alpha, depth=depth, meta=meta)
+    return out[0] if single else out
 
 def camera_tensors(
     cameras: Camera | Sequence[Camera] | tuple[Tensor, Tensor],

@@ -30,6 +30,7 @@ from recon.kernels.sh import sh_basis
 from recon.kernels.sparse import apply_on_active
 from renderers.gaussians.model import (
     RENDER_MODES, SH_C0, GaussianModel, SplatPrimitives, adam_betas, camera_tensors, per_parameter_adams,
+    raster_output,
 )
 from renderers.neural.mlp import DecoderMLP, PruneSchedule, PruningAdam
 from renderers.types import RenderOutput
@@ -230,21 +231,7 @@ class NeuralPrimitives(SplatPrimitives):
             near_plane=near_plane, far_plane=far_plane, sh_degree=None, render_mode=render_mode, **raster_kwargs,
         )  # fmt: skip
         meta["decoded_rows"] = self.decoded_rows
-        rgb = render_colors[..., :3]
-        alpha = render_alphas[..., 0]
-        depth = render_colors[..., 3] if render_mode == "RGB+ED" else None
-        if background is not None:
-            bg = torch.as_tensor(np.asarray(background) if not isinstance(background, Tensor) else background)
-            bg = bg.to(device=rgb.device, dtype=rgb.dtype)
-            if bg.dim() == 1:
-                bg = bg[None, None, None, :]
-            elif bg.dim() == 2:
-                bg = bg[:, None, None, :]
-            elif bg.dim() == 3:
-                bg = bg[None]
-            rgb = rgb + bg * (1.0 - alpha[..., None])
-        out = RenderOutput(rgb=rgb, alpha=alpha, depth=depth, meta=meta)
-        return out[0] if single else out
+        return raster_output(render_colors, render_alphas, meta, render_mode, background, single)
 
     # ----------------------------------------------------------------- baking for display
     @torch.no_grad()
