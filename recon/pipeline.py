@@ -77,6 +77,12 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
             **{k: v for k, v in result.info.items() if k in ("rms_px", "points", "focal_px", "seconds", "focal_prior")}}
     log.info("poses (%s): %d/%d views registered, focal %.1f px, %.1f s", result.method, len(keep), len(views),
              result.cameras[0].fx, result.info.get("seconds", 0.0))
+    if result.info.get("focal_prior") == "none":
+        # views that all look at the object barely constrain the focal length (a near-critical configuration
+        # for self-calibration): the run stays self-consistent, but its frame may be stretched by a few percent
+        log.info("poses: the photos carry no EXIF focal length; the focal was estimated and may be a few percent "
+                 "off, which stretches the reconstruction's depth slightly (EXIF focal lengths avoid this)")
+    return out, info
     return out, info
 
 
