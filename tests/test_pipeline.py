@@ -118,7 +118,18 @@ def test_unposed_folder_is_posed_and_reconstructed(tmp_path: Path) -> None:
     assert sorted(c["name"] for c in cams) == ["IMG_0.png", "IMG_1.png", "IMG_2.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["poses"]["failed"] == ["IMG_9.png"] and metrics["poses"]["refined"] is True
+    assert sorted(metrics["train_psnr_per_view"]) == ["IMG_0.png", "IMG_1.png", "IMG_2.png"]
+    assert "poorly_fitting_views" in metrics["poses"]
     assert "IMG_9.png" in (out / "run.log").read_text()
+
+
+def test_a_view_fitting_far_worse_than_the_others_is_named() -> None:
+    from recon.pipeline import poorly_fitting_views
+
+    fits = {"a.png": 37.0, "b.png": 36.5, "c.png": 38.0, "d.png": 30.5, "e.png": 33.5}
+    assert poorly_fitting_views(fits) == {"d.png": pytest.approx(6.25)}
+    assert poorly_fitting_views(fits, gap_db=3.0) == {"d.png": pytest.approx(6.25), "e.png": pytest.approx(3.25)}
+    assert poorly_fitting_views({"a.png": 20.0, "b.png": 40.0}) == {}  # two views: no majority to compare with
 
 
 def test_missing_input_and_unknown_preset(tmp_path: Path) -> None:
