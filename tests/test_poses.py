@@ -163,6 +163,29 @@ def test_bundle_adjustment_recovers_a_wrong_focal() -> None:
     assert np.sqrt(np.mean(reprojection_errors(c, K, p, obs) ** 2)) < 0.05
 
 
+def test_bundle_adjustment_walks_the_focal_valley_from_a_structure_fitted_to_the_wrong_focal(scene: Path) -> None:
+    """What the pipeline meets: real matches, poses and points already adjusted to a focal 10% short (a local
+    optimum where the focal trades off against distance). Freeing the focal must reach the true one; a
+    trust-region solver with an inexact inner solve (scipy least_squares + LSMR) stayed at its start here."""
+    from recon.poses import estimate as E
+    from recon.poses.bundle_adjustment import bundle_adjust
+
+    v = read_spare_scene(scene, track=9, split="train")
+    f_true = v.cameras[0].fx
+    Ks, _ = E._intrinsics(v, f_true, 50.0)
+    feats = [E.detect(im) for im in v.images]
+    putative: dict = {}
+    pairs = E.consistent_pairs(E.match_all(feats, Ks, putative=putative))
+    m, _, sfm = E._sfm(feats, pairs, Ks, refine_focal=False, putative=putative, reachable=len(v))
+    obs, cam_list, trk = sfm._observations(m)
+    cams = np.stack([m.cams[i] for i in cam_list])
+    K0 = sfm.Ks[cam_list].copy()
+    K0[:, :2, :2] *= 0.9
+    c1, p1, _ = bundle_adjust(cams, K0, m.xyz[np.asarray(trk)], obs, fixed=[0])  # settle at the wrong focal
+    _, _, K = bundle_adjust(c1, K0, p1, obs, fixed=[0], refine_focal=True, max_nfev=100)
+    assert K[0, 0, 0] == pytest.approx(f_true, rel=0.02)
+
+
 def test_tracks_join_pair_matches_and_drop_ambiguous_ones() -> None:
     from recon.poses.incremental import Tracks
 

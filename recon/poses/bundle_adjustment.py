@@ -1,11 +1,16 @@
-"""Bundle adjustment with scipy.optimize.least_squares: robust (Huber) reprojection error, sparse Jacobian,
-optional shared focal-length refinement. Cameras are (rotation vector, translation) world-to-camera."""
+"""Bundle adjustment: robust (Huber) reprojection error, analytic sparse Jacobian, optional shared focal-length
+refinement, solved by Levenberg-Marquardt on the Schur complement (exact steps, as Ceres / COLMAP solve it).
+Cameras are (rotation vector, translation) world-to-camera.
+
+Why not scipy's least_squares: its trust-region solver with the iterative LSMR inner solve barely moves along
+the long, shallow valley in which the focal length trades off against camera distance and structure. On a
+9-view scene it left a focal started 9% off exactly where it started (reprojection cost 60x the optimum), so
+every run without an EXIF focal kept its guess; exact Gauss-Newton steps walk that valley to the minimum."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 from scipy.sparse import csr_matrix
 
 
@@ -162,9 +167,8 @@ def bundle_adjust(
 
     x0 = np.concatenate([np.hstack([np.zeros((len(free), 3)), cams[free, 3:]]).ravel(), np.zeros(n_f),
                          points.ravel()])
-    res = least_squares(fun, x0, jac=jac, loss="huber", f_scale=loss_scale_px, x_scale="jac",
-                        method="trf", tr_solver="lsmr", max_nfev=max_nfev, xtol=1e-10, ftol=1e-8)
-    _, R, t, fs, p = unpack(res.x)
+    x = levenberg_marquardt_schur(fun, jac, x0, n_cp + n_f, loss_scale_px, max_iter=max_nfev)
+    _, R, t, fs, p = unpack(x)
     c = cams.copy()
     if free:
         c[free, :3] = _matrix_to_rodrigues(R[free])
@@ -173,3 +177,77 @@ def bundle_adjust(
     K_out[:, 0, 0] *= fs
     K_out[:, 1, 1] *= fs
     return c, p, K_out
+
+
+def _huber_weights(r: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
+    """Per-observation IRLS weights of the Huber loss on the 2-D error norm, and the robust cost."""
+    e = np.sqrt(r[0::2] ** 2 + r[1::2] ** 2)
+    w = np.where(e <= delta, 1.0, delta / np.maximum(e, 1e-12))
+    cost = float(np.sum(np.where(e <= delta, e ** 2, 2 * delta * e - delta ** 2)))
+    return w, cost
+
+
+def _robust_cost(r: np.ndarray, delta: float) -> float:
+    return _huber_weights(r, delta)[1] if np.all(np.isfinite(r)) else float("inf")
+
+
+def levenberg_marquardt_schur(fun, jac, x0: np.ndarray, n_cam_cols: int, delta: float,
+                              max_iter: int = 60, tol: float = 1e-10) -> np.ndarray:
+    """Minimise the Huber cost of ``fun(x)`` (2 residuals per observation) by Levenberg-Marquardt with IRLS
+    weights. The first ``n_cam_cols`` unknowns (cameras, focal) are solved densely; the rest are 3-vectors
+    (points) whose normal-equation blocks are 3x3 and diagonal, eliminated by the Schur complement. Marquardt
+    damping (lambda x diagonal); a step is kept only when it lowers the robust cost."""
+    x = x0.copy()
+    r = fun(x)
+    w, cost = _huber_weights(r, delta)
+    lam = 1e-4
+    nc = n_cam_cols
+    n_pt = (len(x) - nc) // 3
+    for _ in range(max_iter):
+        J = jac(x).tocsc()
+        Wr = np.repeat(w, 2)
+        Jc, Jp = J[:, :nc], J[:, nc:]
+        JpW = Jp.multiply(Wr[:, None]).tocsr() if Jp.shape[1] else Jp
+        A = (Jc.T @ Jc.multiply(Wr[:, None])).toarray() if nc else np.zeros((0, 0))
+        B = (Jc.T @ JpW).toarray() if nc else np.zeros((0, 3 * n_pt))
+        Ccoo = (Jp.T @ JpW).tocoo()
+        C = np.zeros((n_pt, 3, 3))
+        np.add.at(C, (Ccoo.row // 3, Ccoo.row % 3, Ccoo.col % 3), Ccoo.data)
+        gc = Jc.T @ (Wr * r) if nc else np.zeros(0)
+        gp = Jp.T @ (Wr * r)
+        dA, dC = np.diag(A).copy(), np.einsum("pii->pi", C).copy()
+        improved = False
+        while lam < 1e10:
+            Cd = C.copy()
+            Cd[:, np.arange(3), np.arange(3)] += lam * np.maximum(dC, 1e-9)
+            Cinv = np.linalg.inv(Cd)
+            Bp = B.reshape(nc, n_pt, 3)
+            BCinv = np.einsum("cpi,pij->cpj", Bp, Cinv)
+            gp3 = gp.reshape(n_pt, 3)
+            if nc:
+                S = A + np.diag(lam * np.maximum(dA, 1e-9)) - np.einsum("cpj,dpj->cd", BCinv, Bp)
+                rhs = -gc + np.einsum("cpj,pj->c", BCinv, gp3)
+                try:
+                    dc = np.linalg.solve(S, rhs)
+                except np.linalg.LinAlgError:
+                    lam *= 10.0
+                    continue
+                dp = -np.einsum("pij,pj->pi", Cinv, gp3 + np.einsum("cpi,c->pi", Bp, dc))
+            else:
+                dc = np.zeros(0)
+                dp = -np.einsum("pij,pj->pi", Cinv, gp3)
+            dx = np.concatenate([dc, dp.ravel()])
+            x_new = x + dx
+            r_new = fun(x_new)
+            cost_new = _robust_cost(r_new, delta)
+            if cost_new < cost:
+                rel = (cost - cost_new) / max(cost, 1e-12)
+                x, r, cost = x_new, r_new, cost_new
+                w, _ = _huber_weights(r, delta)
+                lam = max(lam / 3.0, 1e-9)
+                improved = True
+                break
+            lam *= 4.0
+        if not improved or rel < tol or np.linalg.norm(dx) < tol * (np.linalg.norm(x) + tol):
+            break
+    return x
