@@ -143,7 +143,7 @@ def _sfm(features: list, pairs: list[PairMatches], Ks: np.ndarray, refine_focal:
     n = len(features) if reachable is None else reachable
     for seed in _seed_order(pairs, n):
         sfm = IncrementalSfM(features, pairs, Ks.copy(), reproj_px=4.0, min_pnp=15, putative=putative)
-        m = sfm.run(seed, refine_focal=refine_focal)
+        m = sfm.run(seed, refine_focal=False)  # focal held while views come in; freed once all are in
         if len(m.cams) >= 2 and m.n_points >= 6:
             sfm.adjust(m, refine_focal=refine_focal, fixed=seed[0])
             if refine_focal:
@@ -158,11 +158,10 @@ def _sfm(features: list, pairs: list[PairMatches], Ks: np.ndarray, refine_focal:
 
 
 def focal_search(sfm: IncrementalSfM, model: Model, scales: tuple[float, ...] = (0.94, 1.06, 1.12)) -> Model:
-    """Shared focal without a prior: bundle adjustment barely moves a wrong starting focal (on an orbit of views
-    it trades off against depth, and the re-matched tracks fit the starting geometry), so the reconstruction
-    is also re-fitted from a few other focal scales (adjust poses, re-match every pair, adjust with the focal
-    free) and the candidate with the lowest reprojection RMS among those keeping >= 80% of the observations
-    wins. Returns the chosen model (``sfm`` is left with its tracks and intrinsics)."""
+    """Shared focal without a prior, a guard against a local optimum: the reconstruction is also re-fitted from a
+    few other focal scales (adjust poses, re-match every pair, adjust with the focal free) and the candidate
+    with the lowest reprojection RMS among those keeping >= 80% of the observations wins. Returns the chosen
+    model (``sfm`` is left with its tracks and intrinsics)."""
     def state(m: Model) -> tuple:
         return copy.deepcopy(m), sfm.Ks.copy(), dict(sfm.matches), sfm.tracks
 
@@ -216,7 +215,9 @@ def estimate_poses(
 
     ``method``: "auto" (this module's SfM) or "colmap" (pycolmap on the same images). ``focal_px`` overrides
     the per-image EXIF focal (``views.meta["exif_focal_px"]``); without either, ``hfov_deg`` (default 50 deg)
-    gives the starting focal, refined (one shared scale) in bundle adjustment and by ``focal_search``.
+    gives the starting focal. It is held while the views register (two or three views constrain it weakly;
+    freed that early it once wandered 429 -> 374 px, truth 471) and freed (one shared scale) once all are in:
+    final bundle adjustment, then ``focal_search``.
     Views register by PnP on 2D-3D matches (see recon.poses.incremental). Views that cannot be registered
     are listed in ``failed``; raises ReconInputError when fewer than 2 views can be registered.
     """
