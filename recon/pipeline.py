@@ -62,6 +62,7 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
     registered views is a ReconInputError (raised by the estimator).
     """
     from recon.poses import estimate_poses
+    from recon.poses.estimate import DEFAULT_HFOV_DEG
 
     result = estimate_poses(views, method=config.poses, seed=config.seed)
     if result.failed:
@@ -78,10 +79,8 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
     log.info("poses (%s): %d/%d views registered, focal %.1f px, %.1f s", result.method, len(keep), len(views),
              result.cameras[0].fx, result.info.get("seconds", 0.0))
     if result.info.get("focal_prior") == "none":
-        # views that all look at the object barely constrain the focal length (a near-critical configuration
-        # for self-calibration): the run stays self-consistent, but its frame may be stretched by a few percent
-        log.info("poses: the photos carry no EXIF focal length; the focal was estimated and may be a few percent "
-                 "off, which stretches the reconstruction's depth slightly (EXIF focal lengths avoid this)")
+        log.info("poses: the photos carry no EXIF focal length: it was estimated by bundle adjustment from a %.0f "
+                 "deg field-of-view start", DEFAULT_HFOV_DEG)
     return out, info
     return out, info
 

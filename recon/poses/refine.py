@@ -3,12 +3,10 @@
 Like gsplat's camera optimisation, each camera gets a 6-vector (rotation vector, translation) initialised to
 zero (identity), applied on the camera side: viewmat' = exp(delta) @ viewmat. The rasterizer propagates
 gradients into viewmats, so the correction follows the photometric loss and fixes what features could not.
-One shared focal-length scale exp(log_focal) (zero-initialised) can correct the intrinsics too, but it is off by
-default (``refine_focal``): views that all look at the object leave the focal nearly unobservable (a
-near-critical configuration for self-calibration), photometrically as much as geometrically. In the end-to-end
-check (9 views, no EXIF) it drifted the wrong way (441.7 -> 433.2 px, truth 471.2), the focal trading off
-against the camera distance. The stretched frame that a wrong focal leaves is self-consistent: test views
-render right once their poses are fitted (``recon.bench.test_poses``; ``benchmarks/poses.py --psnr``).
+One shared focal-length scale exp(log_focal) (zero-initialised) can correct the intrinsics too. It is off by
+default (``refine_focal``): bundle adjustment already estimates the focal from the features, and in the one
+end-to-end check with it on (9 views, no EXIF, before bundle adjustment could move the focal) it drifted the
+wrong way (441.7 -> 433.2 px, truth 471.2), trading off against the camera distance.
 """
 from __future__ import annotations
 
