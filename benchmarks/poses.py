@@ -76,10 +76,12 @@ def main() -> None:
     ap.add_argument("--exif", action="store_true", help="PSNR check: give the photos an EXIF focal length")
     ap.add_argument("--no-raw", action="store_true", help="PSNR check: skip the run without pose refinement")
     ap.add_argument("--max-side", type=int, default=400)
+    ap.add_argument("--pose-lr", type=float, default=None, help="PSNR check: override the config's pose_lr")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/recon_pose_psnr"), help="PSNR check: work folder")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.psnr is not None:
-        work = Path("/tmp/recon_pose_psnr")
+        work = args.work
         path = args.out.with_name("poses_psnr_exif.json" if args.exif else "poses_psnr.json")
         # results of other scenes with the same settings (an earlier invocation) are kept beside the new ones
         old = json.loads(path.read_text()) if path.exists() else []
@@ -89,7 +91,8 @@ def main() -> None:
             scene = args.root / f"s{s}"
             if not (scene / "scene.json").exists():
                 make_scene(scene, seed=100 + s, width=args.width, height=args.height, views="splits")
-            res.append(psnr_check(scene, work, args.iterations, args.max_side, exif=args.exif, raw=not args.no_raw))
+            res.append(psnr_check(scene, work, args.iterations, args.max_side, exif=args.exif, raw=not args.no_raw,
+                                  pose_lr=args.pose_lr))
             print(json.dumps(res[-1]), flush=True)
             res.sort(key=lambda r: int(r["scene"][1:]))
             path.write_text(json.dumps(res, indent=1))
@@ -136,7 +139,7 @@ def _save_with_focal(path: Path, img: np.ndarray, focal_px: float) -> None:
 
 
 def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: int = 9, exif: bool = False,
-               raw: bool = True, fit_steps: int = 150) -> dict:
+               raw: bool = True, fit_steps: int = 150, pose_lr: float | None = None) -> dict:
     """Test-view masked PSNR of a reconstruction from a plain image folder (estimated + refined poses) vs the
     same run with ground-truth poses. The estimated frame is aligned to the ground truth by a similarity
     fitted on the input cameras; the test cameras are mapped into the estimated frame for rendering."""
@@ -175,7 +178,8 @@ def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: i
         out["psnr_gt_poses_fitted"] = score_model(gt_model, test_gt).mean["masked_psnr"]
     for refine in ((True, False) if raw else (True,)):
         run = work / f"{scene.name}_est_{'refined' if refine else 'raw'}"
-        cfg = make_config("fast", iterations=iterations, max_side=max_side, pose_refine=refine)
+        cfg = make_config("fast", iterations=iterations, max_side=max_side, pose_refine=refine,
+                          **({"pose_lr": pose_lr} if pose_lr is not None else {}))
         summary = reconstruct(folder, run, cfg, overwrite=True)
         cams = [Camera.from_dict(d) for d in json.loads((run / "cameras.json").read_text())["cameras"]]
         gt_train = resize_views(read_spare_scene(scene, track=track, split="train"), max_size=max_side).cameras
