@@ -82,7 +82,6 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
         log.info("poses: the photos carry no EXIF focal length: it was estimated by bundle adjustment from a %.0f "
                  "deg field-of-view start", DEFAULT_HFOV_DEG)
     return out, info
-    return out, info
 
 
 # ----------------------------------------------------------------------------- stage 2: masks
@@ -171,7 +170,7 @@ def _targets(
     return images, [torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)) for m in masks]
 
 
-def _half(t: torch.Tensor) -> torch.Tensor:
+def half_resolution(t: torch.Tensor) -> torch.Tensor:
     """Half-resolution image/mask by 2x2 average pooling (HxW or HxWxC)."""
     x = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
     y = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=False)
@@ -207,8 +206,8 @@ def train(
     images, tmasks = _targets(views, masks, config.use_masks)
     images = [im.to(device) for im in images]
     tmasks = None if tmasks is None else [m.to(device) for m in tmasks]
-    half_images = [_half(im) for im in images]
-    half_masks = None if tmasks is None else [_half(m) for m in tmasks]
+    half_images = [half_resolution(im) for im in images]
+    half_masks = None if tmasks is None else [half_resolution(m) for m in tmasks]
     half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
     optimizers = model.make_optimizers(config.lrs or None, scene_scale=init.scene_scale)
     means_decay = 0.01 ** (1.0 / max(1, config.iterations))  # means lr decays 100x over the run (as 3DGS)

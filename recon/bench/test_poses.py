@@ -13,16 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from recon.cameras import Camera
 from recon.io.types import ViewSet
-
-
-def _half(t: torch.Tensor) -> torch.Tensor:
-    x = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
-    y = F.avg_pool2d(x, 2)
-    return y[0, 0] if t.dim() == 2 else y[0].permute(1, 2, 0)
 
 
 def fit_test_cameras(model: object, test: ViewSet, steps: int = 150, lr: float = 2e-3,
@@ -35,6 +28,7 @@ def fit_test_cameras(model: object, test: ViewSet, steps: int = 150, lr: float =
     Returns the cameras and a report: per-view rotation (deg) and translation of the correction and the loss
     before/after.
     """
+    from recon.pipeline import half_resolution
     from recon.poses.refine import PoseCorrection
 
     if test.cameras is None:
@@ -47,7 +41,7 @@ def fit_test_cameras(model: object, test: ViewSet, steps: int = 150, lr: float =
         if test.masks is not None:
             gt = gt * torch.as_tensor(np.ascontiguousarray(test.masks[k], dtype=np.float32), device=device)[..., None]
         targets.append(gt)
-    half_targets = [_half(t) for t in targets]
+    half_targets = [half_resolution(t) for t in targets]
     half_cams = [c.resized(c.width // 2, c.height // 2) for c in cams]
     K_full = torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=device)
     K_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
