@@ -143,7 +143,7 @@ def _sfm(features: list, pairs: list[PairMatches], Ks: np.ndarray, refine_focal:
     n = len(features) if reachable is None else reachable
     for seed in _seed_order(pairs, n):
         sfm = IncrementalSfM(features, pairs, Ks.copy(), reproj_px=4.0, min_pnp=15, putative=putative)
-        m = sfm.run(seed, refine_focal=False)  # focal held while views come in; freed once all are in
+        m = sfm.run(seed)  # focal held while views come in; freed below once all are in
         if len(m.cams) >= 2 and m.n_points >= 6:
             sfm.adjust(m, refine_focal=refine_focal, fixed=seed[0])
             if refine_focal:

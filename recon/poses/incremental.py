@@ -374,14 +374,15 @@ class IncrementalSfM:
         self._rebuild(m)
 
     # ------------------------------------------------------------------ driver
-    def run(self, seed: tuple[int, int], refine_focal: bool = False) -> Model:
-        """Reconstruct from ``seed`` pair; registers as many of the other views as it can."""
+    def run(self, seed: tuple[int, int]) -> Model:
+        """Reconstruct from ``seed`` pair; registers as many of the other views as it can. The focal is held
+        (the caller frees it once all views are in: few views constrain it weakly)."""
         p = self.pairs[seed]
         m = Model()
         m.cams[p.i] = np.zeros(6)
         m.cams[p.j] = _pose_vec(p.R, p.t)
         self._triangulate(m)
-        self.adjust(m, fixed=p.i, refine_focal=refine_focal)
+        self.adjust(m, fixed=p.i)
         if m.n_points < 6:
             return m
         rejected: set[int] = set()  # placed, but unsupported after re-matching: retried once more views are in
@@ -402,7 +403,7 @@ class IncrementalSfM:
             self._triangulate(m)
             self.adjust(m, fixed=p.i)
             self.relink(m, views=[added])
-            self.adjust(m, fixed=p.i, refine_focal=refine_focal)
+            self.adjust(m, fixed=p.i)
             support = self.support(m).get(added, 0)
             if support < self.min_support:
                 log.debug("image %d removed again: %d supporting observations after re-matching", added, support)
@@ -412,5 +413,5 @@ class IncrementalSfM:
                 rejected.clear()
         if len(m.cams) > 2:  # final: precisely localised keypoints only
             self.relink(m, strong_only=True)
-            self.adjust(m, fixed=p.i, refine_focal=refine_focal)
+            self.adjust(m, fixed=p.i)
         return m
