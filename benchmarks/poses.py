@@ -212,14 +212,14 @@ def print_psnr_table(res: list[dict]) -> None:
     """The end-to-end check as a table: test-view masked PSNR (dB), ground-truth vs estimated poses."""
     print(f"{'scene':6} {'focal':6} {'GT':>7} {'GT fit':>7} {'est sim':>7} {'est fit':>7} {'gap':>6} {'rot med':>7} "
           f"{'f est/gt':>8}")
+    gaps = []
     for r in res:
         fit = r.get("psnr_est_refined_fitted", float("nan"))
         gt = r.get("psnr_gt_poses_fitted", r["psnr_gt_poses"])
+        gaps.append(gt - fit)
         print(f"{r['scene']:6} {'exif' if r['focal_prior'] != 'none' else 'none':6} {r['psnr_gt_poses']:7.2f} "
               f"{gt:7.2f} {r['psnr_est_refined']:7.2f} {fit:7.2f} {gt - fit:6.2f} "
               f"{r['rot_median_deg_refined']:7.3f} {r['focal_refined'] / r['focal_gt']:8.3f}")
-    gaps = [r.get("psnr_gt_poses_fitted", r["psnr_gt_poses"]) - r.get("psnr_est_refined_fitted", float("nan"))
-            for r in res]
     print(f"gap (GT fit - est fit): mean {np.mean(gaps):.2f} dB, max {np.max(gaps):.2f} dB over {len(res)} scenes")
 
 

@@ -227,14 +227,13 @@ def levenberg_marquardt_schur(fun, jac, x0: np.ndarray, n_cam_cols: int, delta: 
         gc = Jc.T @ (Wr * r) if nc else np.zeros(0)
         gp = Jp.T @ (Wr * r)
         dA, dC = np.diag(A).copy(), np.einsum("pii->pi", C).copy()
+        Bp, gp3 = B.reshape(nc, n_pt, 3), gp.reshape(n_pt, 3)
         improved = False
         while lam < 1e10:
             Cd = C.copy()
             Cd[:, np.arange(3), np.arange(3)] += lam * np.maximum(dC, 1e-9)
             Cinv = np.linalg.inv(Cd)
-            Bp = B.reshape(nc, n_pt, 3)
             BCinv = np.einsum("cpi,pij->cpj", Bp, Cinv)
-            gp3 = gp.reshape(n_pt, 3)
             if nc:
                 S = A + np.diag(lam * np.maximum(dA, 1e-9)) - np.einsum("cpj,dpj->cd", BCinv, Bp)
                 rhs = -gc + np.einsum("cpj,pj->c", BCinv, gp3)
