@@ -13,7 +13,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +26,7 @@ from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir, atomic_write_text
 from recon.io.images import save_image
 from recon.io.types import ViewSet
+from recon.run_checks import black_renders, decide_masks
 from recon import metrics
 
 log = logging.getLogger("recon")
@@ -69,7 +70,6 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
         msg = (f"could not register {len(result.failed)} of {len(views)} images, continuing without them: "
                + ", ".join(result.failed))
         log.warning(msg)
-        print(f"recon: warning: {msg}", file=sys.stderr)
     keep = [views.names.index(n) for n in result.registered]
     out = views.subset(keep)
     out.cameras = result.cameras
@@ -524,7 +524,15 @@ def write_run_folder(
     renders = render_views(model, cameras, background=0.0)
     for name, img in zip(views.names, renders):
         save_image(tmp / "renders" / f"{Path(name).stem}.png", img)
-    summary.update(train_metrics(renders, views, masks if config.use_masks else None))
+    scored_masks = masks if config.use_masks else None
+    summary.update(train_metrics(renders, views, scored_masks))
+    summary["train_psnr_over"] = ("the object masks (RegNeRF convention: both images masked, whole-image mean)"
+                                  if scored_masks is not None else "the whole image")
+    black = black_renders(list(views.names), renders, views.images, scored_masks)
+    summary["black_renders"] = black
+    if black:
+        log.warning("the renders of %d of %d input views are black where the photos are not (%s): the training "
+                    "did not fit them; check the masks and poses in run.log", len(black), len(views), ", ".join(black))
     summary["representation"] = config.representation
     summary["num_gaussians"] = int(getattr(model, "num_gaussians", 0))
     atomic_write_text(tmp / "config.json", json.dumps(config.to_dict(), indent=2))
@@ -543,10 +551,14 @@ def reconstruct(
     out = Path(out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, protect=[source]) as tmp:
         handler = logging.FileHandler(tmp / "run.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        terminal = logging.StreamHandler(sys.stderr)  # warnings reach the terminal, not only run.log
+        terminal.setLevel(logging.WARNING)
+        terminal.setFormatter(logging.Formatter("recon: warning: %(message)s"))
         log.addHandler(handler)
+        log.addHandler(terminal)
         log.setLevel(logging.INFO)
         try:
             log.info("recon reconstruct %s -> %s (preset %s, seed %d)", source, out, config.preset, config.seed)
@@ -563,6 +575,14 @@ def reconstruct(
             log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, source)
             t = time.perf_counter()
             masks = object_masks(views) if (config.use_masks or config.use_visual_hull) else None
+            mask_decision = None
+            if masks is not None:
+                mask_decision = decide_masks(list(views.names), masks, from_input=views.masks is not None)
+                for msg in mask_decision.warnings:
+                    log.warning(msg)
+                if not mask_decision.use:
+                    masks = None
+                    config = replace(config, use_masks=False, use_visual_hull=False, prune_outside_hull=False)
             timings["masks_s"] = time.perf_counter() - t
             t = time.perf_counter()
             init = initialise(views, cameras, masks, config)
@@ -608,6 +628,8 @@ def reconstruct(
                 pose_info["refined"] = result.cameras is not None
                 pose_info["correction_deg"] = result.pose_correction_deg
                 summary["poses"] = pose_info
+            if mask_decision is not None:
+                summary["masks"] = mask_decision.to_dict()
             if mesh_info is not None:
                 summary["mesh"] = mesh_info
             if prior_report is not None:
@@ -622,7 +644,6 @@ def reconstruct(
                            "(try --poses colmap, or leave them out): "
                            + ", ".join(f"{n} ({g:.1f} dB below the median view)" for n, g in suspects.items()))
                     log.warning(msg)
-                    print(f"recon: warning: {msg}", file=sys.stderr)
             timings["total_s"] = time.perf_counter() - t0
             summary["timings"] = timings
             atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
@@ -630,5 +651,6 @@ def reconstruct(
                      summary["train_psnr"], summary["num_gaussians"])
         finally:
             log.removeHandler(handler)
+            log.removeHandler(terminal)
             handler.close()
     return summary

@@ -1,0 +1,95 @@
+"""No run reports success for nonsense: empty masks, automatic masks that found nothing, black renders."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recon.errors import ReconInputError
+from recon.io.images import save_image
+from recon.run_checks import black_renders, decide_masks
+
+RECON = [sys.executable, "-c", "from apps.cli import main; main()"]
+
+
+def _masks(*coverages: float, size: int = 40) -> list[np.ndarray]:
+    out = []
+    for c in coverages:
+        m = np.zeros((size, size), np.float32)
+        m.flat[: int(round(c * m.size))] = 1.0
+        out.append(m)
+    return out
+
+
+def test_input_masks_all_empty_is_an_error() -> None:
+    with pytest.raises(ReconInputError, match="every mask is empty"):
+        decide_masks(["a", "b", "c"], _masks(0, 0, 0), from_input=True)
+
+
+def test_input_masks_empty_on_some_views_are_named() -> None:
+    d = decide_masks(["v1.png", "v2.png", "v3.png"], _masks(0.3, 0.0, 0.2), from_input=True)
+    assert d.use and len(d.warnings) == 1 and "v2.png" in d.warnings[0]
+    assert "v1.png" not in d.warnings[0] and "v3.png" not in d.warnings[0]
+    assert d.to_dict()["coverage"]["v2.png"] == 0.0
+
+
+def test_automatic_masks_that_found_nothing_are_not_used() -> None:
+    d = decide_masks(["a", "b", "c"], _masks(0.01, 0.0, 0.02), from_input=False)
+    assert not d.use and "whole image" in d.reason
+    assert decide_masks(["a", "b", "c"], _masks(0.3, 0.25, 0.2), from_input=False).use
+
+
+def test_black_renders_are_found_inside_the_mask() -> None:
+    img = np.full((20, 20, 3), 0.6, np.float32)
+    good, black = img.copy(), np.zeros_like(img)
+    assert black_renders(["g", "b"], [good, black], [img, img], None) == ["b"]
+    mask = np.zeros((20, 20), np.float32)
+    mask[:5] = 1.0
+    dark_outside = img.copy()
+    dark_outside[5:] = 0
+    assert black_renders(["g"], [dark_outside], [img], [mask]) == []
+
+
+def _scene_with_masks(tiny_scene: Path, tmp_path: Path, blank: int | None) -> Path:
+    """A copy of the tiny scene whose masks are blank: all of them (blank=None) or that of input view ``blank``
+    of the 3-view track."""
+    from recon.io.spare import image_name, read_split
+
+    src = tmp_path / "scene"
+    shutil.copytree(tiny_scene, src)
+    inputs = next(iter(read_split(src / "splits" / "track3.json").values()))["input_views"]
+    for i in inputs if blank is None else [inputs[blank]]:
+        save_image(src / "masks" / image_name(i), np.zeros((72, 96), np.float32))
+    return src
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(RECON + list(args), capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_blank_mask_files_are_a_one_line_error(tiny_scene: Path, tmp_path: Path) -> None:
+    src = _scene_with_masks(tiny_scene, tmp_path, None)
+    proc = _run("reconstruct", str(src), "--out", str(tmp_path / "run"), "--track", "3", "--iterations", "5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "every mask is empty" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_warnings_reach_the_terminal_and_metrics_say_what_was_scored(tiny_scene: Path, tmp_path: Path) -> None:
+    src = _scene_with_masks(tiny_scene, tmp_path, 0)
+    out = tmp_path / "run"
+    proc = _run("reconstruct", str(src), "--out", str(out), "--track", "3", "--iterations", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "recon: warning: the masks of 1 view(s) are empty" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["masks"]["used"] and metrics["masks"]["source"] == "input"
+    assert min(metrics["masks"]["coverage"].values()) == 0.0
+    assert "masks" in metrics["train_psnr_over"]
+    assert "masks of 1 view(s) are empty" in (out / "run.log").read_text()
