@@ -59,6 +59,9 @@ def reconstruct(
     pose_refine: bool = typer.Option(True, "--pose-refine/--no-pose-refine",
                                      help="Refine estimated poses photometrically during training."),
     view: bool = typer.Option(False, "--view", help="Stream training into a live viser viewer (port 8080 or next free)."),
+    host: str = typer.Option("127.0.0.1", help="--view: address the viewer listens on (0.0.0.0 = every network, "
+                             "no authentication)."),
+    port: int = typer.Option(8080, help="--view: port to serve on (the next free one when it is in use)."),
     representation: str = typer.Option("gaussians", help="gaussians (splats.ply), mesh (mesh.ply from the Gaussians), "
                                        "hybrid (mesh + Gaussians in front of it) or neural (neural primitives)."),
     prior: str = typer.Option("none", help="none, or diffusion (a repair model supervises unseen pseudo views)."),
@@ -85,11 +88,14 @@ def reconstruct(
                              prior_weights=None if prior_weights is None else str(prior_weights))
     except ValueError as exc:
         _fail(str(exc))
+    from recon.io.atomic import check_output_dir
+
+    check_output_dir(out, overwrite=overwrite, protect=[path])  # before any work
     live = None
     if view:
         from apps.viewer import start_live
 
-        live = start_live(say=typer.echo)
+        live = start_live(port=port, host=host, say=typer.echo)
     with _progress_bar("training") as update:
         progress = update if live is None else (lambda s, t, st: (update(s, t, st), live.progress(s, t, st)))
         summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=progress,
@@ -140,11 +146,12 @@ def _progress_bar(label: str):
 def view(
     run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct`."),
     port: int = typer.Option(8080, help="Port to serve on (the next free one when it is in use)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 = every network, no authentication)."),
 ) -> None:
     """Open an interactive viser viewer on a run folder (prints the URL; Ctrl+C to stop)."""
     from apps.viewer import open_viewer, serve_forever
 
-    serve_forever(open_viewer(run, port=port, say=typer.echo), say=typer.echo)
+    serve_forever(open_viewer(run, port=port, host=host, say=typer.echo), say=typer.echo)
 
 
 from apps.bench_cli import bench_app, leaderboard_app  # noqa: E402
@@ -173,24 +180,48 @@ def export(
     src = run / "splats.ply" if run.is_dir() else run
     if not src.exists():
         _fail(f"{src}: no splats.ply here (is this a run folder from `recon reconstruct`?)")
-    model = read_ply(src)
     suffix = to.suffix.lower()
-    if suffix == ".splat":
-        write_splat(to, model)
-    elif suffix == ".ply":
-        write_ply(to, model)
-    else:
+    if suffix not in (".splat", ".ply"):
         _fail(f"{to}: unknown export format {suffix or '(none)'}; use .splat or .ply")
+    if to.is_dir():
+        _fail(f"{to}: is a folder; give a file name")
+    model = read_ply(src)
+    try:
+        (write_splat if suffix == ".splat" else write_ply)(to, model)
+    except OSError as exc:
+        _fail(f"{to}: cannot write ({exc.strerror or exc})")
     typer.echo(f"wrote {to} ({model.num_gaussians} Gaussians)")
 
 
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP turned into an exception, so every `with` block cleans up (partial output folders)."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: runs the app, turning ReconInputError into one line on stderr and exit code 2."""
+    """Console entry point: runs the app, turning ReconInputError into one line on stderr and exit code 2.
+
+    SIGTERM and SIGHUP unwind like Ctrl+C does (temporary folders removed), then exit 128 + signal."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     try:
         app(args=argv, standalone_mode=True)
     except ReconInputError as exc:
-        typer.echo(f"recon: error: {exc}", err=True)
+        typer.echo(f"recon: error: {_one_line(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
+    except Terminated as exc:
+        typer.echo(f"recon: stopped by signal {exc.args[0]}; partial output removed", err=True)
+        sys.exit(128 + int(exc.args[0]))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (newlines, escape sequences from file names) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

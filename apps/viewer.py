@@ -13,12 +13,26 @@ from typing import Any, Callable
 
 import numpy as np
 
+from recon.errors import ReconInputError
 from renderers.gaussians.viewer_scene import RunContents, Viewer, load_run
 
 
-def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+#: The viewer listens here unless told otherwise: viser has no authentication, and the run's photos, cameras and
+#: splats must not be open to the network by default.
+DEFAULT_HOST = "127.0.0.1"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    """Address family of ``host``; ReconInputError when it is not an address or name of this machine."""
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise ReconInputError(f"--host {host!r} is not a usable address ({exc})") from None
+
+
+def port_is_free(port: int, host: str = DEFAULT_HOST) -> bool:
     """True when nothing listens on ``port`` (we can bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
         except OSError:
@@ -26,29 +40,45 @@ def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
     return True
 
 
-def start_server(port: int = 8080, host: str = "0.0.0.0", say: Callable[[str], None] = print) -> Any:
+def check_port(port: int) -> int:
+    """``port`` when it is a TCP port number (0 = any free one); ReconInputError otherwise."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ReconInputError(f"--port must be between 0 and 65535, got {port!r}")
+    return port
+
+
+def start_server(port: int = 8080, host: str = DEFAULT_HOST, say: Callable[[str], None] = print) -> Any:
     """A viser server on ``port``, or on the next free port (said out loud) when that one is in use."""
     import viser
 
-    wanted = int(port)
+    wanted = check_port(port)
+    _family(host)
     if wanted and not port_is_free(wanted, host):
         nxt = wanted + 1
-        while not port_is_free(nxt, host) and nxt < wanted + 100:
+        while nxt <= min(65535, wanted + 100) and not port_is_free(nxt, host):
             nxt += 1
+        if nxt > min(65535, wanted + 100):
+            raise ReconInputError(f"ports {wanted}-{nxt - 1} on {host} are all in use; pick another --port")
         say(f"port {wanted} is in use; using port {nxt} instead")
         port = nxt
-    server = viser.ViserServer(host=host, port=port, verbose=False)
+    try:
+        server = viser.ViserServer(host=host, port=port, verbose=False)
+    except OSError as exc:
+        raise ReconInputError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     actual = server.get_port()
     if port and actual != port:  # lost a race for the port: viser moved on by itself
         say(f"port {port} is in use; using port {actual} instead")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"warning: the viewer listens on {host}, without authentication: anyone who can reach this machine "
+            f"there can see the run's photos, cameras and reconstruction")
     return server
 
 
 def url_of(server: Any) -> str:
     """The address to open in a browser."""
     host = server.get_host()
-    host = "localhost" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{host}:{server.get_port()}"
+    host = "localhost" if host in ("0.0.0.0", "::", "", "127.0.0.1") else host
+    return f"http://[{host}]:{server.get_port()}" if ":" in host else f"http://{host}:{server.get_port()}"
 
 
 def hull_points(contents: RunContents, n: int = 4000) -> tuple[np.ndarray, np.ndarray] | None:
@@ -65,7 +95,7 @@ def hull_points(contents: RunContents, n: int = 4000) -> tuple[np.ndarray, np.nd
     return pts.numpy(), rgb.numpy()
 
 
-def open_viewer(run: str | Path, port: int = 8080, host: str = "0.0.0.0",
+def open_viewer(run: str | Path, port: int = 8080, host: str = DEFAULT_HOST,
                 say: Callable[[str], None] = print) -> Viewer:
     """Load a run folder (clear ReconInputError when missing/broken), serve it, print the URL; returns the Viewer."""
     contents = load_run(run)  # fail before taking a port
@@ -83,7 +113,7 @@ def show_run_folder(viewer: Viewer, run: str | Path | RunContents) -> None:
     viewer.show_run(contents, points=points)
 
 
-def start_live(port: int = 8080, host: str = "0.0.0.0", say: Callable[[str], None] = print) -> Viewer:
+def start_live(port: int = 8080, host: str = DEFAULT_HOST, say: Callable[[str], None] = print) -> Viewer:
     """A viewer with no scene yet, for streaming training (use ``viewer.progress`` / ``viewer.snapshot``)."""
     server = start_server(port, host, say=say)
     viewer = Viewer(server)

@@ -1,6 +1,7 @@
 """Reconstruction settings and the named presets (`fast` for CPUs, `quality` for GPUs, `plain` = vanilla 3DGS)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -82,12 +83,22 @@ class ReconstructConfig:
     prior_tile: int = 32  # repair tile size in pixels of the half-resolution pseudo views
 
     def validate(self) -> "ReconstructConfig":
-        """Raise ValueError naming the option when a choice-valued field holds an unknown value."""
+        """Raise ValueError naming the option when a field holds an unknown choice or an impossible number."""
         choices = {"representation": REPRESENTATIONS, "prior": PRIORS, "mesh_method": ("tsdf", "poisson"),
                    "poses": ("auto", "colmap")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        for name, low in _MINIMUMS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+                raise ValueError(f"{name} must be a number >= {low}; got {value!r}")
+        for name in _FRACTIONS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1]; got {value!r}")
+        if self.track not in (None, 3, 9):
+            raise ValueError(f"track must be 3 or 9; got {self.track!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +108,19 @@ class ReconstructConfig:
     def from_dict(cls, d: dict[str, Any]) -> "ReconstructConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Smallest sensible value of numeric fields (smaller ones train nothing or break the image pyramid).
+_MINIMUMS: dict[str, float] = {
+    "iterations": 1, "max_side": 32, "sh_degree": 0, "sh_raise_every": 1, "hull_resolution": 8, "init_points": 1,
+    "init_opacity": 1e-6, "lambda_dssim": 0, "lambda_mask": 0, "lambda_opacity_entropy": 0, "lambda_scale": 0,
+    "max_scale_ratio": 1, "lambda_depth_smooth": 0, "refine_start": 0, "refine_every": 1, "reset_every": 1,
+    "grow_grad2d": 0, "max_gaussians": 1, "pose_lr": 0, "mesh_faces": 4, "hybrid_iterations": 0,
+    "mesh_color_steps": 0, "neural_feature_dim": 1, "neural_hidden": 1, "prior_refresh": 1, "prior_views": 1,
+    "prior_weight": 0, "prior_every": 1, "prior_sample_steps": 1, "prior_finetune_steps": 0, "prior_tile": 4,
+}
+_FRACTIONS = ("coarse_until", "refine_stop_frac", "pose_refine_start", "neural_sparsity", "neural_prune_start",
+              "neural_prune_end", "prior_start")
 
 
 PRESETS: dict[str, ReconstructConfig] = {

@@ -120,6 +120,28 @@ def test_cli_view_of_a_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None
     assert proc.stderr.strip() == f"recon: error: {tmp_path / 'x'}: run folder not found"
 
 
+def test_viewer_listens_on_localhost_unless_told_otherwise() -> None:
+    from apps.viewer import start_server
+    from recon.errors import ReconInputError
+
+    said: list[str] = []
+    server = start_server(port=0, say=said.append)
+    try:
+        assert server.get_host() == "127.0.0.1"
+        assert not any("authentication" in s for s in said)
+    finally:
+        server.stop()
+    server = start_server(port=0, host="0.0.0.0", say=said.append)
+    try:
+        assert server.get_host() == "0.0.0.0"
+        assert any("without authentication" in s for s in said), said
+    finally:
+        server.stop()
+    for bad in (-1, 65536):
+        with pytest.raises(ReconInputError, match="--port"):
+            start_server(port=bad)
+
+
 def test_run_layers_and_port_in_use_moves_on(sample_run: Path) -> None:
     contents = load_run(sample_run)
     assert len(contents.cameras) == 3 and all(im is not None for im in contents.images)
