@@ -23,8 +23,8 @@ from recon.config import make_config
 from recon.errors import ReconInputError
 from recon.pipeline import reconstruct
 from renderers.gaussians.model import GaussianModel
-from renderers.gaussians.viewer_scene import load_run
-from renderers.gaussians.viser_layers import camera_from_view, camera_pose, splat_arrays
+from apps.viewer.scene import load_run
+from apps.viewer.layers import camera_from_view, camera_pose, splat_arrays
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

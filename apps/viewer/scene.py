@@ -22,7 +22,7 @@ from recon.cameras import Camera
 from recon.errors import ReconInputError
 from recon.io.jsonfile import read_json_object
 from renderers.gaussians.model import GaussianModel
-from renderers.gaussians.viser_layers import (
+from apps.viewer.layers import (
     add_frustums,
     camera_from_view,
     camera_pose,

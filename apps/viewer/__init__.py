@@ -1,6 +1,6 @@
 """`recon view OUT` and `recon reconstruct ... --view`: start a viser server and hand it to the library viewer.
 
-Thin on purpose: the scene, the GUI and the live-training hooks live in renderers.gaussians.viewer_scene; this
+Thin on purpose: the scene, the GUI and the live-training hooks live in apps.viewer.scene; this
 module picks the port (saying so when the asked one is taken), adds the visual hull as the point layer when the
 run folder has no points.ply, prints the URL and keeps serving.
 """
@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from recon.errors import ReconInputError
-from renderers.gaussians.viewer_scene import RunContents, Viewer, load_run
+from apps.viewer.scene import RunContents, Viewer, load_run
 
 
 #: The viewer listens here unless told otherwise: viser has no authentication, and the run's photos, cameras and
