@@ -67,11 +67,14 @@ def reconstruct(
     prior: str = typer.Option("none", help="none, or diffusion (a repair model supervises unseen pseudo views)."),
     prior_weights: Optional[Path] = typer.Option(None, help="Local repair-model folder for --prior diffusion "
                                                  "(default: the bundled one)."),
+    settings: list[str] = typer.Option([], "--set", metavar="PATH=VALUE",
+                                       help="Set any setting by its dotted path, e.g. --set densify.prune_opa=0.01 "
+                                       "(repeatable; `recon settings` lists them)."),
 ) -> None:
     """Reconstruct an object from 3-9 views as 3D Gaussians, a mesh, a hybrid or neural primitives.
 
     Views without cameras (a plain folder of photos) get their poses estimated first."""
-    from recon.config import make_config
+    from recon.config import make_config, parse_settings
     from recon.pipeline import reconstruct as run_reconstruct
 
     if preset is None:
@@ -83,9 +86,12 @@ def reconstruct(
     try:
         if prior_weights is not None and not prior_weights.is_dir():
             _fail(f"{prior_weights}: --prior-weights must be a folder holding a saved repair model")
-        config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed, poses=poses,
-                             pose_refine=pose_refine, representation=representation, prior=prior,
-                             prior_weights=None if prior_weights is None else str(prior_weights))
+        chosen = {"poses.method": poses, "poses.refine": pose_refine}
+        if prior_weights is not None:
+            chosen["diffusion.weights"] = str(prior_weights)
+        config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed,
+                             representation=representation, prior=prior,
+                             settings={**chosen, **parse_settings(settings)})
     except ValueError as exc:
         _fail(str(exc))
     from recon.io.atomic import check_output_dir
@@ -140,6 +146,20 @@ def _progress_bar(label: str):
             yield update
 
     return cm()
+
+
+@app.command("settings")
+def settings_cmd(
+    preset: str = typer.Option("fast", help="Preset whose values to show: fast, quality or plain."),
+) -> None:
+    """List every setting `--set PATH=VALUE` takes, with the preset's value."""
+    from recon.config import PRESETS, field_paths, get_field
+
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    config = PRESETS[preset]
+    for path in field_paths(config):
+        typer.echo(f"{path} = {get_field(config, path)!r}")
 
 
 @app.command()

@@ -42,7 +42,8 @@ def scene_path(cache: Path, seed: int, width: int, height: int) -> Path:
 
 
 def parse_sets(items: list[str]) -> dict:
-    """``key=value`` config overrides (values parsed as JSON when possible, else kept as strings)."""
+    """``path=value`` config overrides by dotted path, e.g. ``diffusion.weight=0.3`` (values parsed as JSON when
+    possible, else kept as strings)."""
     out = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -56,8 +57,9 @@ def parse_sets(items: list[str]) -> dict:
 def run_one(scene: Path, prior: str, args: argparse.Namespace, overrides: dict) -> dict:
     """Reconstruct ``scene`` with ``prior`` (or reuse a finished baseline run) and score its test views."""
     extra = overrides if prior == "diffusion" else {}
+    weights = {"diffusion.weights": args.prior_weights} if prior == "diffusion" and args.prior_weights else {}
     cfg = make_config(args.preset, track=3, seed=args.seed, iterations=args.iterations, prior=prior,
-                      prior_weights=args.prior_weights if prior == "diffusion" else None, **extra)
+                      settings={**weights, **extra})
     out = args.work / f"{scene.name}_t3_{prior}{'' if prior == 'none' else args.tag}"
     metrics_file = out / "metrics.json"
     reused = False

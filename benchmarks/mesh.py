@@ -61,7 +61,7 @@ def derive_run(scene: Path, gauss_run: Path, out: Path, representation: str, con
     if reuse and (out / "metrics.json").exists():
         done = json.loads((out / "metrics.json").read_text())
         return {"info": done["mesh"], "stage_s": done["timings"]["mesh_stage_s"], "num_gaussians": done["num_gaussians"]}
-    cfg = make_config("fast", representation=representation, **config_kw)
+    cfg = make_config("fast", representation=representation, settings=config_kw)
     t0 = time.perf_counter()
     views = load_inputs(scene, cfg)
     cameras = require_poses(views)
@@ -102,8 +102,8 @@ def main() -> None:
         return
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    kw = {"track": args.track, "iterations": args.iterations, "hybrid_iterations": args.hybrid_iterations,
-          "mesh_method": args.mesh_method}
+    kw = {"track": args.track, "iterations": args.iterations, "mesh.hybrid_iterations": args.hybrid_iterations,
+          "mesh.method": args.mesh_method}
     rows: list[dict] = []
     tmp_ctx = tempfile.TemporaryDirectory(prefix="recon_mesh_bench_") if args.work is None else None
     work = Path(tmp_ctx.name) if tmp_ctx is not None else args.work
@@ -117,7 +117,7 @@ def main() -> None:
             if args.reuse and (g_run / "metrics.json").exists():
                 g_sum = json.loads((g_run / "metrics.json").read_text())
             else:
-                g_sum = reconstruct(scene, g_run, make_config("fast", **kw), overwrite=True)
+                g_sum = reconstruct(scene, g_run, make_config("fast", settings=kw), overwrite=True)
             row["gaussians"] = {"wall_s": g_sum["timings"]["total_s"], "train_s": g_sum["timings"]["train_s"],
                                 "num_gaussians": g_sum["num_gaussians"],
                                 **score_run(g_run, scene, args.track, max_side=400).mean}

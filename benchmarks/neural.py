@@ -146,12 +146,12 @@ def _backend(mlp: Any, i: int, x: torch.Tensor, mode: str) -> str:
 def run_one(scene: Path, rep: str, args: argparse.Namespace, max_primitives: int | None = None) -> dict[str, Any]:
     overrides: dict[str, Any] = {"track": 9, "representation": rep, "seed": 0, "iterations": args.iterations}
     if max_primitives is not None:
-        overrides["max_gaussians"] = max_primitives
+        overrides["densify.max_gaussians"] = max_primitives
     if rep == "neural":
-        overrides["neural_feature_dim"] = args.feature_dim
+        overrides["neural.feature_dim"] = args.feature_dim
         if args.sparsity is not None:
-            overrides["neural_sparsity"] = args.sparsity
-    cfg = make_config("fast", **overrides)
+            overrides["neural.sparsity"] = args.sparsity
+    cfg = make_config("fast", settings=overrides)
     out = args.work / f"{scene.name}_{rep}"
     if args.reuse and (out / "metrics.json").is_file():  # re-score / re-time an earlier run of this script
         summary = json.loads((out / "metrics.json").read_text())
@@ -167,7 +167,7 @@ def run_one(scene: Path, rep: str, args: argparse.Namespace, max_primitives: int
         "scene": scene.name, "representation": rep, "wall_s": wall, "train_s": summary["timings"]["train_s"],
         "train_psnr": summary["train_psnr"], **scores.mean, "params": stored_floats(model),
         "render_ms": render_ms(model, list(test.cameras)[: args.render_views], args.repeats),
-        "max_gaussians": cfg.max_gaussians,
+        "max_gaussians": cfg.densify.max_gaussians,
     }
     if isinstance(model, NeuralPrimitives):
         row["decoder"] = decoder_timings(model, test.cameras[0], args.repeats)

@@ -178,8 +178,8 @@ def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: i
         out["psnr_gt_poses_fitted"] = score_model(gt_model, test_gt).mean["masked_psnr"]
     for refine in ((True, False) if raw else (True,)):
         run = work / f"{scene.name}_est_{'refined' if refine else 'raw'}"
-        cfg = make_config("fast", iterations=iterations, max_side=max_side, pose_refine=refine,
-                          **({"pose_lr": pose_lr} if pose_lr is not None else {}))
+        cfg = make_config("fast", iterations=iterations, max_side=max_side,
+                          settings={"poses.refine": refine, **({"poses.lr": pose_lr} if pose_lr is not None else {})})
         summary = reconstruct(folder, run, cfg, overwrite=True)
         cams = [Camera.from_dict(d) for d in json.loads((run / "cameras.json").read_text())["cameras"]]
         gt_train = resize_views(read_spare_scene(scene, track=track, split="train"), max_size=max_side).cameras

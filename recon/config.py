@@ -1,13 +1,72 @@
-"""Reconstruction settings and the named presets (`fast` for CPUs, `quality` for GPUs, `plain` = vanilla 3DGS)."""
+"""Reconstruction settings as a tree of component configs, and the named presets (trees) built from them.
+
+Each component owns its dataclass and defaults: densification (``renderers.gaussians.strategy.DensifyConfig``),
+pose estimation (``recon.poses.config.PoseConfig``), mesh/hybrid (``renderers.mesh.config.MeshConfig``),
+neural primitives (``renderers.neural.config.NeuralConfig``), the diffusion prior
+(``priors.diffusion.guidance.GuidanceSettings``); the trainer's own parts (initialisation, schedule, losses)
+are defined here. Any field can be set by its dotted path (``densify.prune_opa``), from Python
+(:func:`make_config`) or the command line (``recon reconstruct ... --set densify.prune_opa=0.01``); the whole
+tree is recorded as config.json, and keys an old config.json holds that no field matches are reported.
+"""
 from __future__ import annotations
 
+import json
+import logging
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any, Callable
 
+from priors.diffusion.guidance import GuidanceSettings
+from recon.poses.config import POSE_METHODS, PoseConfig
+from renderers.gaussians.strategy import DensifyConfig
+from renderers.mesh.config import MESH_METHODS, MeshConfig
+from renderers.neural.config import NeuralConfig
+
+log = logging.getLogger("recon")
 
 REPRESENTATIONS = ("gaussians", "mesh", "hybrid", "neural")
 PRIORS = ("none", "diffusion")
+
+
+@dataclass
+class InitConfig:
+    """Initial Gaussians: ``points`` sampled in the visual hull of the masks (else at random in the volume the
+    cameras see), carved on a ``hull_resolution``^3 grid, with opacity ``opacity``."""
+
+    visual_hull: bool = True
+    hull_resolution: int = 96
+    points: int = 6000
+    opacity: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The training schedule: ``coarse_until`` (fraction of the iterations at half resolution), SH degree and
+    how often it rises, random background colours (with masks: the object must explain its own alpha),
+    per-parameter learning-rate overrides (``lrs``: names as ``renderers.gaussians.model.DEFAULT_LRS``)."""
+
+    coarse_until: float = 0.3
+    sh_degree: int = 2
+    sh_raise_every: int = 250
+    random_background: bool = True
+    lrs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """Loss terms: L1 + ``dssim`` x D-SSIM, the object masks (train on the object only, with an alpha loss of
+    weight ``mask``), sparse-view regularisers (``priors.regularizers``) and floater pruning outside the hull."""
+
+    dssim: float = 0.2
+    use_masks: bool = True
+    mask: float = 0.1
+    opacity_entropy: float = 0.002
+    scale: float = 0.01
+    max_scale_ratio: float = 8.0
+    depth_smooth: float = 0.0
+    prune_outside_hull: bool = True
 
 
 @dataclass
@@ -19,84 +78,39 @@ class ReconstructConfig:
     device: str = "auto"  # "auto" = CUDA (gsplat kernels) when available, else the CPU kernels
     iterations: int = 1000
     max_side: int = 400  # images are downscaled so their longest side is at most this
-    coarse_until: float = 0.3  # fraction of iterations trained at half resolution (cheap early steps)
-    sh_degree: int = 2
-    sh_raise_every: int = 250
-    # initialisation
-    use_visual_hull: bool = True
-    hull_resolution: int = 96
-    init_points: int = 6000
-    init_opacity: float = 0.1
-    # losses
-    lambda_dssim: float = 0.2
-    use_masks: bool = True  # train on the object only, with an alpha/mask loss
-    lambda_mask: float = 0.1
-    random_background: bool = True
-    lambda_opacity_entropy: float = 0.002
-    lambda_scale: float = 0.01
-    max_scale_ratio: float = 8.0
-    lambda_depth_smooth: float = 0.0
-    # floater elimination (needs the hull)
-    prune_outside_hull: bool = True
-    # densification (gsplat DefaultStrategy-like)
-    refine_start: int = 100
-    refine_stop_frac: float = 0.7
-    refine_every: int = 50
-    reset_every: int = 100000  # opacity reset is harmful for short sparse-view runs; off by default
-    grow_grad2d: float = 0.0002
-    max_gaussians: int = 60000
-    lrs: dict[str, float] = field(default_factory=dict)
-    # poses for unposed image folders: "auto" (recon.poses SfM) or "colmap" (pycolmap); photometric refinement
-    # of estimated poses during training (per-camera SE(3) corrections, zero-initialised)
-    poses: str = "auto"
-    pose_refine: bool = True
-    pose_lr: float = 2e-4
-    pose_refine_start: float = 0.1  # fraction of iterations before the corrections start moving
-    # SpaRe scenes: which track's input views to use (3 or 9)
-    track: int | None = None
+    track: int | None = None  # SpaRe scenes: which track's input views to use (3 or 9)
     # what the run produces: "gaussians" (3DGS), "mesh" (Gaussians -> TSDF/Poisson mesh, rendered as a mesh),
     # "hybrid" (mesh as opaque surface + Gaussians in front of it), "neural" (neural primitives)
     representation: str = "gaussians"
-    # ---- mesh / hybrid (renderers/mesh) ----
-    mesh_method: str = "tsdf"  # "tsdf" (fused depth renders) or "poisson" (oriented points)
-    mesh_faces: int = 50000  # decimation target
-    hybrid_iterations: int = 150  # fine-tuning steps of the Gaussians (and mesh colours) in front of the mesh
-    mesh_color_steps: int = 0  # Adam (L1) steps after the least-squares vertex-colour fit to the input views
-    hybrid_depth_tolerance: float = 0.3  # x scene scale: Gaussians this far behind the mesh surface still show
-    hybrid_min_weight: float = 1.0  # prune Gaussians adding < this many pixels' worth to every input/orbit view
-    # ---- neural primitives (renderers/neural) ----
-    neural_feature_dim: int = 8  # per-primitive features (11 + F floats per primitive vs 38 for SH degree 2)
-    neural_hidden: int = 64  # decoder MLP width (2 hidden layers)
-    neural_sparsity: float = 0.9  # target sparsity of the decoder's hidden layers (gradual magnitude pruning)
-    neural_prune_start: float = 0.2  # fractions of the iterations where pruning starts / reaches the target
-    neural_prune_end: float = 0.7
-    # ---- diffusion prior (priors/diffusion) ----
-    prior: str = "none"  # "none" or "diffusion"
-    prior_weights: str | None = None  # local folder of a repair model (save_pretrained layout); None = bundled
-    prior_start: float = 0.7  # fraction of iterations before pseudo views are repaired and supervised (0.5: worse)
-    prior_refresh: int = 50  # steps between re-rendering + re-repairing (stale targets anchor training; 200: worse)
-    prior_views: int = 8  # pseudo views around the inputs
-    prior_weight: float = 0.2  # weight of the pseudo-view loss (L1 + D-SSIM on repaired tiles)
-    prior_every: int = 2  # apply the pseudo-view loss every this many steps (one pseudo view each time)
-    prior_sample_steps: int = 1  # DDIM steps per repair (1 = single-step x0 prediction: measured better)
-    prior_finetune_steps: int = 40  # per-scene fine-tuning steps on noisy-Gaussian pairs of the input views (0 = off)
-    prior_tile: int = 32  # repair tile size in pixels of the half-resolution pseudo views
+    prior: str = "none"  # "none" or "diffusion" (settings in ``diffusion``)
+    init: InitConfig = field(default_factory=InitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    densify: DensifyConfig = field(default_factory=lambda: replace(FAST_DENSIFY))
+    poses: PoseConfig = field(default_factory=PoseConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    neural: NeuralConfig = field(default_factory=NeuralConfig)
+    diffusion: GuidanceSettings = field(default_factory=GuidanceSettings)
 
     def validate(self) -> "ReconstructConfig":
         """Raise ValueError naming the option when a field holds an unknown choice or an impossible number."""
-        choices = {"representation": REPRESENTATIONS, "prior": PRIORS, "mesh_method": ("tsdf", "poisson"),
-                   "poses": ("auto", "colmap")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name, low in _MINIMUMS.items():
-            value = getattr(self, name)
+        choices = {"representation": REPRESENTATIONS, "prior": PRIORS, "mesh.method": MESH_METHODS,
+                   "poses.method": POSE_METHODS}
+        for path, allowed in choices.items():
+            if get_field(self, path) not in allowed:
+                raise ValueError(f"{path} must be one of {', '.join(allowed)}; got {get_field(self, path)!r}")
+        for path, low in _MINIMUMS.items():
+            value = get_field(self, path)
+            if value is None and path == "densify.max_gaussians":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-                raise ValueError(f"{name} must be a number >= {low}; got {value!r}")
-        for name in _FRACTIONS:
-            value = getattr(self, name)
+                raise ValueError(f"{path} must be a number >= {low}; got {value!r}")
+        for path in _FRACTIONS:
+            value = get_field(self, path)
+            if value is None and path == "densify.refine_stop_frac":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a fraction in [0, 1]; got {value!r}")
+                raise ValueError(f"{path} must be a fraction in [0, 1]; got {value!r}")
         if self.track not in (None, 3, 9):
             raise ValueError(f"track must be 3 or 9; got {self.track!r}")
         return self
@@ -105,60 +119,227 @@ class ReconstructConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ReconstructConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any], report: Callable[[str], None] | None = None) -> "ReconstructConfig":
+        """The config a config.json holds (nested, or the flat layout of older runs). Keys no field matches are
+        passed to ``report`` (default: a logged warning) instead of being dropped silently."""
+        flat = _flatten(d)
+        config = cls()
+        unknown = []
+        for key, value in flat.items():
+            path = _LEGACY.get(key, key)
+            try:
+                config = set_field(config, path, value)
+            except KeyError:
+                unknown.append(key)
+            except ValueError as exc:
+                unknown.append(f"{key} ({exc})")
+        if unknown:
+            (report or log.warning)(f"config.json: {len(unknown)} setting(s) this version does not know were "
+                                    f"ignored: {', '.join(unknown)}")
+        return config
 
+
+# Densification schedule of the CPU default: short sparse-view runs refine early and often; no opacity reset.
+FAST_DENSIFY = DensifyConfig(refine_start_iter=100, refine_stop_frac=0.7, refine_every=50, reset_every=100000,
+                             grow_grad2d=0.0002, max_gaussians=60000)
 
 # Smallest sensible value of numeric fields (smaller ones train nothing or break the image pyramid).
 _MINIMUMS: dict[str, float] = {
-    "iterations": 1, "max_side": 32, "sh_degree": 0, "sh_raise_every": 1, "hull_resolution": 8, "init_points": 1,
-    "init_opacity": 1e-6, "lambda_dssim": 0, "lambda_mask": 0, "lambda_opacity_entropy": 0, "lambda_scale": 0,
-    "max_scale_ratio": 1, "lambda_depth_smooth": 0, "refine_start": 0, "refine_every": 1, "reset_every": 1,
-    "grow_grad2d": 0, "max_gaussians": 1, "pose_lr": 0, "mesh_faces": 4, "hybrid_iterations": 0,
-    "mesh_color_steps": 0, "neural_feature_dim": 1, "neural_hidden": 1, "prior_refresh": 1, "prior_views": 1,
-    "prior_weight": 0, "prior_every": 1, "prior_sample_steps": 1, "prior_finetune_steps": 0, "prior_tile": 4,
+    "iterations": 1, "max_side": 32, "train.sh_degree": 0, "train.sh_raise_every": 1, "init.hull_resolution": 8,
+    "init.points": 1, "init.opacity": 1e-6, "loss.dssim": 0, "loss.mask": 0, "loss.opacity_entropy": 0,
+    "loss.scale": 0, "loss.max_scale_ratio": 1, "loss.depth_smooth": 0, "densify.refine_start_iter": 0,
+    "densify.refine_every": 1, "densify.reset_every": 1, "densify.grow_grad2d": 0, "densify.prune_opa": 0,
+    "densify.grow_scale3d": 0, "densify.prune_scale3d": 0, "densify.max_gaussians": 1, "poses.lr": 0,
+    "mesh.faces": 4, "mesh.hybrid_iterations": 0, "mesh.color_steps": 0, "neural.feature_dim": 1,
+    "neural.hidden": 1, "diffusion.refresh": 1, "diffusion.views": 1, "diffusion.weight": 0, "diffusion.every": 1,
+    "diffusion.sample_steps": 1, "diffusion.finetune_steps": 0, "diffusion.tile": 4,
 }
-_FRACTIONS = ("coarse_until", "refine_stop_frac", "pose_refine_start", "neural_sparsity", "neural_prune_start",
-              "neural_prune_end", "prior_start")
+_FRACTIONS = ("train.coarse_until", "densify.refine_stop_frac", "poses.refine_start", "neural.sparsity",
+              "neural.prune_start", "neural.prune_end", "diffusion.start")
+
+# Flat names of config.json files written before the tree (old run folders still load).
+_LEGACY: dict[str, str] = {
+    "coarse_until": "train.coarse_until", "sh_degree": "train.sh_degree", "sh_raise_every": "train.sh_raise_every",
+    "random_background": "train.random_background", "lrs": "train.lrs",
+    "use_visual_hull": "init.visual_hull", "hull_resolution": "init.hull_resolution", "init_points": "init.points",
+    "init_opacity": "init.opacity",
+    "lambda_dssim": "loss.dssim", "use_masks": "loss.use_masks", "lambda_mask": "loss.mask",
+    "lambda_opacity_entropy": "loss.opacity_entropy", "lambda_scale": "loss.scale",
+    "max_scale_ratio": "loss.max_scale_ratio", "lambda_depth_smooth": "loss.depth_smooth",
+    "prune_outside_hull": "loss.prune_outside_hull",
+    "refine_start": "densify.refine_start_iter", "refine_stop_frac": "densify.refine_stop_frac",
+    "refine_every": "densify.refine_every", "reset_every": "densify.reset_every",
+    "grow_grad2d": "densify.grow_grad2d", "max_gaussians": "densify.max_gaussians",
+    "poses": "poses.method", "pose_refine": "poses.refine", "pose_lr": "poses.lr",
+    "pose_refine_start": "poses.refine_start",
+    "mesh_method": "mesh.method", "mesh_faces": "mesh.faces", "hybrid_iterations": "mesh.hybrid_iterations",
+    "mesh_color_steps": "mesh.color_steps", "hybrid_depth_tolerance": "mesh.hybrid_depth_tolerance",
+    "hybrid_min_weight": "mesh.hybrid_min_weight",
+    "neural_feature_dim": "neural.feature_dim", "neural_hidden": "neural.hidden", "neural_sparsity": "neural.sparsity",
+    "neural_prune_start": "neural.prune_start", "neural_prune_end": "neural.prune_end",
+    "prior_weights": "diffusion.weights", "prior_start": "diffusion.start", "prior_refresh": "diffusion.refresh",
+    "prior_views": "diffusion.views", "prior_weight": "diffusion.weight", "prior_every": "diffusion.every",
+    "prior_sample_steps": "diffusion.sample_steps", "prior_finetune_steps": "diffusion.finetune_steps",
+    "prior_tile": "diffusion.tile",
+}
+
+
+# ----------------------------------------------------------------------------- dotted-path access
+def field_paths(config: Any, prefix: str = "") -> list[str]:
+    """Every settable dotted path of a config tree (``iterations``, ``densify.prune_opa``, ...)."""
+    out = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            out += field_paths(value, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def get_field(config: Any, path: str) -> Any:
+    """The value at a dotted path; KeyError naming the path when there is none."""
+    node = config
+    for part in path.split("."):
+        if not is_dataclass(node) or part not in {f.name for f in fields(node)}:
+            raise KeyError(path)
+        node = getattr(node, part)
+    return node
+
+
+def set_field(config: Any, path: str, value: Any, _prefix: str = "") -> Any:
+    """A copy of the tree with ``path`` set to ``value`` (strings are parsed by the field's type); KeyError for
+    an unknown path, ValueError for a value the field's type cannot hold."""
+    head, _, rest = path.partition(".")
+    by_name = {f.name: f for f in fields(config)} if is_dataclass(config) else {}
+    full = _prefix + path
+    if head not in by_name:
+        raise KeyError(full)
+    current = getattr(config, head)
+    if rest:
+        if not is_dataclass(current):
+            raise KeyError(full)
+        return replace(config, **{head: set_field(current, rest, value, f"{_prefix}{head}.")})
+    if is_dataclass(current):
+        if not isinstance(value, dict):
+            raise ValueError(f"{full} is a group of settings; set its fields ({full}.<name>)")
+        for k, v in value.items():
+            current = set_field(current, k, v, f"{full}.")
+        return replace(config, **{head: current})
+    hint = typing.get_type_hints(type(config))[head]
+    return replace(config, **{head: _coerce(value, hint, full)})
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """``value`` (a Python value or a command-line string) as the type ``hint`` wants."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for arg in [a for a in args if a is not type(None)]:
+            try:
+                return _coerce(value, arg, path)
+            except ValueError:
+                continue
+        raise ValueError(f"{path}: cannot use {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ValueError(f"{path} takes true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{path} takes a whole number, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} takes a whole number, got {value!r}") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ValueError(f"{path} takes a whole number, got {value!r}")
+        return int(f)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{path} takes a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} takes a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path} takes text, got {value!r}")
+        return value
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path} takes a JSON object, e.g. '{{\"means\": 1e-4}}'") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} takes a JSON object, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    raise ValueError(f"{path}: unsupported setting type {hint!r}")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> dotted keys; ``lrs`` (a dict-valued field) stays whole."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "lrs" and not (prefix == "train." and k == "lrs"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- presets
+def _tree(**paths: Any) -> ReconstructConfig:
+    config = ReconstructConfig()
+    for key, value in paths.items():
+        config = set_field(config, key.replace("__", "."), value)
+    return config
 
 
 PRESETS: dict[str, ReconstructConfig] = {
-    "fast": ReconstructConfig(preset="fast"),
-    "quality": ReconstructConfig(
-        preset="quality",
-        iterations=7000,
-        max_side=800,
-        sh_degree=3,
-        sh_raise_every=1000,
-        hull_resolution=128,
-        init_points=20000,
-        refine_start=500,
-        refine_every=100,
-        reset_every=3000,
-        max_gaussians=300000,
+    "fast": _tree(preset="fast"),
+    "quality": _tree(
+        preset="quality", iterations=7000, max_side=800, train__sh_degree=3, train__sh_raise_every=1000,
+        init__hull_resolution=128, init__points=20000, densify__refine_start_iter=500, densify__refine_every=100,
+        densify__reset_every=3000, densify__max_gaussians=300000,
     ),
     # Vanilla 3DGS on the same code: no hull (random init in the camera-visible box), no masks, no priors.
-    "plain": ReconstructConfig(
-        preset="plain",
-        use_visual_hull=False,
-        use_masks=False,
-        random_background=False,
-        lambda_mask=0.0,
-        lambda_opacity_entropy=0.0,
-        lambda_scale=0.0,
-        lambda_depth_smooth=0.0,
-        prune_outside_hull=False,
+    "plain": _tree(
+        preset="plain", init__visual_hull=False, loss__use_masks=False, train__random_background=False,
+        loss__mask=0.0, loss__opacity_entropy=0.0, loss__scale=0.0, loss__depth_smooth=0.0,
+        loss__prune_outside_hull=False,
     ),
 }
 
 
-def make_config(preset: str = "fast", **overrides: Any) -> ReconstructConfig:
-    """The named preset with ``overrides`` applied (unknown names raise ValueError)."""
+def make_config(preset: str = "fast", settings: dict[str, Any] | None = None, **overrides: Any) -> ReconstructConfig:
+    """The named preset with overrides applied: ``overrides`` by top-level name or dotted path
+    (``make_config("fast", iterations=60, **{"densify.prune_opa": 0.01})``; None values are skipped) and
+    ``settings`` as ``{"path": value}`` (values may be strings, parsed by the field's type).
+    Unknown names or impossible values raise ValueError."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    names = {f.name for f in fields(ReconstructConfig)}
-    unknown = set(overrides) - names
-    if unknown:
-        raise ValueError(f"unknown config options: {sorted(unknown)}")
-    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}).validate()
+    config = PRESETS[preset]
+    for path, value in [*((k, v) for k, v in overrides.items() if v is not None), *(settings or {}).items()]:
+        try:
+            config = set_field(config, path, value)
+        except KeyError:
+            raise ValueError(f"unknown setting {path!r} (`recon settings` lists them all)") from None
+    return config.validate()
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """``["densify.prune_opa=0.01", ...]`` -> ``{"densify.prune_opa": "0.01"}``; ValueError when malformed."""
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--set takes PATH=VALUE (e.g. densify.prune_opa=0.01), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

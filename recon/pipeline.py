@@ -65,7 +65,7 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
     from recon.poses import estimate_poses
     from recon.poses.estimate import DEFAULT_HFOV_DEG
 
-    result = estimate_poses(views, method=config.poses, seed=config.seed)
+    result = estimate_poses(views, method=config.poses.method, seed=config.seed)
     if result.failed:
         msg = (f"could not register {len(result.failed)} of {len(views)} images, continuing without them: "
                + ", ".join(result.failed))
@@ -124,23 +124,23 @@ def initialise(
 
     rng = np.random.default_rng(config.seed)
     hull = None
-    if config.use_visual_hull and masks is not None:
+    if config.init.visual_hull and masks is not None:
         from priors.visual_hull import carve_visual_hull
 
-        hull = carve_visual_hull(masks, cameras, resolution=config.hull_resolution)
+        hull = carve_visual_hull(masks, cameras, resolution=config.init.hull_resolution)
         if hull.is_empty:
             log.warning("the visual hull is empty (masks disagree with the cameras?); using a random initialisation")
             hull = None
     if hull is not None:
-        pts = hull.points(config.init_points, rng=rng)
+        pts = hull.points(config.init.points, rng=rng)
         rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
         bounds = np.asarray(hull.bounds, dtype=np.float64)
     else:
         bounds = scene_bounds(cameras)
-        pts = rng.uniform(bounds[0], bounds[1], size=(config.init_points, 3))
-        rgb = rng.uniform(0.0, 1.0, size=(config.init_points, 3))
+        pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
+        rgb = rng.uniform(0.0, 1.0, size=(config.init.points, 3))
     scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
-    model = GaussianModel.from_points(pts, rgb, sh_degree=config.sh_degree, init_opacity=config.init_opacity)
+    model = GaussianModel.from_points(pts, rgb, sh_degree=config.train.sh_degree, init_opacity=config.init.opacity)
     return Initialisation(model=model, hull=hull, scene_scale=scene_scale, bounds=bounds)
 
 
@@ -197,46 +197,39 @@ def train(
     """
     from priors import regularizers as reg
     from priors.visual_hull import floater_mask
-    from renderers.gaussians.strategy import DensifyConfig, DensifyStrategy
+    from renderers.gaussians.strategy import DensifyStrategy
 
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = resolve_device(config.device)
     model = init.model.to(device)
-    images, tmasks = _targets(views, masks, config.use_masks)
+    images, tmasks = _targets(views, masks, config.loss.use_masks)
     images = [im.to(device) for im in images]
     tmasks = None if tmasks is None else [m.to(device) for m in tmasks]
     half_images = [half_resolution(im) for im in images]
     half_masks = None if tmasks is None else [half_resolution(m) for m in tmasks]
     half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
-    optimizers = model.make_optimizers(config.lrs or None, scene_scale=init.scene_scale)
+    optimizers = model.make_optimizers(config.train.lrs or None, scene_scale=init.scene_scale)
     means_decay = 0.01 ** (1.0 / max(1, config.iterations))  # means lr decays 100x over the run (as 3DGS)
-    strategy = DensifyStrategy(
-        DensifyConfig(
-            refine_start_iter=config.refine_start,
-            refine_stop_iter=int(config.refine_stop_frac * config.iterations),
-            refine_every=config.refine_every,
-            reset_every=config.reset_every,
-            grow_grad2d=config.grow_grad2d,
-            max_gaussians=config.max_gaussians,
-        ),
-        scene_scale=init.scene_scale,
-        seed=config.seed,
-    )
+    densify = config.densify
+    if densify.refine_stop_frac is not None:
+        densify = replace(densify, refine_stop_iter=int(densify.refine_stop_frac * config.iterations))
+    strategy = DensifyStrategy(densify, scene_scale=init.scene_scale, seed=config.seed)
+    raster_kwargs = {"absgrad": True} if densify.absgrad else {}
     pose_opt = None
     if refine_poses:
         from recon.poses.refine import PoseCorrection
 
         pose_opt = PoseCorrection(cameras, device=device)
-        pose_adam = torch.optim.Adam(pose_opt.param_groups(config.pose_lr))
-        pose_start = int(config.pose_refine_start * config.iterations)
+        pose_adam = torch.optim.Adam(pose_opt.param_groups(config.poses.lr))
+        pose_start = int(config.poses.refine_start * config.iterations)
         Ks_full = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
         Ks_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
     result = TrainResult()
     start = time.perf_counter()
     n_views = len(images)
     order: list[int] = []
-    coarse_steps = int(config.coarse_until * config.iterations)
+    coarse_steps = int(config.train.coarse_until * config.iterations)
     for step in range(1, config.iterations + 1):
         if not order:
             order = torch.randperm(n_views, generator=gen).tolist()
@@ -245,30 +238,30 @@ def train(
         cam = half_cams[i] if coarse else cameras[i]
         gt = half_images[i] if coarse else images[i]
         mask = None if tmasks is None else (half_masks[i] if coarse else tmasks[i])  # type: ignore[index]
-        model.active_sh_degree = min(config.sh_degree, step // max(1, config.sh_raise_every))
-        if config.random_background:
+        model.active_sh_degree = min(config.train.sh_degree, step // max(1, config.train.sh_raise_every))
+        if config.train.random_background:
             bg = torch.rand(3, generator=gen).to(device)
         else:
             bg = torch.zeros(3, device=device)
         if pose_opt is not None:
             Kt = pose_opt.scale_K((Ks_half if coarse else Ks_full)[i])
             out = model.render((pose_opt.viewmats(i), Kt), width=cam.width, height=cam.height, background=bg,
-                               render_mode="RGB+ED")[0]
+                               render_mode="RGB+ED", **raster_kwargs)[0]
         else:
-            out = model.render(cam, background=bg, render_mode="RGB+ED")
+            out = model.render(cam, background=bg, render_mode="RGB+ED", **raster_kwargs)
         target = gt if mask is None else gt * mask[..., None] + bg * (1.0 - mask[..., None])
         strategy.step_pre_backward(out.meta)
-        loss = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.lambda_dssim)
-        if mask is not None and config.lambda_mask > 0:
-            loss = loss + config.lambda_mask * reg.alpha_mask_loss(out.alpha, mask)
-        if config.lambda_opacity_entropy > 0:
-            loss = loss + config.lambda_opacity_entropy * reg.opacity_entropy(model.opacities)
-        if config.lambda_scale > 0:
-            loss = loss + config.lambda_scale * reg.scale_regularizer(
-                model.splats["scales"], max_ratio=config.max_scale_ratio
+        loss = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.loss.dssim)
+        if mask is not None and config.loss.mask > 0:
+            loss = loss + config.loss.mask * reg.alpha_mask_loss(out.alpha, mask)
+        if config.loss.opacity_entropy > 0:
+            loss = loss + config.loss.opacity_entropy * reg.opacity_entropy(model.opacities)
+        if config.loss.scale > 0:
+            loss = loss + config.loss.scale * reg.scale_regularizer(
+                model.splats["scales"], max_ratio=config.loss.max_scale_ratio
             )
-        if config.lambda_depth_smooth > 0 and out.depth is not None:
-            loss = loss + config.lambda_depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
+        if config.loss.depth_smooth > 0 and out.depth is not None:
+            loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
         if extra_loss is not None:
             extra = extra_loss(step, model)
             if extra is not None:
@@ -286,9 +279,9 @@ def train(
         strategy.step_post_backward(step, out.meta, model, optimizers)
         if (
             init.hull is not None
-            and config.prune_outside_hull
-            and step >= config.refine_start
-            and step % config.refine_every == 0
+            and config.loss.prune_outside_hull
+            and step >= config.densify.refine_start_iter
+            and step % config.densify.refine_every == 0
         ):
             with torch.no_grad():
                 floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
@@ -319,12 +312,12 @@ def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> A
     """
     from renderers.neural import NeuralPrimitives, PruneSchedule
 
-    model = NeuralPrimitives.from_gaussians(init.model, feature_dim=config.neural_feature_dim, seed=config.seed,
-                                            hidden=config.neural_hidden)
-    if config.neural_sparsity > 0:
-        start = int(config.neural_prune_start * config.iterations)
-        end = max(start, int(config.neural_prune_end * config.iterations))
-        model.prune_schedule = PruneSchedule(config.neural_sparsity, start, end, every=max(1, config.iterations // 100))
+    model = NeuralPrimitives.from_gaussians(init.model, feature_dim=config.neural.feature_dim, seed=config.seed,
+                                            hidden=config.neural.hidden)
+    if config.neural.sparsity > 0:
+        start = int(config.neural.prune_start * config.iterations)
+        end = max(start, int(config.neural.prune_end * config.iterations))
+        model.prune_schedule = PruneSchedule(config.neural.sparsity, start, end, every=max(1, config.iterations // 100))
     return model
 
 
@@ -336,34 +329,23 @@ def diffusion_prior_loss(
     The loss renders pseudo views around the inputs, repairs them with the diffusion model and supervises the
     renders with the repaired images; the repaired images and timings go into ``tmp`` (the run folder).
     """
-    from priors.diffusion import DiffusionGuidance, GuidanceSettings, load_repair_model
+    from priors.diffusion import DiffusionGuidance, load_repair_model
 
     t = time.perf_counter()
-    repair_model = load_repair_model(config.prior_weights, device=resolve_device(config.device))
+    repair_model = load_repair_model(config.diffusion.weights, device=resolve_device(config.device))
     load_s = time.perf_counter() - t
-    settings = GuidanceSettings(
-        start=max(1, int(config.prior_start * config.iterations)),
-        refresh=config.prior_refresh,
-        views=config.prior_views,
-        weight=config.prior_weight,
-        every=config.prior_every,
-        sample_steps=config.prior_sample_steps,
-        finetune_steps=config.prior_finetune_steps,
-        tile=config.prior_tile,
-        lambda_dssim=config.lambda_dssim,
-        seed=config.seed,
-        iterations=config.iterations,
-    )
+    settings = config.diffusion
     bounds = scene_bounds(cameras)
     scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
-    guidance = DiffusionGuidance(repair_model, views.images, masks if config.use_masks else None, cameras,
-                                 settings, scene_scale=scene_scale, out_dir=tmp / "prior")
+    guidance = DiffusionGuidance(repair_model, views.images, masks if config.loss.use_masks else None, cameras,
+                                 settings, iterations=config.iterations, scene_scale=scene_scale, out_dir=tmp / "prior",
+                                 seed=config.seed, lambda_dssim=config.loss.dssim)
     log.info("diffusion prior: %s (%d parameters), %d pseudo views from step %d",
-             config.prior_weights or "bundled repair-small", repair_model.num_parameters, settings.views,
-             settings.start)
+             config.diffusion.weights or "bundled repair-small", repair_model.num_parameters, settings.views,
+             guidance.start)
 
     def report() -> dict[str, Any]:
-        return {"weights": config.prior_weights or "bundled", "load_s": round(load_s, 3), **guidance.report()}
+        return {"weights": config.diffusion.weights or "bundled", "load_s": round(load_s, 3), **guidance.report()}
 
     return guidance, report
 
@@ -376,7 +358,7 @@ def mesh_stage(
 
     "mesh": a mesh extracted from the trained Gaussians (TSDF or Poisson), cleaned and coloured;
     "hybrid": that mesh as an opaque surface plus the Gaussians in front of it, fine-tuned
-    ``config.hybrid_iterations`` steps with :func:`train`. The returned model has ``render`` and ``save_run_files``.
+    ``config.mesh.hybrid_iterations`` steps with :func:`train`. The returned model has ``render`` and ``save_run_files``.
     """
     from dataclasses import replace
 
@@ -385,16 +367,16 @@ def mesh_stage(
     from renderers.mesh.extract import extract_mesh, orbit_cameras
     from renderers.mesh.hybrid import HybridModel
 
-    use_masks = masks if config.use_masks else None
+    use_masks = masks if config.loss.use_masks else None
     t = time.perf_counter()
-    mesh = extract_mesh(model, cameras, masks=use_masks, method=config.mesh_method, target_faces=config.mesh_faces)
-    info: dict[str, Any] = {"method": config.mesh_method, "extraction": mesh.extraction.to_dict(),
+    mesh = extract_mesh(model, cameras, masks=use_masks, method=config.mesh.method, target_faces=config.mesh.faces)
+    info: dict[str, Any] = {"method": config.mesh.method, "extraction": mesh.extraction.to_dict(),
                             "faces": mesh.num_faces, "vertices": mesh.num_vertices,
                             "extract_s": time.perf_counter() - t}
     t = time.perf_counter()
-    info["color_fit_l1"] = mesh.fit_colors(views.images, cameras, use_masks, steps=config.mesh_color_steps)
+    info["color_fit_l1"] = mesh.fit_colors(views.images, cameras, use_masks, steps=config.mesh.color_steps)
     info["color_fit_s"] = time.perf_counter() - t
-    log.info("mesh (%s): %d faces, %d vertices, colour fit L1 %.4f, %.1f s", config.mesh_method, mesh.num_faces,
+    log.info("mesh (%s): %d faces, %d vertices, colour fit L1 %.4f, %.1f s", config.mesh.method, mesh.num_faces,
              mesh.num_vertices, info["color_fit_l1"], info["extract_s"] + info["color_fit_s"])
     if config.representation == "mesh":
         return mesh, info
@@ -402,21 +384,22 @@ def mesh_stage(
     # hybrid: drop the Gaussians the opaque mesh hides (seen from the inputs and an orbit around them) or that
     # add next to nothing in front of it, then fine-tune the rest with the mesh colours. On the CPU: the
     # compositing needs the CPU rasteriser's per-pixel far limit (gsplat has none).
-    hybrid = HybridModel(model.to("cpu"), mesh, depth_tolerance=config.hybrid_depth_tolerance * init.scene_scale)
+    hybrid = HybridModel(model.to("cpu"), mesh, depth_tolerance=config.mesh.hybrid_depth_tolerance * init.scene_scale)
     views_for_pruning = list(cameras) + orbit_cameras(cameras)
     info["gaussians_before"] = hybrid.num_gaussians
     info["depth_tolerance"] = hybrid.depth_tolerance
     t = time.perf_counter()
-    hidden = hybrid.hidden_mask(views_for_pruning, min_weight=config.hybrid_min_weight)
+    hidden = hybrid.hidden_mask(views_for_pruning, min_weight=config.mesh.hybrid_min_weight)
     if int((~hidden).sum()) > 0:
         remove(hybrid.gaussians, None, hidden)
     info["gaussians_pruned"] = int(hidden.sum())
     info["prune_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    if config.hybrid_iterations > 0:
-        lrs = {**config.lrs, "means": config.lrs.get("means", DEFAULT_LRS["means"]) * 0.1}
-        tune = replace(config, iterations=config.hybrid_iterations, coarse_until=0.0, sh_raise_every=1,
-                       refine_stop_frac=0.0, lrs=lrs, device="cpu")  # no densification: the mesh covers the surface
+    if config.mesh.hybrid_iterations > 0:
+        lrs = {**config.train.lrs, "means": config.train.lrs.get("means", DEFAULT_LRS["means"]) * 0.1}
+        tune = replace(config, iterations=config.mesh.hybrid_iterations, device="cpu",
+                       train=replace(config.train, coarse_until=0.0, sh_raise_every=1, lrs=lrs),
+                       densify=replace(config.densify, refine_stop_frac=0.0))  # no densification: the mesh covers it
         stage_init = Initialisation(model=hybrid, hull=init.hull, scene_scale=init.scene_scale, bounds=init.bounds)
         res = train(stage_init, views, cameras, masks, tune, progress=progress)
         hybrid = stage_init.model
@@ -425,7 +408,7 @@ def mesh_stage(
     info["finetune_s"] = time.perf_counter() - t
     info["gaussians_after"] = hybrid.num_gaussians
     log.info("hybrid: %d -> %d Gaussians in front of the mesh, fine-tuned %d steps in %.1f s",
-             info["gaussians_before"], info["gaussians_after"], config.hybrid_iterations, info["finetune_s"])
+             info["gaussians_before"], info["gaussians_after"], config.mesh.hybrid_iterations, info["finetune_s"])
     return hybrid, info
 
 
@@ -524,7 +507,7 @@ def write_run_folder(
     renders = render_views(model, cameras, background=0.0)
     for name, img in zip(views.names, renders):
         save_image(tmp / "renders" / f"{Path(name).stem}.png", img)
-    scored_masks = masks if config.use_masks else None
+    scored_masks = masks if config.loss.use_masks else None
     summary.update(train_metrics(renders, views, scored_masks))
     summary["train_psnr_over"] = ("the object masks (RegNeRF convention: both images masked, whole-image mean)"
                                   if scored_masks is not None else "the whole image")
@@ -574,7 +557,7 @@ def reconstruct(
             cameras = require_poses(views)
             log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, source)
             t = time.perf_counter()
-            masks = object_masks(views) if (config.use_masks or config.use_visual_hull) else None
+            masks = object_masks(views) if (config.loss.use_masks or config.init.visual_hull) else None
             mask_decision = None
             if masks is not None:
                 mask_decision = decide_masks(list(views.names), masks, from_input=views.masks is not None)
@@ -582,7 +565,8 @@ def reconstruct(
                     log.warning(msg)
                 if not mask_decision.use:
                     masks = None
-                    config = replace(config, use_masks=False, use_visual_hull=False, prune_outside_hull=False)
+                    config = replace(config, init=replace(config.init, visual_hull=False),
+                                     loss=replace(config.loss, use_masks=False, prune_outside_hull=False))
             timings["masks_s"] = time.perf_counter() - t
             t = time.perf_counter()
             init = initialise(views, cameras, masks, config)
@@ -595,7 +579,7 @@ def reconstruct(
                 t = time.perf_counter()
                 extra_loss, prior_report = diffusion_prior_loss(views, cameras, masks, config, tmp)
                 timings["prior_setup_s"] = time.perf_counter() - t
-            refine = pose_info is not None and config.pose_refine
+            refine = pose_info is not None and config.poses.refine
             result = train(init, views, cameras, masks, config, progress=progress, snapshot=snapshot,
                            refine_poses=refine, extra_loss=extra_loss)
             timings["train_s"] = result.seconds

@@ -24,10 +24,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_reconstruct_with_diffusion_prior_writes_repairs(tiny_scene: Path, tiny_weights: Path, tmp_path: Path) -> None:
-    cfg = make_config("fast", iterations=30, track=3, init_points=600, hull_resolution=32, refine_start=10,
-                      refine_every=10, prior="diffusion", prior_weights=str(tiny_weights), prior_start=0.5,
-                      prior_refresh=10, prior_views=3, prior_every=2, prior_sample_steps=2, prior_finetune_steps=3,
-                      prior_tile=16)
+    cfg = make_config('fast', iterations=30, track=3, prior='diffusion', settings={"init.points": 600, "init.hull_resolution": 32, "densify.refine_start_iter": 10, "densify.refine_every": 10, "diffusion.weights": str(tiny_weights), "diffusion.start": 0.5, "diffusion.refresh": 10, "diffusion.views": 3, "diffusion.every": 2, "diffusion.sample_steps": 2, "diffusion.finetune_steps": 3, "diffusion.tile": 16})
     out = tmp_path / "run"
     summary = reconstruct(tiny_scene, out, cfg)
     rep = summary["prior"]
@@ -43,7 +40,7 @@ def test_reconstruct_with_diffusion_prior_writes_repairs(tiny_scene: Path, tiny_
 
 
 def test_missing_weights_folder_is_an_input_error(tiny_scene: Path, tmp_path: Path) -> None:
-    cfg = make_config("fast", iterations=5, track=3, prior="diffusion", prior_weights=str(tmp_path / "nope"))
+    cfg = make_config('fast', iterations=5, track=3, prior='diffusion', settings={"diffusion.weights": str(tmp_path / 'nope')})
     with pytest.raises(ReconInputError, match="nope"):
         reconstruct(tiny_scene, tmp_path / "run", cfg)
 

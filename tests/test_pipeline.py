@@ -22,8 +22,7 @@ RECON = [sys.executable, "-c", "from apps.cli import main; main()"]
 @pytest.fixture(scope="module")
 def tiny_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "run"
-    cfg = make_config("fast", iterations=60, track=3, init_points=1500, hull_resolution=48, refine_start=20,
-                      refine_every=20, sh_raise_every=20)
+    cfg = make_config('fast', iterations=60, track=3, settings={"init.points": 1500, "init.hull_resolution": 48, "densify.refine_start_iter": 20, "densify.refine_every": 20, "train.sh_raise_every": 20})
     summary = reconstruct(tiny_scene, out, cfg)
     return out, summary
 

@@ -1,6 +1,6 @@
 """Diffusion guidance during reconstruction: repaired pseudo views as extra supervision (GaussianObject/ReconFusion).
 
-After ``start`` training steps the guidance
+After ``start`` (a fraction) of the training steps the guidance
   1. fine-tunes the repair model on the scene at hand (renders of noise-perturbed copies of the current
      Gaussians at the input views, paired with the input images: leave-nothing-out, GaussianObject's
      "noisy Gaussians"), within a few steps;
@@ -36,8 +36,9 @@ from recon.cameras import Camera, nearest_point_to_rays
 class GuidanceSettings:
     """When and how strongly the repaired pseudo views supervise training (see the module docstring)."""
 
-    start: int = 700
-    refresh: int = 50
+    weights: str | None = None  # local repair-model folder (save_pretrained layout); None = the bundled one
+    start: float = 0.7  # fraction of the iterations before pseudo views are repaired and supervised (0.5: worse)
+    refresh: int = 50  # steps between re-rendering + re-repairing (stale targets anchor training; 200: worse)
     views: int = 8
     weight: float = 0.2
     every: int = 2
@@ -47,12 +48,9 @@ class GuidanceSettings:
     object_weight: float = 4.0  # extra fine-tuning loss weight on object pixels (what masked metrics see)
     tile: int = 32
     scale: float = 0.5  # pseudo-view resolution relative to the input cameras
-    lambda_dssim: float = 0.2
     az_margin_deg: float = 20.0
     el_margin_deg: float = 12.0
-    seed: int = 0
     save_images: bool = True
-    iterations: int | None = None  # total training steps: no refresh in the last refresh/2 steps
 
 
 def _orbit_frame(cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -117,10 +115,16 @@ class DiffusionGuidance:
     """Callable ``(step, model) -> loss | None`` for the training loop, plus :meth:`report`."""
 
     def __init__(self, repair_model: RepairModel, images: list[np.ndarray], masks: list[np.ndarray] | None,
-                 cameras: list[Camera], settings: GuidanceSettings, scene_scale: float = 1.0,
-                 out_dir: str | Path | None = None) -> None:
+                 cameras: list[Camera], settings: GuidanceSettings, iterations: int, scene_scale: float = 1.0,
+                 out_dir: str | Path | None = None, seed: int = 0, lambda_dssim: float = 0.2) -> None:
+        """``iterations``: the run's training steps (the guidance starts at ``settings.start`` x them and does not
+        refresh in the last refresh/2 steps); ``seed`` and ``lambda_dssim`` are the run's."""
         self.repair_model = repair_model
         self.settings = settings
+        self.iterations = int(iterations)
+        self.start = max(1, int(settings.start * iterations))
+        self.seed = int(seed)
+        self.lambda_dssim = float(lambda_dssim)
         self.cameras = cameras
         self.scene_scale = scene_scale
         self.out_dir = None if out_dir is None else Path(out_dir)
@@ -132,8 +136,8 @@ class DiffusionGuidance:
             img = _half(im, s)
             self.clean_inputs.append(img if m is None else img * m[..., None])
         self.pseudo = pseudo_cameras(cameras, settings.views, scale=s, az_margin_deg=settings.az_margin_deg,
-                                     el_margin_deg=settings.el_margin_deg, seed=settings.seed)
-        self.gen = torch.Generator().manual_seed(settings.seed)
+                                     el_margin_deg=settings.el_margin_deg, seed=self.seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
         self.targets: list[Tensor] = []
         self.weights: list[Tensor] = []
         self.cursor = 0
@@ -161,7 +165,7 @@ class DiffusionGuidance:
                 for o, clean in zip(outs, self.clean_inputs):
                     pairs.add(o.rgb.clamp(0, 1).cpu().numpy(), o.alpha.cpu().numpy(), clean.numpy())
         losses = train_repair(self.repair_model, pairs, st.finetune_steps, batch_size=8, crop=64,
-                              lr=st.finetune_lr, seed=st.seed, object_weight=st.object_weight)
+                              lr=st.finetune_lr, seed=self.seed, object_weight=st.object_weight)
         self.stats["finetune_s"] += time.perf_counter() - t
         self.stats["finetune_pairs"] = len(pairs)
         if losses:
@@ -214,13 +218,13 @@ class DiffusionGuidance:
     # ------------------------------------------------------------------------------------------- loss
     def __call__(self, step: int, model: Any) -> Tensor | None:
         st = self.settings
-        if step < st.start:
+        if step < self.start:
             return None
-        due = step == st.start or (step - st.start) % max(1, st.refresh) == 0
-        near_end = st.iterations is not None and st.iterations - step < max(1, st.refresh // 2)
+        due = step == self.start or (step - self.start) % max(1, st.refresh) == 0
+        near_end = self.iterations - step < max(1, st.refresh // 2)
         if not self.targets or (due and not near_end):
             self.refresh(model, step)
-        if (step - st.start) % max(1, st.every) != 0:
+        if (step - self.start) % max(1, st.every) != 0:
             return None
         t = time.perf_counter()
         k = self.cursor % len(self.pseudo)
@@ -234,7 +238,7 @@ class DiffusionGuidance:
         smap = metrics.ssim_map(out.rgb, target, padding="reflect")
         smap = smap[0] if smap.dim() == 3 else smap
         dssim = ((1.0 - smap) * w).sum() / w.sum().clamp_min(1.0)
-        loss = st.weight * ((1.0 - st.lambda_dssim) * l1 + st.lambda_dssim * dssim)
+        loss = st.weight * ((1.0 - self.lambda_dssim) * l1 + self.lambda_dssim * dssim)
         self.stats["loss_s"] += time.perf_counter() - t
         self.stats["loss_terms"] += 1
         return loss
@@ -242,7 +246,7 @@ class DiffusionGuidance:
     def report(self) -> dict[str, Any]:
         """Counts and timings for metrics.json (seconds rounded)."""
         out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.stats.items()}
-        out.update({"pseudo_views": len(self.pseudo), "start_step": self.settings.start,
+        out.update({"pseudo_views": len(self.pseudo), "start_step": self.start,
                     "sample_steps": self.settings.sample_steps, "weight": self.settings.weight,
                     "tile": self.settings.tile, "repair_model_parameters": self.repair_model.num_parameters,
                     "images": None if self.out_dir is None else self.out_dir.name})

@@ -44,6 +44,7 @@ class DensifyConfig:
     prune_scale3d: float = 0.1
     refine_start_iter: int = 500
     refine_stop_iter: int = 15_000
+    refine_stop_frac: float | None = None  # when set, the trainer sets refine_stop_iter to this x its iterations
     reset_every: int = 3000
     refine_every: int = 100
     pause_refine_after_reset: int = 0
