@@ -2,8 +2,9 @@
 
 Pages: ``/`` one sortable table per track and split (click a column header; inline JS, no CDN), ranked by
 ``?metric=`` (PSNR-M by default); ``/submission/<id>`` the per-scene scores and, per scene
-(``?scene=<name>``), each test view's render next to its ground truth with its scores; ``/thumb/...`` the
-thumbnails stored in the database; ``/api/rows`` the ranking as JSON. Read-only.
+(``?scene=<name>``), each test view's render with its scores; ``/thumb/<id>/<scene>/<view>/render.png`` the
+render thumbnails stored in the database; ``/api/rows`` the ranking as JSON. Read-only. The hidden ground
+truth is never served.
 """
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ def index_page(board: Leaderboard, metric: str = DEFAULT_METRIC) -> bytes:
 
 
 def submission_page(board: Leaderboard, sid: int, scene: str | None = None) -> bytes | None:
-    """Per-scene scores of a submission; with ``scene``, every test view's render, ground truth and scores."""
+    """Per-scene scores of a submission; with ``scene``, every test view's render and scores (no ground truth:
+    it is the hidden test set)."""
     sub = board.submission(sid)
     if sub is None:
         return None
@@ -142,11 +144,11 @@ def submission_page(board: Leaderboard, sid: int, scene: str | None = None) -> b
     if scene is not None:
         parts.append(f'<h2>Scene {_e(scene)}</h2><table class="sortable" id="views"><thead><tr>'
                      '<th class="sortable t" data-type="text" data-key="view">View</th><th>Render</th>'
-                     f'<th>Ground truth</th>{_metric_heads()}</tr></thead><tbody>')
+                     f'{_metric_heads()}</tr></thead><tbody>')
         for r in board.image_rows(sid, scene):
             base = f"/thumb/{sid}/{quote(r['scene'])}/{quote(r['view'])}"
             parts.append(f'<tr><td class="t">{_e(r["view"])}</td><td><img src="{_e(base)}/render.png" alt="render"></td>'
-                         f'<td><img src="{_e(base)}/gt.png" alt="ground truth"></td>{_metric_cells(r)}</tr>')
+                         f'{_metric_cells(r)}</tr>')
         parts.append("</tbody></table>")
     return _page(sub["name"], "".join(parts))
 
@@ -181,9 +183,9 @@ def make_handler(board: Leaderboard) -> type[BaseHTTPRequestHandler]:
                 if m:
                     page = submission_page(board, int(m.group(1)), q.get("scene", [None])[0])
                     return self._send(200, page) if page else self._send(404, b"no such submission")
-                m = re.fullmatch(r"/thumb/(\d+)/([^/]+)/([^/]+)/(render|gt)\.png", url.path)
+                m = re.fullmatch(r"/thumb/(\d+)/([^/]+)/([^/]+)/render\.png", url.path)
                 if m:
-                    data = board.thumbnail(int(m.group(1)), unquote(m.group(2)), unquote(m.group(3)), m.group(4))
+                    data = board.thumbnail(int(m.group(1)), unquote(m.group(2)), unquote(m.group(3)))
                     return self._send(200, data, "image/png") if data else self._send(404, b"no thumbnail")
                 return self._send(404, b"not found")
             except ReconInputError as exc:

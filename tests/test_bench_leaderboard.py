@@ -88,8 +88,9 @@ def test_valid_zip_is_scored_and_stored(dataset: Path, tmp_path: Path) -> None:
     assert board.counts() == {"methods": 1, "submissions": 1, "scene_scores": 2, "image_scores": 20}
     row = board.rows()[0]
     assert (row["id"], row["split"], row["track"], row["method"]) == (sid, "dev", 1, "m1")
-    thumb = board.thumbnail(sid, row and board.image_rows(sid)[0]["scene"], board.image_rows(sid)[0]["view"], "gt")
-    assert thumb.startswith(b"\x89PNG")
+    first = board.image_rows(sid)[0]
+    assert board.thumbnail(sid, first["scene"], first["view"], "render").startswith(b"\x89PNG")
+    assert board.thumbnail(sid, first["scene"], first["view"], "gt") is None  # the hidden ground truth is not kept
     # A zip whose members sit under one wrapper folder is accepted too (split inferred: dev).
     wrapped = tmp_path / "wrapped"
     shutil.copytree(sub, wrapped / "my_renders")

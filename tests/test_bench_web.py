@@ -83,10 +83,13 @@ def test_pages_and_thumbnails_over_http(board: dict) -> None:
     assert [r["psnr_m"] for r in rows] == sorted((r["psnr_m"] for r in rows), reverse=True)
     sid = rows[0]["id"]
     status, body, _ = _get(f"{board['url']}/submission/{sid}?scene={board['scene']}")
-    assert status == 200 and body.count(b"render.png") == 10 and body.count(b"gt.png") == 10
+    assert status == 200 and body.count(b"render.png") == 10 and b"gt.png" not in body
     view = Leaderboard(board["db"]).image_rows(sid)[0]["view"]
     status, body, ctype = _get(f"{board['url']}/thumb/{sid}/{board['scene']}/{view}/render.png")
     assert status == 200 and ctype == "image/png" and body.startswith(b"\x89PNG")
+    with pytest.raises(urllib.error.HTTPError) as exc:  # the hidden ground truth is never served
+        _get(f"{board['url']}/thumb/{sid}/{board['scene']}/{view}/gt.png")
+    assert exc.value.code == 404
     with pytest.raises(urllib.error.HTTPError):
         _get(board["url"] + "/submission/999")
 
@@ -144,7 +147,7 @@ def test_clicking_a_column_header_sorts_the_table(board: dict, tmp_path: Path) -
         table.find_element(By.LINK_TEXT, "bench-run").click()
         driver.find_element(By.CSS_SELECTOR, "#scenes a").click()
         imgs = driver.find_elements(By.CSS_SELECTOR, "#views img")
-        assert len(imgs) == 20
+        assert len(imgs) == 10  # renders only: no ground truth
         assert all(driver.execute_script("return arguments[0].naturalWidth", i) > 0 for i in imgs[:2])
     finally:
         driver.quit()

@@ -4,8 +4,12 @@ Every submission is validated and scored completely *before* the database is ope
 in one ``BEGIN IMMEDIATE`` transaction: a rejected submission leaves the database untouched, two processes
 submitting at once are serialised by SQLite's lock (each waits up to ``timeout`` seconds) and both land, and
 a process killed mid-write leaves only the last committed state (SQLite's journal rolls the rest back).
-Thumbnails of each render and its ground truth are stored as small PNG blobs so the web page needs only the
-database file.
+Thumbnails of each render are stored as small PNG blobs so the web page needs only the database file. The
+ground truth of the test views is hidden, so no thumbnail of it is kept (databases of schema 1 had them: they
+are erased when such a database is opened).
+
+Names (of methods and submissions) end up in terminals and web pages: they must be plain text without control
+characters, at most ``MAX_NAME_CHARS`` long (:func:`check_name`).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,15 +25,20 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from recon.bench.dataset import Benchmark, check_track_split, load_benchmark, load_ground_truth
+from recon.bench.dataset import SPLITS, TRACKS, Benchmark, check_track_split, load_benchmark
 from recon.bench.scoring import HIGHER_IS_BETTER, METRICS, Scores, score_renders
-from recon.bench.submission import MAX_BYTES, Submission, SubmissionError, read_submission
+from recon.bench.submission import (MAX_BYTES, Submission, SubmissionError, max_entries, open_zip,
+                                    read_submission)
 from recon.errors import ReconInputError
 
 DEFAULT_DB_NAME = "leaderboard.sqlite"
 DEFAULT_METRIC = "psnr_m"
 THUMB_WIDTH = 160
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: image_scores.gt_thumb dropped (it published the hidden ground truth)
+MAX_NAME_CHARS = 200
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER range: larger ids cannot exist (and would raise OverflowError)
+# Unicode categories a name must not hold: control, format (bidi overrides...), surrogate, private use, line breaks.
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 _METRIC_COLS = ", ".join(f"{m} REAL" for m in METRICS)
 SCHEMA = f"""
@@ -57,9 +67,54 @@ CREATE TABLE IF NOT EXISTS scene_scores (
 CREATE TABLE IF NOT EXISTS image_scores (
     submission_id INTEGER NOT NULL REFERENCES submissions(id) ON DELETE CASCADE,
     scene TEXT NOT NULL, view TEXT NOT NULL, {_METRIC_COLS},
-    render_thumb BLOB, gt_thumb BLOB,
+    render_thumb BLOB,
     PRIMARY KEY (submission_id, scene, view));
 """
+
+
+def _columns(con: sqlite3.Connection) -> dict[str, set[str]]:
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: {r[0] for r in con.execute("SELECT name FROM pragma_table_info(?)", (t,))} for t in tables}
+
+
+def _schema_columns() -> dict[str, set[str]]:
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(SCHEMA)
+        return _columns(con)
+    finally:
+        con.close()
+
+
+SCHEMA_COLUMNS = _schema_columns()
+
+
+def _unsafe_char(value: str) -> str | None:
+    return next((c for c in value if unicodedata.category(c) in UNSAFE_CATEGORIES), None)
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a usable ``kind`` name (shown in terminals and HTML); else a one-line ReconInputError."""
+    if not value.strip():
+        raise ReconInputError(f"{kind} name must not be empty")
+    if len(value) > MAX_NAME_CHARS:
+        raise ReconInputError(f"{kind} name is {len(value)} characters long, more than the limit of {MAX_NAME_CHARS}")
+    bad = _unsafe_char(value)
+    if bad is not None:
+        raise ReconInputError(f"{kind} name contains the control character U+{ord(bad):04X} (not allowed)")
+    return value
+
+
+def display_text(value: str, limit: int = MAX_NAME_CHARS) -> str:
+    """``value`` safe to print (databases older than :func:`check_name` may hold anything): control characters
+    written as escapes, cut to ``limit`` characters."""
+    out = "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in UNSAFE_CATEGORIES else c
+                  for c in value[:limit])
+    return out + "…" if len(value) > limit else out
+
+
+def _is_db_int(x: Any) -> bool:
+    return isinstance(x, int) and -INT64_MAX - 1 <= x <= INT64_MAX
 
 
 def check_metric(metric: str) -> str:
@@ -86,14 +141,63 @@ class Leaderboard:
     """The SQLite store. Open one per thread/process; every write is a single transaction."""
 
     def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        """Open (creating it if missing) the database; a path that is not one is a one-line ReconInputError."""
         self.path = Path(path)
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            # CREATE ... IF NOT EXISTS is idempotent, so concurrent first opens are harmless.
-            con.executescript(SCHEMA)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if self.path.is_dir():
+            raise ReconInputError("is a folder, not a leaderboard database", self.path)
+        parent = next((p for p in self.path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ReconInputError(f"cannot create the leaderboard database: {parent} is a file, not a folder",
+                                  self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                self._check_schema(con)  # before writing anything: it may be some other program's database
+                con.execute("PRAGMA journal_mode=WAL")
+                # CREATE ... IF NOT EXISTS is idempotent, so concurrent first opens are harmless.
+                con.executescript(SCHEMA)
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                self._erase_ground_truth(con)
+        except sqlite3.Error as exc:
+            raise ReconInputError(f"cannot use this leaderboard database ({exc})", self.path) from None
+        except OSError as exc:  # e.g. a parent "folder" that is a file, or no permission to create it
+            where = f": {exc.filename}" if exc.filename else ""
+            raise ReconInputError(f"cannot create the leaderboard database ({exc.strerror or exc}{where})",
+                                  self.path) from None
+
+    def _check_schema(self, con: sqlite3.Connection) -> None:
+        have = _columns(con)  # the first read: "file is not a database" shows up here
+        if not have:
+            return
+        if "meta" not in have:
+            raise ReconInputError(f"not a leaderboard database (it holds tables {', '.join(sorted(have))})", self.path)
+        for table, cols in SCHEMA_COLUMNS.items():
+            missing = cols - have.get(table, set())
+            if table in have and missing:
+                raise ReconInputError(f"not a leaderboard database (table {table} lacks {', '.join(sorted(missing))})",
+                                      self.path)
+
+    @staticmethod
+    def _erase_ground_truth(con: sqlite3.Connection) -> None:
+        """Schema 1 stored ground-truth thumbnails of the hidden test views: drop them, overwriting their pages."""
+        if "gt_thumb" not in _columns(con).get("image_scores", set()):
+            return
+        con.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed, so the PNGs do not linger in the file
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if "gt_thumb" in _columns(con)["image_scores"]:  # another process may have done it meanwhile
+                con.execute("UPDATE image_scores SET gt_thumb = NULL WHERE gt_thumb IS NOT NULL")
+                try:
+                    con.execute("ALTER TABLE image_scores DROP COLUMN gt_thumb")
+                except sqlite3.OperationalError:  # SQLite < 3.35 cannot drop columns: it stays, empty
+                    pass
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # copy the zeroed pages over the old ones in the main file
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -121,12 +225,14 @@ class Leaderboard:
 
     # ------------------------------------------------------------------ writes
     def add(self, method: str, name: str, track: int, split: str, scores: Scores, *, source: str = "",
-            sha256: str = "", thumbs: dict[tuple[str, str], tuple[bytes, bytes]] | None = None,
+            sha256: str = "", thumbs: dict[tuple[str, str], bytes] | None = None,
             info: dict[str, Any] | None = None) -> int:
-        """Store a scored submission in one transaction; returns its id. Duplicate names raise SubmissionError."""
+        """Store a scored submission in one transaction; returns its id. Duplicate names raise SubmissionError.
+
+        ``thumbs[(scene, view)]`` is the render's thumbnail (PNG bytes)."""
         check_track_split(track, split)
-        if not method.strip() or not name.strip():
-            raise ReconInputError("method and submission names must not be empty")
+        check_name("method", method)
+        check_name("submission", name)
         thumbs = thumbs or {}
         with self.transaction() as con:
             if con.execute("SELECT 1 FROM submissions WHERE name = ?", (name,)).fetchone():
@@ -146,24 +252,27 @@ class Leaderboard:
         return sid
 
     def _insert_scores(self, con: sqlite3.Connection, sid: int, scores: Scores,
-                       thumbs: dict[tuple[str, str], tuple[bytes, bytes]]) -> None:
+                       thumbs: dict[tuple[str, str], bytes]) -> None:
         marks = ", ".join("?" * len(METRICS))
         con.executemany(
             f"INSERT INTO scene_scores (submission_id, scene, {', '.join(METRICS)}) VALUES (?, ?, {marks})",
             [[sid, scene] + [s[m] for m in METRICS] for scene, s in scores.per_scene.items()],
         )
         for r in scores.per_image:
-            render, gt = thumbs.get((r["scene"], r["view"]), (None, None))
             con.execute(
-                f"INSERT INTO image_scores (submission_id, scene, view, {', '.join(METRICS)}, render_thumb, gt_thumb)"
-                f" VALUES (?, ?, ?, {marks}, ?, ?)",
-                [sid, r["scene"], r["view"]] + [r[m] for m in METRICS] + [render, gt],
+                f"INSERT INTO image_scores (submission_id, scene, view, {', '.join(METRICS)}, render_thumb)"
+                f" VALUES (?, ?, ?, {marks}, ?)",
+                [sid, r["scene"], r["view"]] + [r[m] for m in METRICS] + [thumbs.get((r["scene"], r["view"]))],
             )
 
     # ------------------------------------------------------------------ reads
     def rows(self, track: int | None = None, split: str | None = None, metric: str = DEFAULT_METRIC) -> list[dict[str, Any]]:
         """Submissions ranked by ``metric`` (best first; missing values last), with a 1-based ``rank``."""
         check_metric(metric)
+        if track is not None and track not in TRACKS:
+            raise ReconInputError(f"track must be 1 (3 input views) or 2 (9 input views), got {track}")
+        if split is not None and split not in SPLITS:
+            raise ReconInputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         where, args = [], []
         if track is not None:
             where.append("s.track = ?")
@@ -186,18 +295,24 @@ class Leaderboard:
         return out
 
     def submission(self, sid: int) -> dict[str, Any] | None:
+        if not _is_db_int(sid):
+            return None
         with self._connect() as con:
             r = con.execute("SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id"
                             " WHERE s.id = ?", (sid,)).fetchone()
         return dict(r) if r else None
 
     def scene_rows(self, sid: int) -> list[dict[str, Any]]:
+        if not _is_db_int(sid):
+            return []
         with self._connect() as con:
             return [dict(r) for r in con.execute("SELECT * FROM scene_scores WHERE submission_id = ? ORDER BY scene",
                                                  (sid,))]
 
     def image_rows(self, sid: int, scene: str | None = None) -> list[dict[str, Any]]:
         """Per-image scores (without the thumbnail blobs)."""
+        if not _is_db_int(sid):
+            return []
         sql = f"SELECT submission_id, scene, view, {', '.join(METRICS)} FROM image_scores WHERE submission_id = ?"
         args: list[Any] = [sid]
         if scene is not None:
@@ -206,12 +321,12 @@ class Leaderboard:
         with self._connect() as con:
             return [dict(r) for r in con.execute(sql + " ORDER BY scene, view", args)]
 
-    def thumbnail(self, sid: int, scene: str, view: str, kind: str) -> bytes | None:
-        col = {"render": "render_thumb", "gt": "gt_thumb"}.get(kind)
-        if col is None:
+    def thumbnail(self, sid: int, scene: str, view: str, kind: str = "render") -> bytes | None:
+        """The render's thumbnail; None for any other ``kind`` (ground truth is never served)."""
+        if kind != "render" or not _is_db_int(sid):
             return None
         with self._connect() as con:
-            r = con.execute(f"SELECT {col} FROM image_scores WHERE submission_id = ? AND scene = ? AND view = ?",
+            r = con.execute("SELECT render_thumb FROM image_scores WHERE submission_id = ? AND scene = ? AND view = ?",
                             (sid, scene, view)).fetchone()
         return None if r is None else r[0]
 
@@ -235,13 +350,12 @@ def infer_split(bench: Benchmark, path: Path) -> str:
     names: set[str] = set()
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
-    else:
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as zf:
+    elif path.is_file():
+        limit = max(max_entries(expected_views(bench, s)) for s in bench.scenes)
+        try:  # open_zip checks the listing's size first; read_submission reports what is wrong
+            with open_zip(path, max_entries=limit) as zf:
                 names = {part for n in zf.namelist() for part in n.split("/")[:2]}
-        except (zipfile.BadZipFile, OSError):
+        except (SubmissionError, OSError):
             pass
     hits = {s: len(names & set(bench.scenes[s])) for s in bench.scenes}
     best = max(hits, key=lambda s: hits[s])
@@ -258,13 +372,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def make_thumbs(bench: Benchmark, sub: Submission) -> dict[tuple[str, str], tuple[bytes, bytes]]:
-    out = {}
-    for scene, views in sub.images.items():
-        for tv in bench.test_views(scene):
-            gt, _mask = load_ground_truth(tv)
-            out[(scene, tv.name)] = (thumbnail_png(views[tv.name]), thumbnail_png(gt))
-    return out
+def make_thumbs(bench: Benchmark, sub: Submission) -> dict[tuple[str, str], bytes]:
+    """Render thumbnails only: a ground-truth thumbnail would publish the hidden test views."""
+    return {(scene, tv.name): thumbnail_png(views[tv.name])
+            for scene, views in sub.images.items() for tv in bench.test_views(scene)}
+
+
+def default_name(method: str, track: int, split: str, path: Path) -> str:
+    """``method-trackT-split-time-stem``, the file stem cleaned of control characters and cut to fit."""
+    stem = "".join("_" if unicodedata.category(c) in UNSAFE_CATEGORIES else c for c in path.stem)
+    return f"{method}-track{track}-{split}-{time.strftime('%Y%m%d-%H%M%S')}-{stem}"[:MAX_NAME_CHARS]
 
 
 def submit(
@@ -283,11 +400,14 @@ def submit(
 
     Any problem raises (SubmissionError / ReconInputError) before the database is written.
     """
+    check_name("method", method)
+    if name is not None:
+        check_name("submission", name)
     bench = load_benchmark(dataset)
     path = Path(path)
     split = split or infer_split(bench, path)
     check_track_split(track, split)
-    name = name or f"{method}-track{track}-{split}-{time.strftime('%Y%m%d-%H%M%S')}-{path.stem}"
+    name = name or default_name(method, track, split, path)
     board = Leaderboard(db)
     with board._connect() as con:  # cheap early check; the transaction checks again
         if con.execute("SELECT 1 FROM submissions WHERE name = ?", (name,)).fetchone():
