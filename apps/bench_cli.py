@@ -136,11 +136,12 @@ def show_cmd(
     db: Optional[Path] = typer.Option(None, help=_DB_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Print the ranking as a table."""
+    """Print the ranking as a table (names as plain text: never parsed as rich markup, control characters escaped)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from recon.bench.leaderboard import Leaderboard
+    from recon.bench.leaderboard import Leaderboard, display_text
     from recon.bench.scoring import METRICS
     from recon.errors import ReconInputError
 
@@ -164,11 +165,11 @@ def show_cmd(
             table.add_column(col, justify="left" if col in ("method", "submission") else "right")
         for r in grp:
             cells = ["n/a" if r[m] is None else (f"{r[m]:.2f}" if m.startswith("psnr") else f"{r[m]:.4f}") for m in METRICS]
-            table.add_row(str(r["rank"]), r["method"], r["name"], *cells)
+            table.add_row(str(r["rank"]), Text(display_text(r["method"])), Text(display_text(r["name"])), *cells)
         console.print(table)
         notes = {r["lpips_note"] for r in grp if r["lpips_note"]}
-        for n in notes:
-            console.print(n)
+        for n in sorted(notes):
+            console.print(Text(display_text(n, 1000)))
 
 
 @leaderboard_app.command("serve")
