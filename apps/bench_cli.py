@@ -95,7 +95,7 @@ def run_cmd(
                             seed=seed, lpips_weights=lpips_weights, db=_db(db, dataset) if submit else None,
                             submission_name=name, progress=typer.echo,
                             extra={"representation": representation, "prior": prior,
-                                   "prior_weights": None if prior_weights is None else str(prior_weights)})
+                                   "diffusion.weights": None if prior_weights is None else str(prior_weights)})
     res = results["results"]
     typer.echo(f"PSNR-M {res['psnr_m']:.2f} dB  PSNR {res['psnr']:.2f} dB  SSIM-M {res['ssim_m']:.4f}  "
                f"SSIM {res['ssim']:.4f}  total {results['timings']['total_s']:.1f} s")
