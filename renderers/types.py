@@ -1,16 +1,19 @@
-"""What every renderer returns: colour, coverage and expected depth for one camera (or a batch of cameras).
+"""What every renderer returns and is: :class:`RenderOutput` (colour, coverage, expected depth for one camera
+or a batch), the :class:`Renderer` protocol every representation satisfies, and :class:`TrainableSplats`, what
+the trainer and the densify strategy need of a splat set.
 
-Renderers (Gaussians, meshes, neural primitives) all hand back a :class:`RenderOutput`, so the pipeline,
+Renderers (Gaussians, meshes, neural primitives, the hybrid) all hand back a RenderOutput, so the pipeline,
 losses, metrics and compositing code never care which representation produced the pixels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass
@@ -77,3 +80,46 @@ class RenderOutput:
         """Colour as uint8 numpy ([H,W,3] or [C,H,W,3]), rounded and clipped, ready for PNG."""
         arr = self.rgb.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
         return arr.cpu().numpy()
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    """Anything a run can hold: renders cameras into a RenderOutput and writes its own run-folder files."""
+
+    def render(self, cameras: Any, width: int | None = None, height: int | None = None, background: Any = None,
+               render_mode: str = "RGB+ED", **kwargs: Any) -> RenderOutput:
+        """One camera -> unbatched output; a list of cameras of one size -> batched output."""
+        ...
+
+    def save_run_files(self, folder: Path) -> list[str]:
+        """Write the representation's files into a run folder; returns their names."""
+        ...
+
+
+@runtime_checkable
+class TrainableSplats(Renderer, Protocol):
+    """A splat set the trainer and the densify strategy can optimise: per-primitive rows in ``splats`` (every
+    key has one row per primitive; the strategy clones, splits and prunes all of them), activations, one
+    optimiser per row parameter, and an SH degree the trainer raises step by step."""
+
+    splats: nn.ParameterDict
+    sh_degree: int
+    active_sh_degree: int
+
+    @property
+    def num_gaussians(self) -> int: ...
+
+    @property
+    def means(self) -> Tensor: ...
+
+    @property
+    def quats(self) -> Tensor: ...
+
+    @property
+    def scales(self) -> Tensor: ...
+
+    @property
+    def opacities(self) -> Tensor: ...
+
+    def make_optimizers(self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0,
+                        batch_size: int = 1) -> dict[str, torch.optim.Optimizer]: ...

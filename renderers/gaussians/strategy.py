@@ -14,7 +14,7 @@ Every ``reset_every`` steps all opacities are clamped to at most ``2 * prune_opa
 
 Every change of the parameter rows is mirrored in the Adam states: kept rows keep their moments, new rows
 start with zero moments, removed rows are dropped. The parameters are replaced by new ``nn.Parameter``
-objects both in ``model.splats`` and in the optimisers' parameter groups.
+objects both in the splats dict and in the optimisers' parameter groups.
 """
 from __future__ import annotations
 
@@ -27,11 +27,35 @@ from torch import Tensor, nn
 
 from recon.kernels.projection import quat_to_rotmat  # the one quaternion convention (wxyz)
 
-from renderers.gaussians.model import GaussianModel
+from renderers.types import TrainableSplats
 
 SPLIT_SCALE_DIVISOR = 1.6
 
 Optimizers = dict[str, torch.optim.Optimizer]
+# What the strategy works on: the per-primitive parameter dict (as gsplat's strategies), or a model holding it in
+# ``splats`` (Gaussians, neural primitives, the hybrid's Gaussians). Activations come from the raw rows.
+Splats = nn.ParameterDict | TrainableSplats
+
+
+def splats_of(obj: Splats) -> nn.ParameterDict:
+    """The parameter dict itself, whether given directly or held by a model."""
+    return obj if isinstance(obj, nn.ParameterDict) else obj.splats
+
+
+def _count(obj: Splats) -> int:
+    return int(splats_of(obj)["means"].shape[0])
+
+
+def _device(obj: Splats) -> torch.device:
+    return splats_of(obj)["means"].device
+
+
+def _scales(obj: Splats) -> Tensor:
+    return torch.exp(splats_of(obj)["scales"])
+
+
+def _opacities(obj: Splats) -> Tensor:
+    return torch.sigmoid(splats_of(obj)["opacities"])
 
 
 @dataclass
@@ -54,7 +78,7 @@ class DensifyConfig:
 
 # ----------------------------------------------------------------------------- row operations
 def _replace_rows(
-    model: GaussianModel,
+    model: Splats,
     optimizers: Optimizers | None,
     param_fn: Callable[[str, Tensor], Tensor],
     state_fn: Callable[[str, Tensor], Tensor],
@@ -67,9 +91,9 @@ def _replace_rows(
     Optimiser state tensors with the parameter's shape (Adam's exp_avg, exp_avg_sq, max_exp_avg_sq) are
     transformed; scalars such as ``step`` are kept.
     """
-    names = tuple(model.splats.keys()) if names is None else names
+    names = tuple(splats_of(model).keys()) if names is None else names
     for name in names:
-        old = model.splats[name]
+        old = splats_of(model)[name]
         new = nn.Parameter(param_fn(name, old.detach()).contiguous(), requires_grad=old.requires_grad)
         for opt in (optimizers or {}).values():
             for group in opt.param_groups:
@@ -83,11 +107,11 @@ def _replace_rows(
                             k: state_fn(name, v) if isinstance(v, Tensor) and v.shape == old.shape else v
                             for k, v in st.items()
                         }
-        model.splats[name] = new
+        splats_of(model)[name] = new
 
 
 @torch.no_grad()
-def duplicate(model: GaussianModel, optimizers: Optimizers | None, mask: Tensor) -> None:
+def duplicate(model: Splats, optimizers: Optimizers | None, mask: Tensor) -> None:
     """Append an exact copy of every selected Gaussian (new rows get zero Adam moments)."""
     idx = torch.where(mask)[0]
     if len(idx) == 0:
@@ -104,7 +128,7 @@ def duplicate(model: GaussianModel, optimizers: Optimizers | None, mask: Tensor)
 
 @torch.no_grad()
 def split(
-    model: GaussianModel, optimizers: Optimizers | None, mask: Tensor, generator: torch.Generator | None = None
+    model: Splats, optimizers: Optimizers | None, mask: Tensor, generator: torch.Generator | None = None
 ) -> None:
     """Replace every selected Gaussian by 2 Gaussians centred at samples from it, scales divided by 1.6.
 
@@ -116,11 +140,11 @@ def split(
     if m == 0:
         return
     rest = torch.where(~mask)[0]
-    sel_scales = model.scales[idx]
-    rot = quat_to_rotmat(model.splats["quats"][idx])
-    noise = torch.randn((2, m, 3), device=model.device, generator=generator)
+    sel_scales = _scales(model)[idx]
+    rot = quat_to_rotmat(splats_of(model)["quats"][idx])
+    noise = torch.randn((2, m, 3), device=_device(model), generator=generator)
     offsets = torch.einsum("mij,bmj->bmi", rot, noise * sel_scales[None])
-    new_means = (model.splats["means"][idx][None] + offsets).reshape(2 * m, 3)
+    new_means = (splats_of(model)["means"][idx][None] + offsets).reshape(2 * m, 3)
     new_log_scales = torch.log(sel_scales / SPLIT_SCALE_DIVISOR).repeat(2, 1)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
@@ -139,7 +163,7 @@ def split(
 
 
 @torch.no_grad()
-def remove(model: GaussianModel, optimizers: Optimizers | None, mask: Tensor) -> None:
+def remove(model: Splats, optimizers: Optimizers | None, mask: Tensor) -> None:
     """Delete the selected Gaussians (and their Adam moments)."""
     if not bool(mask.any()):
         return
@@ -148,7 +172,7 @@ def remove(model: GaussianModel, optimizers: Optimizers | None, mask: Tensor) ->
 
 
 @torch.no_grad()
-def reset_opacity(model: GaussianModel, optimizers: Optimizers | None, value: float) -> None:
+def reset_opacity(model: Splats, optimizers: Optimizers | None, value: float) -> None:
     """Clamp every opacity to at most ``value`` and zero the opacity Adam moments."""
     logit = math.log(value / (1.0 - value))
     _replace_rows(
@@ -160,7 +184,7 @@ def reset_opacity(model: GaussianModel, optimizers: Optimizers | None, value: fl
     )
 
 
-def prune_mask(model: GaussianModel, mask: Tensor, optimizers: Optimizers | None = None) -> int:
+def prune_mask(model: Splats, mask: Tensor, optimizers: Optimizers | None = None) -> int:
     """Remove Gaussians where ``mask`` is true (e.g. floaters outside a visual hull); returns how many.
 
     Pass the optimisers during training so their states follow. If a :class:`DensifyStrategy` is active,
@@ -172,11 +196,11 @@ def prune_mask(model: GaussianModel, mask: Tensor, optimizers: Optimizers | None
     return n
 
 
-def _check_mask(model: GaussianModel, mask: Tensor) -> Tensor:
-    mask = torch.as_tensor(mask, device=model.device)
-    if mask.dtype != torch.bool or mask.shape != (model.num_gaussians,):
+def _check_mask(model: Splats, mask: Tensor) -> Tensor:
+    mask = torch.as_tensor(mask, device=_device(model))
+    if mask.dtype != torch.bool or mask.shape != (_count(model),):
         raise ValueError(
-            f"mask must be a bool tensor of shape ({model.num_gaussians},), got {mask.dtype} {tuple(mask.shape)}"
+            f"mask must be a bool tensor of shape ({_count(model)},), got {mask.dtype} {tuple(mask.shape)}"
         )
     return mask
 
@@ -213,7 +237,7 @@ class DensifyStrategy:
             means2d.retain_grad()
 
     def step_post_backward(
-        self, step: int, meta: dict[str, Any], model: GaussianModel, optimizers: Optimizers | None
+        self, step: int, meta: dict[str, Any], model: Splats, optimizers: Optimizers | None
     ) -> dict[str, Any]:
         """Accumulate gradient statistics; refine and reset opacities when the schedule says so.
 
@@ -222,7 +246,7 @@ class DensifyStrategy:
         cfg = self.config
         stats: dict[str, Any] = {"cloned": 0, "split": 0, "pruned": 0, "reset": False}
         if step >= cfg.refine_stop_iter:
-            stats["num_gaussians"] = model.num_gaussians
+            stats["num_gaussians"] = _count(model)
             return stats
         self._accumulate(meta, model)
         if (
@@ -236,10 +260,10 @@ class DensifyStrategy:
         if step % cfg.reset_every == 0 and step > 0:
             reset_opacity(model, optimizers, 2.0 * cfg.prune_opa)
             stats["reset"] = True
-        stats["num_gaussians"] = model.num_gaussians
+        stats["num_gaussians"] = _count(model)
         return stats
 
-    def prune_mask(self, model: GaussianModel, mask: Tensor, optimizers: Optimizers | None = None) -> int:
+    def prune_mask(self, model: Splats, mask: Tensor, optimizers: Optimizers | None = None) -> int:
         """Remove Gaussians where ``mask`` is true, keeping optimiser states and statistics in step."""
         mask = _check_mask(model, mask)
         self._ensure_state(model)
@@ -249,14 +273,14 @@ class DensifyStrategy:
         return prune_mask(model, mask, optimizers)
 
     # ----------------------------------------------------------------- internals
-    def _ensure_state(self, model: GaussianModel) -> None:
-        n = model.num_gaussians
-        if self.grad2d is None or self.grad2d.shape[0] != n or self.grad2d.device != model.device:
+    def _ensure_state(self, model: Splats) -> None:
+        n = _count(model)
+        if self.grad2d is None or self.grad2d.shape[0] != n or self.grad2d.device != _device(model):
             self._reset_state(model)
 
-    def _reset_state(self, model: GaussianModel) -> None:
-        self.grad2d = torch.zeros(model.num_gaussians, device=model.device)
-        self.count = torch.zeros(model.num_gaussians, device=model.device)
+    def _reset_state(self, model: Splats) -> None:
+        self.grad2d = torch.zeros(_count(model), device=_device(model))
+        self.count = torch.zeros(_count(model), device=_device(model))
 
     def _generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
@@ -265,7 +289,7 @@ class DensifyStrategy:
         return self._generators[key]
 
     @torch.no_grad()
-    def _accumulate(self, meta: dict[str, Any], model: GaussianModel) -> None:
+    def _accumulate(self, meta: dict[str, Any], model: Splats) -> None:
         """Add this step's per-Gaussian view-space gradient norms and visibility counts."""
         self._ensure_state(model)
         assert self.grad2d is not None and self.count is not None
@@ -290,10 +314,10 @@ class DensifyStrategy:
         self.count += visible.sum(dim=0).to(self.count.dtype)
 
     @torch.no_grad()
-    def _grow(self, model: GaussianModel, optimizers: Optimizers | None) -> tuple[int, int]:
+    def _grow(self, model: Splats, optimizers: Optimizers | None) -> tuple[int, int]:
         cfg = self.config
         assert self.grad2d is not None and self.count is not None
-        n = model.num_gaussians
+        n = _count(model)
         avg = self.grad2d / self.count.clamp_min(1.0)
         high = avg > cfg.grow_grad2d
         if cfg.max_gaussians is not None:
@@ -303,7 +327,7 @@ class DensifyStrategy:
                 high = torch.zeros_like(high)
                 if budget > 0:
                     high[torch.topk(ranked, budget).indices] = True
-        small = model.scales.max(dim=-1).values <= cfg.grow_scale3d * self.scene_scale
+        small = _scales(model).max(dim=-1).values <= cfg.grow_scale3d * self.scene_scale
         to_clone = high & small
         to_split = high & ~small
         n_clone, n_split = int(to_clone.sum()), int(to_split.sum())
@@ -311,18 +335,18 @@ class DensifyStrategy:
             duplicate(model, optimizers, to_clone)
             to_split = torch.cat([to_split, to_split.new_zeros(n_clone)])
         if n_split:
-            split(model, optimizers, to_split, generator=self._generator(model.device))
+            split(model, optimizers, to_split, generator=self._generator(_device(model)))
         return n_clone, n_split
 
     @torch.no_grad()
-    def _prune(self, step: int, model: GaussianModel, optimizers: Optimizers | None) -> int:
+    def _prune(self, step: int, model: Splats, optimizers: Optimizers | None) -> int:
         cfg = self.config
-        opac = model.opacities
+        opac = _opacities(model)
         doomed = opac < cfg.prune_opa
         if step > cfg.reset_every:
-            doomed |= model.scales.max(dim=-1).values > cfg.prune_scale3d * self.scene_scale
+            doomed |= _scales(model).max(dim=-1).values > cfg.prune_scale3d * self.scene_scale
         if cfg.max_gaussians is not None:
-            excess = model.num_gaussians - int(doomed.sum()) - int(cfg.max_gaussians)
+            excess = _count(model) - int(doomed.sum()) - int(cfg.max_gaussians)
             if excess > 0:  # still over the cap (e.g. initialised above it): drop the faintest survivors
                 ranked = torch.where(doomed, torch.full_like(opac, 2.0), opac)
                 doomed[torch.topk(ranked, excess, largest=False).indices] = True

@@ -16,24 +16,27 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from recon.cameras import Camera
+from recon.run_folder import HYBRID, MESH, SPLATS
 from renderers.gaussians.model import GaussianModel
+from renderers.splats import SplatPrimitives
 from renderers.mesh.model import CameraLike, MeshModel, camera_list
 from renderers.types import RenderOutput
 
 MESH_COLOR_LR = 2.5e-3
-HYBRID_JSON = "hybrid.json"
+HYBRID_JSON = HYBRID
 
 
-class HybridModel(nn.Module):
+class HybridModel(SplatPrimitives):
     """Gaussians (``gaussians``) in front of an opaque mesh (``mesh``); see the module docstring."""
 
     def __init__(self, gaussians: GaussianModel, mesh: MeshModel, depth_tolerance: float = 0.0,
                  train_mesh_colors: bool = True) -> None:
         super().__init__()
         self.gaussians = gaussians
+        self.splats = gaussians.splats  # the same ParameterDict: one set of rows, two views of it
         self.mesh = mesh
         # Gaussians up to this far behind the mesh surface still show (the extracted surface runs through the
         # middle of the Gaussians' surface layer, not in front of it); scene units
@@ -41,21 +44,8 @@ class HybridModel(nn.Module):
         self.train_mesh_colors = train_mesh_colors
 
     # ----------------------------------------------------------------- what train() and the strategy use
-    @property
-    def splats(self) -> nn.ParameterDict:
-        return self.gaussians.splats
-
-    @property
-    def num_gaussians(self) -> int:
-        return self.gaussians.num_gaussians
-
-    def __len__(self) -> int:
-        return self.num_gaussians
-
-    @property
-    def device(self) -> torch.device:
-        return self.gaussians.device
-
+    # The Gaussians' rows and activations come from SplatPrimitives over the same ParameterDict (the strategy
+    # replaces rows there); the SH degrees are the Gaussians' own, so the trainer's schedule reaches them.
     @property
     def sh_degree(self) -> int:
         return self.gaussians.sh_degree
@@ -67,30 +57,6 @@ class HybridModel(nn.Module):
     @active_sh_degree.setter
     def active_sh_degree(self, value: int) -> None:
         self.gaussians.active_sh_degree = value
-
-    @property
-    def means(self) -> Tensor:
-        return self.gaussians.means
-
-    @property
-    def quats(self) -> Tensor:
-        return self.gaussians.quats
-
-    @property
-    def scales(self) -> Tensor:
-        return self.gaussians.scales
-
-    @property
-    def opacities(self) -> Tensor:
-        return self.gaussians.opacities
-
-    @property
-    def sh(self) -> Tensor:
-        return self.gaussians.sh
-
-    @property
-    def base_colors(self) -> Tensor:
-        return self.gaussians.base_colors
 
     def make_optimizers(self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0,
                         batch_size: int = 1) -> dict[str, torch.optim.Optimizer]:
@@ -189,10 +155,10 @@ class HybridModel(nn.Module):
         from renderers.gaussians.ply import write_ply
 
         folder = Path(folder)
-        write_ply(folder / "splats.ply", self.gaussians)
-        self.mesh.save(folder / "mesh.ply")
-        atomic_write_text(folder / HYBRID_JSON, json.dumps({"depth_tolerance": self.depth_tolerance}, indent=2))
-        return ["splats.ply", "mesh.ply", HYBRID_JSON]
+        write_ply(folder / SPLATS, self.gaussians)
+        self.mesh.save(folder / MESH)
+        atomic_write_text(folder / HYBRID, json.dumps({"depth_tolerance": self.depth_tolerance}, indent=2))
+        return [SPLATS, MESH, HYBRID]
 
     @classmethod
     def load(cls, folder: str | Path) -> "HybridModel":
@@ -202,7 +168,7 @@ class HybridModel(nn.Module):
 
         folder = Path(folder)
         settings = read_json_object(folder / HYBRID_JSON) if (folder / HYBRID_JSON).exists() else {}
-        gaussians = read_ply(folder / "splats.ply")
+        gaussians = read_ply(folder / SPLATS)
         gaussians.active_sh_degree = gaussians.sh_degree
-        return cls(gaussians, MeshModel.load(folder / "mesh.ply"),
+        return cls(gaussians, MeshModel.load(folder / MESH),
                    depth_tolerance=float(settings.get("depth_tolerance", 0.0)))

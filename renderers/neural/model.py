@@ -21,16 +21,15 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recon.cameras import Camera
 from recon.kernels.projection import MAX_EXTEND, camera_centers
 from recon.kernels.sh import sh_basis
 from recon.kernels.sparse import apply_on_active
-from renderers.gaussians.model import (
-    RENDER_MODES, SH_C0, GaussianModel, SplatPrimitives, adam_betas, camera_tensors, per_parameter_adams,
-    raster_output,
+from renderers.gaussians.model import GaussianModel
+from renderers.splats import (
+    RENDER_MODES, SH_C0, SplatPrimitives, adam_betas, camera_tensors, per_parameter_adams, raster_output,
 )
 from renderers.neural.mlp import DecoderMLP, PruneSchedule, PruningAdam
 from renderers.types import RenderOutput
