@@ -106,12 +106,9 @@ def reconstruct(
         progress = update if live is None else (lambda s, t, st: (update(s, t, st), live.progress(s, t, st)))
         summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=progress,
                                   snapshot=None if live is None else live.snapshot)
-    what = f"{summary['num_gaussians']} Gaussians"
-    if "mesh" in summary:
-        what = f"{summary['mesh'].get('faces', '?')} mesh faces" + (
-            f" + {summary['num_gaussians']} Gaussians" if config.representation == "hybrid" else "")
-    elif config.representation == "neural":
-        what = f"{summary['num_gaussians']} neural primitives"
+    from recon.representations import representation as representation_entry
+
+    what = representation_entry(config.representation).describe(summary)
     typer.echo(f"wrote {out}: {what}, train PSNR {summary['train_psnr']:.2f} dB, {summary['timings']['total_s']:.0f} s")
     if live is not None:
         from apps.viewer import serve_forever, show_run_folder
@@ -197,7 +194,9 @@ def export(
         path, faces = export_run_mesh(run, to, mesh)
         typer.echo(f"wrote {path} ({faces} faces)")
         return
-    src = run / "splats.ply" if run.is_dir() else run
+    from recon.run_folder import RunFolder
+
+    src = RunFolder(run).splats if run.is_dir() else run
     if not src.exists():
         _fail(f"{src}: no splats.ply here (is this a run folder from `recon reconstruct`?)")
     suffix = to.suffix.lower()

@@ -7,7 +7,6 @@ photometrically during training.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -23,19 +22,23 @@ import torch
 from recon.cameras import Camera, nearest_point_to_rays
 from recon.config import ReconstructConfig
 from recon.errors import ReconInputError
-from recon.io.atomic import atomic_output_dir, atomic_write_text
+from recon.io.atomic import atomic_output_dir
 from recon.io.images import save_image
 from recon.io.types import ViewSet
+from recon.representations import load_model, representation
+from recon.representations import mesh_stage, neural_model_from_init  # noqa: F401 (stage functions, public)
 from recon.run_checks import black_renders, decide_masks
+from recon.run_folder import RunFolder
+from renderers.types import Renderer, TrainableSplats
 from recon import metrics
 
 log = logging.getLogger("recon")
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 # Live-view hook: called as snapshot(step, model, stats) every `snapshot_every` steps (e.g. to stream splats to a viewer).
-SnapshotFn = Callable[[int, Any, dict[str, float]], None]
+SnapshotFn = Callable[[int, "TrainableSplats", dict[str, float]], None]
 # Extra training loss: called as extra_loss(step, model) every step; None means "nothing this step".
-ExtraLossFn = Callable[[int, Any], "torch.Tensor | None"]
+ExtraLossFn = Callable[[int, "TrainableSplats"], "torch.Tensor | None"]
 
 
 # ----------------------------------------------------------------------------- stage 1: inputs
@@ -97,7 +100,7 @@ def object_masks(views: ViewSet) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- stage 3: initialisation
 @dataclass
 class Initialisation:
-    model: Any  # renderers.gaussians.GaussianModel
+    model: TrainableSplats  # Gaussians from the hull; a representation's create() may replace it
     hull: Any | None  # priors.visual_hull.VisualHull
     scene_scale: float
     bounds: np.ndarray  # [2,3] min/max corner of the working volume
@@ -303,24 +306,7 @@ def train(
     return result
 
 
-# ----------------------------------------------------------------------------- representation and prior stages
-def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> Any:
-    """representation "neural": neural primitives initialised from the hull-initialised Gaussians ``init.model``.
-
-    The returned model trains through :func:`train` exactly like a GaussianModel (render, splats, means,
-    opacities, make_optimizers, num_gaussians, active_sh_degree, to) and saves itself with ``save_run_files``.
-    """
-    from renderers.neural import NeuralPrimitives, PruneSchedule
-
-    model = NeuralPrimitives.from_gaussians(init.model, feature_dim=config.neural.feature_dim, seed=config.seed,
-                                            hidden=config.neural.hidden)
-    if config.neural.sparsity > 0:
-        start = int(config.neural.prune_start * config.iterations)
-        end = max(start, int(config.neural.prune_end * config.iterations))
-        model.prune_schedule = PruneSchedule(config.neural.sparsity, start, end, every=max(1, config.iterations // 100))
-    return model
-
-
+# ----------------------------------------------------------------------------- prior stage
 def diffusion_prior_loss(
     views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None, config: ReconstructConfig, tmp: Path
 ) -> tuple[ExtraLossFn, Callable[[], dict[str, Any]]]:
@@ -338,7 +324,7 @@ def diffusion_prior_loss(
     bounds = scene_bounds(cameras)
     scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
     guidance = DiffusionGuidance(repair_model, views.images, masks if config.loss.use_masks else None, cameras,
-                                 settings, iterations=config.iterations, scene_scale=scene_scale, out_dir=tmp / "prior",
+                                 settings, iterations=config.iterations, scene_scale=scene_scale, out_dir=RunFolder(tmp).prior_dir,
                                  seed=config.seed, lambda_dssim=config.loss.dssim)
     log.info("diffusion prior: %s (%d parameters), %d pseudo views from step %d",
              config.diffusion.weights or "bundled repair-small", repair_model.num_parameters, settings.views,
@@ -350,114 +336,18 @@ def diffusion_prior_loss(
     return guidance, report
 
 
-def mesh_stage(
-    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: ProgressFn | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """representation "mesh"/"hybrid", after Gaussian training: (model that renders the outputs, info dict).
-
-    "mesh": a mesh extracted from the trained Gaussians (TSDF or Poisson), cleaned and coloured;
-    "hybrid": that mesh as an opaque surface plus the Gaussians in front of it, fine-tuned
-    ``config.mesh.hybrid_iterations`` steps with :func:`train`. The returned model has ``render`` and ``save_run_files``.
-    """
-    from dataclasses import replace
-
-    from renderers.gaussians.model import DEFAULT_LRS
-    from renderers.gaussians.strategy import remove
-    from renderers.mesh.extract import extract_mesh, orbit_cameras
-    from renderers.mesh.hybrid import HybridModel
-
-    use_masks = masks if config.loss.use_masks else None
-    t = time.perf_counter()
-    mesh = extract_mesh(model, cameras, masks=use_masks, method=config.mesh.method, target_faces=config.mesh.faces)
-    info: dict[str, Any] = {"method": config.mesh.method, "extraction": mesh.extraction.to_dict(),
-                            "faces": mesh.num_faces, "vertices": mesh.num_vertices,
-                            "extract_s": time.perf_counter() - t}
-    t = time.perf_counter()
-    info["color_fit_l1"] = mesh.fit_colors(views.images, cameras, use_masks, steps=config.mesh.color_steps)
-    info["color_fit_s"] = time.perf_counter() - t
-    log.info("mesh (%s): %d faces, %d vertices, colour fit L1 %.4f, %.1f s", config.mesh.method, mesh.num_faces,
-             mesh.num_vertices, info["color_fit_l1"], info["extract_s"] + info["color_fit_s"])
-    if config.representation == "mesh":
-        return mesh, info
-
-    # hybrid: drop the Gaussians the opaque mesh hides (seen from the inputs and an orbit around them) or that
-    # add next to nothing in front of it, then fine-tune the rest with the mesh colours. On the CPU: the
-    # compositing needs the CPU rasteriser's per-pixel far limit (gsplat has none).
-    hybrid = HybridModel(model.to("cpu"), mesh, depth_tolerance=config.mesh.hybrid_depth_tolerance * init.scene_scale)
-    views_for_pruning = list(cameras) + orbit_cameras(cameras)
-    info["gaussians_before"] = hybrid.num_gaussians
-    info["depth_tolerance"] = hybrid.depth_tolerance
-    t = time.perf_counter()
-    hidden = hybrid.hidden_mask(views_for_pruning, min_weight=config.mesh.hybrid_min_weight)
-    if int((~hidden).sum()) > 0:
-        remove(hybrid.gaussians, None, hidden)
-    info["gaussians_pruned"] = int(hidden.sum())
-    info["prune_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if config.mesh.hybrid_iterations > 0:
-        lrs = {**config.train.lrs, "means": config.train.lrs.get("means", DEFAULT_LRS["means"]) * 0.1}
-        tune = replace(config, iterations=config.mesh.hybrid_iterations, device="cpu",
-                       train=replace(config.train, coarse_until=0.0, sh_raise_every=1, lrs=lrs),
-                       densify=replace(config.densify, refine_stop_frac=0.0))  # no densification: the mesh covers it
-        stage_init = Initialisation(model=hybrid, hull=init.hull, scene_scale=init.scene_scale, bounds=init.bounds)
-        res = train(stage_init, views, cameras, masks, tune, progress=progress)
-        hybrid = stage_init.model
-        info["hybrid_final_loss"] = res.history[-1]["loss"] if res.history else None
-        info["pruned_floaters"] = res.pruned_floaters
-    info["finetune_s"] = time.perf_counter() - t
-    info["gaussians_after"] = hybrid.num_gaussians
-    log.info("hybrid: %d -> %d Gaussians in front of the mesh, fine-tuned %d steps in %.1f s",
-             info["gaussians_before"], info["gaussians_after"], config.mesh.hybrid_iterations, info["finetune_s"])
-    return hybrid, info
-
-
-def save_model(folder: Path, model: Any) -> list[str]:
-    """Write the model's files into the run folder: splats.ply for Gaussians, else the model's own run files."""
-    from renderers.gaussians import GaussianModel
-    from renderers.gaussians.ply import write_ply
-
-    if isinstance(model, GaussianModel):
-        write_ply(folder / "splats.ply", model)
-        return ["splats.ply"]
-    return list(model.save_run_files(folder))
-
-
-def load_run_model(run_dir: str | Path) -> Any:
-    """The model a run folder holds, by its config.json representation (Gaussians when absent)."""
-    from recon.io.jsonfile import read_json_object
-
-    run_dir = Path(run_dir)
-    cfg = read_json_object(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    rep = cfg.get("representation", "gaussians")
-    if rep == "gaussians":
-        from renderers.gaussians.ply import read_ply
-
-        return read_ply(run_dir / "splats.ply")
-    if rep in ("mesh", "hybrid"):
-        from renderers.mesh import load_run_model as load_mesh_run
-
-        return load_mesh_run(run_dir)
-    if rep == "neural":
-        from renderers.neural import load_run_model as load_neural_run
-
-        return load_neural_run(run_dir)
-    raise ReconInputError(f"unknown representation {rep!r} in config.json", run_dir)
-
-
 # ----------------------------------------------------------------------------- stage 5: outputs
-def render_views(model: Any, cameras: list[Camera], background: float = 0.0) -> list[np.ndarray]:
+def render_views(model: Renderer, cameras: list[Camera], background: float = 0.0) -> list[np.ndarray]:
     """RGB renders (HxWx3 float32) of ``cameras`` over a uniform grey-level background (any representation)."""
-    from renderers.gaussians import GaussianModel
-    from renderers.gaussians.render import render_cameras
-
-    if isinstance(model, GaussianModel):
-        outs = render_cameras(model, cameras, background=[background] * 3, render_mode="RGB")
-    else:
-        bg = torch.full((3,), float(background))
-        with torch.no_grad():
-            outs = [model.render(c, background=bg, render_mode="RGB") for c in cameras]
+    bg = torch.full((3,), float(background))
+    with torch.no_grad():
+        outs = [model.render(c, background=bg, render_mode="RGB") for c in cameras]
     return [o.rgb.detach().clamp(0, 1).cpu().numpy() for o in outs]
+
+
+def load_run_model(run_dir: str | Path) -> Renderer:
+    """The model a run folder holds (any representation): ``recon.representations.load_model``."""
+    return load_model(RunFolder(run_dir))
 
 
 def train_metrics(renders: list[np.ndarray], views: ViewSet, masks: list[np.ndarray] | None) -> dict[str, float]:
@@ -490,7 +380,7 @@ def poorly_fitting_views(per_view: dict[str, float], gap_db: float = SUSPECT_VIE
 
 def write_run_folder(
     tmp: Path,
-    model: Any,
+    model: Renderer,
     views: ViewSet,
     cameras: list[Camera],
     masks: list[np.ndarray] | None,
@@ -501,12 +391,12 @@ def write_run_folder(
 
     Returns ``summary`` with the train metrics added; the caller completes it (timings) as metrics.json."""
     summary = dict(summary)
-    summary["files"] = save_model(tmp, model)
-    cams_json = {"convention": "OpenCV, viewmat = world-to-camera", "cameras": [c.to_dict() for c in cameras]}
-    atomic_write_text(tmp / "cameras.json", json.dumps(cams_json, indent=1))
+    run = RunFolder(tmp)
+    summary["files"] = list(model.save_run_files(tmp))
+    run.write_cameras(cameras)
     renders = render_views(model, cameras, background=0.0)
     for name, img in zip(views.names, renders):
-        save_image(tmp / "renders" / f"{Path(name).stem}.png", img)
+        save_image(run.render_path(name), img)
     scored_masks = masks if config.loss.use_masks else None
     summary.update(train_metrics(renders, views, scored_masks))
     summary["train_psnr_over"] = ("the object masks (RegNeRF convention: both images masked, whole-image mean)"
@@ -518,7 +408,7 @@ def write_run_folder(
                     "did not fit them; check the masks and poses in run.log", len(black), len(views), ", ".join(black))
     summary["representation"] = config.representation
     summary["num_gaussians"] = int(getattr(model, "num_gaussians", 0))
-    atomic_write_text(tmp / "config.json", json.dumps(config.to_dict(), indent=2))
+    run.write_config(config)
     return summary
 
 
@@ -535,7 +425,7 @@ def reconstruct(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     with atomic_output_dir(out, overwrite=overwrite, protect=[source]) as tmp:
-        handler = logging.FileHandler(tmp / "run.log")
+        handler = logging.FileHandler(RunFolder(tmp).log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         terminal = logging.StreamHandler(sys.stderr)  # warnings reach the terminal, not only run.log
         terminal.setLevel(logging.WARNING)
@@ -572,8 +462,8 @@ def reconstruct(
             init = initialise(views, cameras, masks, config)
             timings["init_s"] = time.perf_counter() - t
             log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
-            if config.representation == "neural":
-                init.model = neural_model_from_init(init, config)
+            kind = representation(config.representation)
+            init.model = kind.create(init, config)
             extra_loss, prior_report = None, None
             if config.prior == "diffusion":
                 t = time.perf_counter()
@@ -585,12 +475,12 @@ def reconstruct(
             timings["train_s"] = result.seconds
             model = init.model
             mesh_info: dict[str, Any] | None = None
-            if config.representation in ("mesh", "hybrid"):
+            if kind.after_training is not None:
                 t = time.perf_counter()
-                if config.representation == "mesh":  # keep the Gaussians the mesh came from (viewer, export)
-                    save_model(tmp, model)
-                model, mesh_info = mesh_stage(model, init, views, result.cameras or cameras, masks, config,
-                                              progress=progress)
+                if kind.keep_trained_gaussians:  # the Gaussians the mesh came from (viewer, export)
+                    model.save_run_files(tmp)
+                model, mesh_info = kind.after_training(model, init, views, result.cameras or cameras, masks, config,
+                                                       progress=progress)
                 timings["mesh_s"] = time.perf_counter() - t
             if result.cameras is not None:
                 cameras = result.cameras
@@ -630,7 +520,7 @@ def reconstruct(
                     log.warning(msg)
             timings["total_s"] = time.perf_counter() - t0
             summary["timings"] = timings
-            atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
+            RunFolder(tmp).write_metrics(summary)
             log.info("done in %.1f s: %s, train PSNR %.2f dB, %d Gaussians", timings["total_s"], config.representation,
                      summary["train_psnr"], summary["num_gaussians"])
         finally:

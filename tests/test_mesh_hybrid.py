@@ -10,7 +10,8 @@ import torch
 
 from recon.cameras import Camera, intrinsics
 from renderers.gaussians import GaussianModel
-from renderers.mesh import MeshModel, load_run_model
+from recon.pipeline import load_run_model
+from renderers.mesh import MeshModel
 from renderers.mesh.hybrid import HybridModel
 from renderers.mesh.io import read_glb, read_mesh, write_mesh
 

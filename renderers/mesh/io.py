@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import ReconInputError
+from recon.run_folder import MESH
 from recon.io.atomic import atomic_write_bytes
 
 MESH_FORMATS = ("ply", "obj", "glb")
@@ -144,7 +145,7 @@ def export_run_mesh(run: str | Path, to: str | Path, fmt: str | None = None) -> 
     """Copy a run folder's mesh.ply (or a mesh file) to ``to`` in format ``fmt`` (ply|obj|glb; default: the
     suffix of ``to``, which is replaced by ``fmt`` when both are given). Returns (path written, faces)."""
     run, to = Path(run), Path(to)
-    src = run / "mesh.ply" if run.is_dir() else run
+    src = run / MESH if run.is_dir() else run
     if not src.exists():
         raise ReconInputError("no mesh.ply here (reconstruct with --representation mesh or hybrid)", src)
     if fmt is not None:

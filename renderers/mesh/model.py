@@ -275,5 +275,7 @@ class MeshModel(nn.Module):
 
     def save_run_files(self, folder: str | Path) -> list[str]:
         """Run-folder files of representation "mesh": mesh.ply."""
-        self.save(Path(folder) / "mesh.ply")
-        return ["mesh.ply"]
+        from recon.run_folder import MESH
+
+        self.save(Path(folder) / MESH)
+        return [MESH]

@@ -8,11 +8,12 @@ import torch
 
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_write_bytes
+from recon.run_folder import NEURAL, SPLATS
 from renderers.gaussians.ply import write_ply
 from renderers.neural.model import NeuralPrimitives
 
-MODEL_FILE = "neural.pt"
-BAKED_FILE = "splats.ply"
+MODEL_FILE = NEURAL
+BAKED_FILE = SPLATS  # the model baked to Gaussians, for other viewers
 
 
 def save_model(path: str | Path, model: NeuralPrimitives) -> Path:
