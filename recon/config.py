@@ -26,7 +26,6 @@ from renderers.neural.config import NeuralConfig
 
 log = logging.getLogger("recon")
 
-REPRESENTATIONS = ("gaussians", "mesh", "hybrid", "neural")
 PRIORS = ("none", "diffusion")
 
 
@@ -94,7 +93,9 @@ class ReconstructConfig:
 
     def validate(self) -> "ReconstructConfig":
         """Raise ValueError naming the option when a field holds an unknown choice or an impossible number."""
-        choices = {"representation": REPRESENTATIONS, "prior": PRIORS, "mesh.method": MESH_METHODS,
+        from recon.representations import REPRESENTATIONS  # the one registry (it imports this module)
+
+        choices = {"representation": tuple(REPRESENTATIONS), "prior": PRIORS, "mesh.method": MESH_METHODS,
                    "poses.method": POSE_METHODS}
         for path, allowed in choices.items():
             if get_field(self, path) not in allowed:
