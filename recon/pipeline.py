@@ -200,6 +200,7 @@ def train(
     """
     from priors import regularizers as reg
     from priors.visual_hull import floater_mask
+    from renderers.gaussians.model import means_lr_scheduler
     from renderers.gaussians.strategy import DensifyStrategy
 
     torch.manual_seed(config.seed)
@@ -213,7 +214,7 @@ def train(
     half_masks = None if tmasks is None else [half_resolution(m) for m in tmasks]
     half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
     optimizers = model.make_optimizers(config.train.lrs or None, scene_scale=init.scene_scale)
-    means_decay = 0.01 ** (1.0 / max(1, config.iterations))  # means lr decays 100x over the run (as 3DGS)
+    means_schedule = means_lr_scheduler(optimizers, max_steps=config.iterations)  # 100x decay over the run (3DGS)
     densify = config.densify
     if densify.refine_stop_frac is not None:
         densify = replace(densify, refine_stop_iter=int(densify.refine_stop_frac * config.iterations))
@@ -243,7 +244,7 @@ def train(
         mask = None if tmasks is None else (half_masks[i] if coarse else tmasks[i])  # type: ignore[index]
         model.active_sh_degree = min(config.train.sh_degree, step // max(1, config.train.sh_raise_every))
         if config.train.random_background:
-            bg = torch.rand(3, generator=gen).to(device)
+            bg = reg.random_background(generator=gen, device=device)
         else:
             bg = torch.zeros(3, device=device)
         if pose_opt is not None:
@@ -252,7 +253,7 @@ def train(
                                render_mode="RGB+ED", **raster_kwargs)[0]
         else:
             out = model.render(cam, background=bg, render_mode="RGB+ED", **raster_kwargs)
-        target = gt if mask is None else gt * mask[..., None] + bg * (1.0 - mask[..., None])
+        target = gt if mask is None else reg.composite(gt * mask[..., None], mask, bg)
         strategy.step_pre_backward(out.meta)
         loss = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.loss.dssim)
         if mask is not None and config.loss.mask > 0:
@@ -277,8 +278,7 @@ def train(
             if step > pose_start:
                 pose_adam.step()
             pose_adam.zero_grad(set_to_none=True)
-        for group in optimizers["means"].param_groups:
-            group["lr"] *= means_decay
+        means_schedule.step()
         strategy.step_post_backward(step, out.meta, model, optimizers)
         if (
             init.hull is not None

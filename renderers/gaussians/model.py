@@ -14,9 +14,7 @@ so code that holds a parameter across a refine step must look it up again in ``m
 """
 from __future__ import annotations
 
-import io
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from recon.cameras import Camera
-from recon.io.atomic import atomic_write_bytes
 from renderers.splats import (  # noqa: F401 (re-exported: the Gaussians' public names)
     RENDER_MODES, SH_C0, SplatPrimitives, adam_betas, camera_tensors, num_sh_bases, per_parameter_adams,
     raster_output, rgb_to_sh0, sh0_to_rgb, sh_degree_from_bases,
@@ -217,7 +214,7 @@ class GaussianModel(SplatPrimitives):
         write_ply(Path(folder) / SPLATS, self)
         return [SPLATS]
 
-    # ----------------------------------------------------------------- checkpoints
+    # ----------------------------------------------------------------- state (neural primitives are built from it)
     def state(self) -> dict[str, Any]:
         """Plain dict (CPU tensors, ints) that :meth:`from_state` turns back into a model."""
         return {
@@ -244,67 +241,3 @@ def means_lr_scheduler(
         raise ValueError(f"max_steps must be positive, got {max_steps}")
     gamma = final_factor ** (1.0 / max_steps)
     return torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=gamma)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-@dataclass
-class Checkpoint:
-    """What :func:`load_checkpoint` returns."""
-
-    model: GaussianModel
-    step: int = 0
-    optimizer_states: dict[str, dict] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def restore_optimizers(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
-        """Load saved Adam states into optimisers made by ``self.model.make_optimizers``."""
-        for name, st in self.optimizer_states.items():
-            if name in optimizers:
-                optimizers[name].load_state_dict(st)
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: GaussianModel,
-    optimizers: dict[str, torch.optim.Optimizer] | None = None,
-    step: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write model (and optionally optimiser states) with torch.save, atomically.
-
-    ``extra`` must hold plain values (numbers, strings, lists, dicts, tensors) so that loading stays
-    ``weights_only`` safe.
-    """
-    payload = {
-        "format": "recon-gaussians-v1",
-        "model": model.state(),
-        "step": int(step),
-        "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
-        "extra": dict(extra or {}),
-    }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`; ReconInputError if it is not one."""
-    from recon.errors import ReconInputError
-
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ReconInputError("checkpoint file not found", path) from None
-    except Exception as exc:  # corrupt file, not a torch file, ...
-        raise ReconInputError(f"not a readable checkpoint ({type(exc).__name__})", path) from None
-    if not isinstance(payload, dict) or payload.get("format") != "recon-gaussians-v1":
-        raise ReconInputError("not a recon Gaussian checkpoint", path)
-    return Checkpoint(
-        model=GaussianModel.from_state(payload["model"], device=device),
-        step=int(payload.get("step", 0)),
-        optimizer_states=payload.get("optimizers", {}),
-        extra=payload.get("extra", {}),
-    )
