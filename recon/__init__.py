@@ -1,8 +1,6 @@
-"""Foundation layer: cameras, dataset IO, shared kernels, pose estimation, pipeline and benchmark."""
-import os as _os
+"""Foundation layer: cameras, dataset IO, shared kernels, pose estimation, pipeline and benchmark.
 
-# OpenMP threads that spin-wait stall badly when the 2 cores are shared (measured 25 ms -> 150 ms per splat
-# step); passive waiting costs nothing measurable. Must be set before torch is first imported.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+Importing it sets nothing process-wide: the command-line entry point (apps/cli.py) chooses the OpenMP
+settings that suit a shared 2-core machine.
+"""
 __version__ = "0.1.0"

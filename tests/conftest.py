@@ -1,7 +1,10 @@
 """Fixtures shared by the end-to-end test files."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI entry point does (before torch is imported)
 
 import pytest
 
