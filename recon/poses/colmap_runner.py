@@ -12,11 +12,12 @@ from recon.cameras import Camera, intrinsics
 from recon.errors import ReconInputError
 from recon.io.images import save_image
 from recon.io.types import ViewSet
+from recon.poses.result import PoseResult
 
 log = logging.getLogger(__name__)
 
 
-def colmap_poses(views: ViewSet, focal_px: float | None = None):  # -> PoseResult
+def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
     """Run pycolmap (SIFT, exhaustive matching, incremental mapping, one shared camera) on ``views``' images.
 
     The images are written as PNG to a temporary folder (the ViewSet's images, already resized), so the
@@ -25,7 +26,6 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None):  # -> PoseResul
     import pycolmap
 
     from recon.poses.align import transform_camera
-    from recon.poses.estimate import PoseResult
     from recon.poses.normalize import normalisation
 
     t0 = time.perf_counter()

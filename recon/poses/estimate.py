@@ -5,7 +5,6 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -13,32 +12,16 @@ import numpy as np
 from recon.cameras import Camera, intrinsics
 from recon.errors import ReconInputError
 from recon.io.types import ViewSet
-from recon.poses.align import Similarity, transform_camera
+from recon.poses.align import transform_camera
 from recon.poses.features import detect
 from recon.poses.incremental import IncrementalSfM, Model
 from recon.poses.matching import PairMatches, mutual_ratio_matches, verify_pair
 from recon.poses.normalize import normalisation
+from recon.poses.result import PoseResult
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HFOV_DEG = 50.0  # used when a photo has no EXIF focal length; refined by bundle adjustment
-
-
-@dataclass
-class PoseResult:
-    """Estimated cameras (one per registered view, in ``registered`` order), failures, sparse points.
-
-    ``normalisation`` maps the SfM frame to the returned (normalised) frame; points are in the latter.
-    """
-
-    cameras: list[Camera]
-    registered: list[str]
-    failed: list[str]
-    xyz: np.ndarray
-    rgb: np.ndarray
-    normalisation: Similarity
-    method: str = "auto"
-    info: dict = field(default_factory=dict)
 
 
 def focal_from_hfov(width: int, hfov_deg: float) -> float:

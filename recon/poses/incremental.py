@@ -18,7 +18,11 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from recon.poses.bundle_adjustment import Observations, bundle_adjust, reprojection_errors
+from recon.poses.bundle_adjustment import (
+    Observations,
+    bundle_adjust,
+    reprojection_errors,
+)
 from recon.poses.features import Features
 from recon.poses.matching import PairMatches, guided_matches, normalise
 
