@@ -144,7 +144,7 @@ def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: i
     same run with ground-truth poses. The estimated frame is aligned to the ground truth by a similarity
     fitted on the input cameras; the test cameras are mapped into the estimated frame for rendering."""
     from recon.bench.evaluate import score_model
-    from recon.bench.test_poses import fit_test_cameras
+    from recon.bench.pose_free import fit_test_cameras
     from recon.cameras import Camera
     from recon.config import make_config
     from recon.io.detect import resize_views

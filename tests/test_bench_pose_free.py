@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recon.bench.test_poses import fit_test_cameras
+from recon.bench.pose_free import fit_test_cameras
 from recon.cameras import Camera, intrinsics
 from recon.io.types import ViewSet
 from recon.poses import Similarity, pose_errors
