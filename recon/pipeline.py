@@ -8,7 +8,6 @@ photometrically during training.
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import sys
 import time
@@ -19,18 +18,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from recon.cameras import Camera, nearest_point_to_rays
+from recon import metrics
+from recon.cameras import Camera
 from recon.config import ReconstructConfig
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir
 from recon.io.images import save_image
 from recon.io.types import ViewSet
-from recon.representations import load_model, representation
-from recon.representations import mesh_stage, neural_model_from_init  # noqa: F401 (stage functions, public)
+from recon.representations import load_model, mesh_stage, neural_model_from_init, representation  # noqa: F401 (stage functions, public)
+from recon.rig import scene_bounds, scene_scale
 from recon.run_checks import black_renders, decide_masks
 from recon.run_folder import RunFolder
 from renderers.types import Renderer, TrainableSplats
-from recon import metrics
 
 log = logging.getLogger("recon")
 
@@ -106,19 +105,6 @@ class Initialisation:
     bounds: np.ndarray  # [2,3] min/max corner of the working volume
 
 
-def scene_bounds(cameras: list[Camera]) -> np.ndarray:
-    """A box around what all cameras look at: the least-squares meeting point of the optical axes +- the spread."""
-    centers = np.stack([c.center for c in cameras])
-    dirs = np.stack([c.R[2] for c in cameras])  # optical axes in world coordinates
-    target = nearest_point_to_rays(centers, dirs)
-    if target is None:  # parallel optical axes: look a median camera distance ahead of the mean camera
-        target = centers.mean(axis=0) + dirs.mean(axis=0) * float(np.median(np.linalg.norm(centers, axis=1)))
-    dist = float(np.median(np.linalg.norm(centers - target, axis=1)))
-    half_fov = max(math.atan(0.5 * c.width / c.fx) for c in cameras)
-    half = dist * math.tan(half_fov)
-    return np.stack([target - half, target + half])
-
-
 def initialise(
     views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None, config: ReconstructConfig
 ) -> Initialisation:
@@ -142,9 +128,8 @@ def initialise(
         bounds = scene_bounds(cameras)
         pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
         rgb = rng.uniform(0.0, 1.0, size=(config.init.points, 3))
-    scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
     model = GaussianModel.from_points(pts, rgb, sh_degree=config.train.sh_degree, init_opacity=config.init.opacity)
-    return Initialisation(model=model, hull=hull, scene_scale=scene_scale, bounds=bounds)
+    return Initialisation(model=model, hull=hull, scene_scale=scene_scale(bounds), bounds=bounds)
 
 
 # ----------------------------------------------------------------------------- stage 4: training
@@ -321,10 +306,9 @@ def diffusion_prior_loss(
     repair_model = load_repair_model(config.diffusion.weights, device=resolve_device(config.device))
     load_s = time.perf_counter() - t
     settings = config.diffusion
-    bounds = scene_bounds(cameras)
-    scene_scale = float(np.linalg.norm(bounds[1] - bounds[0]) / 2.0)
     guidance = DiffusionGuidance(repair_model, views.images, masks if config.loss.use_masks else None, cameras,
-                                 settings, iterations=config.iterations, scene_scale=scene_scale, out_dir=RunFolder(tmp).prior_dir,
+                                 settings, iterations=config.iterations,
+                                 scene_scale=scene_scale(scene_bounds(cameras)), out_dir=RunFolder(tmp).prior_dir,
                                  seed=config.seed, lambda_dssim=config.loss.dssim)
     log.info("diffusion prior: %s (%d parameters), %d pseudo views from step %d",
              config.diffusion.weights or "bundled repair-small", repair_model.num_parameters, settings.views,

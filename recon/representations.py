@@ -93,9 +93,9 @@ def hybrid_stage(
     surface plus the Gaussians in front of it, fine-tuned ``config.mesh.hybrid_iterations`` steps with
     ``recon.pipeline.train``. Returns (HybridModel, info dict)."""
     from recon.pipeline import Initialisation, train
+    from recon.rig import orbit_cameras
     from renderers.gaussians.model import DEFAULT_LRS
     from renderers.gaussians.strategy import remove
-    from renderers.mesh.extract import orbit_cameras
     from renderers.mesh.hybrid import HybridModel
 
     mesh, info = extract_mesh_stage(model, init, views, cameras, masks, config, progress)

@@ -29,7 +29,8 @@ from priors.diffusion.model import RepairModel
 from priors.diffusion.tiles import repair_tiles, tile_grid, tile_mask, tiles_needing_repair
 from priors.diffusion.train import train_repair
 from recon import metrics
-from recon.cameras import Camera, nearest_point_to_rays
+from recon.cameras import Camera
+from recon.rig import rig_frame
 
 
 @dataclass
@@ -53,39 +54,16 @@ class GuidanceSettings:
     save_images: bool = True
 
 
-def _orbit_frame(cameras: list[Camera]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(target, up, forward-reference x axis, radius) of the rig: where the optical axes meet, the cameras' mean up."""
-    centers = np.stack([c.center for c in cameras])
-    axes = np.stack([c.R[2] for c in cameras])
-    target = nearest_point_to_rays(centers, axes) if len(cameras) > 1 else None
-    radius = None
-    if target is None:
-        radius = float(np.median(np.linalg.norm(centers, axis=1))) or 1.0
-        target = centers.mean(axis=0) + axes.mean(axis=0) * radius
-    up = -np.stack([c.R[1] for c in cameras]).mean(axis=0)
-    up /= np.linalg.norm(up)
-    dirs = centers - target
-    radius = float(np.median(np.linalg.norm(dirs, axis=1)))
-    mean_dir = dirs.mean(axis=0)
-    x = mean_dir - up * float(mean_dir @ up)
-    if np.linalg.norm(x) < 1e-9:
-        x = np.cross(up, [1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.cross(up, [0.0, 1.0, 0.0])
-    x /= np.linalg.norm(x)
-    return target, up, x, radius
-
-
 def pseudo_cameras(cameras: list[Camera], count: int, scale: float = 0.5, az_margin_deg: float = 20.0,
                    el_margin_deg: float = 12.0, seed: int = 0) -> list[Camera]:
     """``count`` cameras on the inputs' orbit (same target and radius, input intrinsics scaled by ``scale``),
     azimuth/elevation stratified over the inputs' range widened by the margins (deterministic per seed)."""
-    target, up, x, radius = _orbit_frame(cameras)
-    y = np.cross(up, x)
+    frame = rig_frame(cameras)
     az, el = [], []
     for c in cameras:
-        d = c.center - target
-        d = d / np.linalg.norm(d)
-        el.append(math.asin(float(np.clip(d @ up, -1.0, 1.0))))
-        az.append(math.atan2(float(d @ y), float(d @ x)))
+        a, e = frame.angles(c.center)
+        az.append(a)
+        el.append(e)
     lo_az, hi_az = min(az) - math.radians(az_margin_deg), max(az) + math.radians(az_margin_deg)
     lo_el = max(min(el) - math.radians(el_margin_deg), math.radians(-80.0))
     hi_el = min(max(el) + math.radians(el_margin_deg), math.radians(80.0))
@@ -96,9 +74,8 @@ def pseudo_cameras(cameras: list[Camera], count: int, scale: float = 0.5, az_mar
         u = (k + rng.random()) / count  # stratified in azimuth, random in elevation
         a = lo_az + u * (hi_az - lo_az)
         e = lo_el + rng.random() * (hi_el - lo_el)
-        d = math.cos(e) * (math.cos(a) * x + math.sin(a) * y) + math.sin(e) * up
-        out.append(Camera.look_at(target + radius * d, target, up, base.K, base.width, base.height,
-                                  name=f"pseudo_{k:02d}"))
+        out.append(Camera.look_at(frame.target + frame.radius * frame.direction(a, e), frame.target, frame.up,
+                                  base.K, base.width, base.height, name=f"pseudo_{k:02d}"))
     return out
 
 

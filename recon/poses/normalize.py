@@ -3,14 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recon.cameras import nearest_point_to_rays
 from recon.poses.align import Similarity
-
-
-def look_at_point(centres: np.ndarray, axes: np.ndarray) -> np.ndarray:
-    """Least-squares meeting point of the optical axes (what the cameras look at); the mean centre if parallel."""
-    point = nearest_point_to_rays(centres, axes)
-    return np.asarray(centres, dtype=np.float64).mean(axis=0) if point is None else point
+from recon.rig import meeting_point
 
 
 def _rotation_to_z(up: np.ndarray) -> np.ndarray:
@@ -33,7 +27,7 @@ def normalisation(viewmats: list[np.ndarray], points: np.ndarray | None = None) 
     t = np.stack([V[:3, 3] for V in viewmats])
     centres = -np.einsum("nji,nj->ni", R, t)
     axes = R[:, 2]
-    target = look_at_point(centres, axes) if len(viewmats) >= 2 else centres[0] + axes[0]
+    target = meeting_point(centres, axes) if len(viewmats) >= 2 else centres[0] + axes[0]
     up = -R[:, 1].mean(axis=0)
     Rn = _rotation_to_z(up)
     if points is not None and len(points) >= 10:

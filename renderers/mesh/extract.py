@@ -13,7 +13,6 @@ inputs' elevations (with the inputs' up direction), so the back of the object is
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon.cameras import Camera, nearest_point_to_rays
+from recon.cameras import Camera
+from recon.rig import orbit_cameras  # noqa: F401 (re-exported: the mesh stage's view set)
 from renderers.mesh.model import MeshModel
 
 METHODS = ("tsdf", "poisson")
@@ -46,42 +46,6 @@ class ExtractionInfo:
         return {"method": self.method, "views": self.views, "voxel": self.voxel, "faces_raw": self.faces_raw,
                 "faces": self.faces, "vertices": self.vertices, "components_removed": self.components_removed,
                 "seconds": dict(self.seconds)}
-
-
-def orbit_cameras(cameras: Sequence[Camera], n_azimuth: int = 8, n_elevation: int = 3) -> list[Camera]:
-    """Look-at cameras on a ring around the inputs' common target, at their distance and elevation range.
-
-    "Up" is the mean of the inputs' up vectors (OpenCV: -y of each camera); the azimuths cover 360 degrees.
-    Intrinsics and image size are the first input camera's.
-    """
-    centers = np.stack([c.center for c in cameras])
-    dirs = np.stack([c.R[2] for c in cameras])
-    target = nearest_point_to_rays(centers, dirs)
-    if target is None:
-        target = centers.mean(axis=0) + dirs.mean(axis=0) * float(np.median(np.linalg.norm(centers, axis=1)))
-    up = -np.mean([c.R[1] for c in cameras], axis=0)
-    up /= max(np.linalg.norm(up), 1e-12)
-    offs = centers - target
-    radius = float(np.median(np.linalg.norm(offs, axis=1)))
-    elev = np.degrees(np.arcsin(np.clip((offs @ up) / np.linalg.norm(offs, axis=1), -1, 1)))
-    e_lo, e_hi = float(elev.min()), float(elev.max())
-    elevations = np.linspace(e_lo, e_hi, n_elevation) if n_elevation > 1 else np.array([0.5 * (e_lo + e_hi)])
-    # an orthonormal frame (a, b, up) with a pointing to the first camera's side
-    a = offs[0] - (offs[0] @ up) * up
-    if np.linalg.norm(a) < 1e-9:
-        a = np.cross(up, [1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.cross(up, [0.0, 1.0, 0.0])
-    a /= np.linalg.norm(a)
-    b = np.cross(up, a)
-    ref = cameras[0]
-    out: list[Camera] = []
-    for k, e in enumerate(elevations):
-        er = math.radians(float(np.clip(e, -85.0, 85.0)))
-        for j in range(n_azimuth):
-            az = 2 * math.pi * (j + 0.5 * (k % 2)) / n_azimuth
-            d = math.cos(er) * (math.cos(az) * a + math.sin(az) * b) + math.sin(er) * up
-            out.append(Camera.look_at(target + radius * d, target, up, ref.K, ref.width, ref.height,
-                                      name=f"orbit_{k}_{j}"))
-    return out
 
 
 @torch.no_grad()

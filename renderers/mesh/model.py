@@ -71,13 +71,7 @@ def camera_list(cameras: CameraLike, width: int | None, height: int | None) -> t
 
 def pixel_rays(cam: Camera) -> tuple[np.ndarray, np.ndarray]:
     """(origins [H*W,3], unit world directions [H*W,3]) through the pixel centres, as the scene generator casts."""
-    K = cam.K
-    grid = cam.pixel_grid().reshape(-1, 2)
-    y = (grid[:, 1] - K[1, 2]) / K[1, 1]
-    x = (grid[:, 0] - K[0, 2] - K[0, 1] * y) / K[0, 0]
-    dc = np.stack([x, y, np.ones_like(x)], axis=1)
-    dw = np.einsum("ij,jk->ik", dc, cam.R)  # R^T applied to each row (einsum: no BLAS threads next to open3d's)
-    dw /= np.sqrt(np.einsum("ij,ij->i", dw, dw))[:, None]
+    dw = cam.world_directions(cam.pixel_grid().reshape(-1, 2))
     return np.broadcast_to(cam.center, dw.shape), dw
 
 
