@@ -38,6 +38,9 @@ class InitConfig:
     hull_resolution: int = 96
     points: int = 6000
     opacity: float = 0.1
+    # without a hull (scene mode): "data" = the input's sparse points, else points in the cameras' frusta between
+    # the near and far depths, coloured from their pixels; "random" = uniform in the cameras' box (vanilla 3DGS)
+    scene_points: str = "data"
 
 
 @dataclass
@@ -82,6 +85,7 @@ class ReconstructConfig:
     # "hybrid" (mesh as opaque surface + Gaussians in front of it), "neural" (neural primitives)
     representation: str = "gaussians"
     prior: str = "none"  # "none" or "diffusion" (settings in ``diffusion``)
+    mode: str = "auto"  # "auto" (object when the input has masks, else scene), "object" or "scene" (recon.modes)
     init: InitConfig = field(default_factory=InitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -96,7 +100,8 @@ class ReconstructConfig:
         from recon.representations import REPRESENTATIONS  # the one registry (it imports this module)
 
         choices = {"representation": tuple(REPRESENTATIONS), "prior": PRIORS, "mesh.method": MESH_METHODS,
-                   "poses.method": POSE_METHODS}
+                   "poses.method": POSE_METHODS, "mode": ("auto", "object", "scene"),
+                   "init.scene_points": ("data", "random")}
         for path, allowed in choices.items():
             if get_field(self, path) not in allowed:
                 raise ValueError(f"{path} must be one of {', '.join(allowed)}; got {get_field(self, path)!r}")
@@ -312,7 +317,7 @@ PRESETS: dict[str, ReconstructConfig] = {
     ),
     # Vanilla 3DGS on the same code: no hull (random init in the camera-visible box), no masks, no priors.
     "plain": _tree(
-        preset="plain", init__visual_hull=False, loss__use_masks=False, train__random_background=False,
+        preset="plain", init__visual_hull=False, init__scene_points="random", loss__use_masks=False, train__random_background=False,
         loss__mask=0.0, loss__opacity_entropy=0.0, loss__scale=0.0, loss__depth_smooth=0.0,
         loss__prune_outside_hull=False,
     ),

@@ -24,10 +24,11 @@ from recon.config import ReconstructConfig
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir
 from recon.io.images import save_image
+from recon import modes
 from recon.io.types import ViewSet
 from recon.representations import load_model, mesh_stage, neural_model_from_init, representation  # noqa: F401 (stage functions, public)
 from recon.rig import scene_bounds, scene_scale
-from recon.run_checks import black_renders, decide_masks
+from recon.run_checks import black_renders
 from recon.run_folder import RunFolder
 from renderers.types import Renderer, TrainableSplats
 
@@ -41,10 +42,13 @@ ExtraLossFn = Callable[[int, "TrainableSplats"], "torch.Tensor | None"]
 
 
 # ----------------------------------------------------------------------------- stage 1: inputs
-def load_inputs(path: str | Path, config: ReconstructConfig) -> ViewSet:
-    """Read the views at ``path`` (any supported layout) and downscale so the longest side <= max_side."""
-    from recon.io.detect import read_views
+def load_inputs(path: str | Path | ViewSet, config: ReconstructConfig) -> ViewSet:
+    """Read the views at ``path`` (any supported layout; or views already read, e.g. a protocol's inputs) and
+    downscale so the longest side <= max_side."""
+    from recon.io.detect import read_views, resize_views
 
+    if isinstance(path, ViewSet):
+        return resize_views(path, max_size=config.max_side)
     opts: dict[str, Any] = {"max_size": config.max_side}
     if config.track is not None:
         opts["track"] = config.track
@@ -75,6 +79,8 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
     keep = [views.names.index(n) for n in result.registered]
     out = views.subset(keep)
     out.cameras = result.cameras
+    if len(result.xyz):
+        out.meta["points3d"] = (result.xyz, result.rgb)  # the SfM points: where a scene-mode run starts
     info = {"method": result.method, "registered": result.registered, "failed": result.failed,
             "normalisation": result.normalisation.matrix().tolist(),
             **{k: v for k, v in result.info.items() if k in ("rms_px", "points", "focal_px", "seconds", "focal_prior")}}
@@ -108,7 +114,9 @@ class Initialisation:
 def initialise(
     views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None, config: ReconstructConfig
 ) -> Initialisation:
-    """Gaussians from the visual hull of the masks (coloured from the images), or random points in the box."""
+    """Gaussians from the visual hull of the masks (coloured from the images); without a hull (scene mode) from
+    the data's sparse points or points in the input frusta (``init.scene_points`` "data"), or at random in the
+    cameras' box ("random", vanilla 3DGS)."""
     from renderers.gaussians import GaussianModel
 
     rng = np.random.default_rng(config.seed)
@@ -118,12 +126,21 @@ def initialise(
 
         hull = carve_visual_hull(masks, cameras, resolution=config.init.hull_resolution)
         if hull.is_empty:
-            log.warning("the visual hull is empty (masks disagree with the cameras?); using a random initialisation")
-            hull = None
+            hull = None  # the caller switches to scene mode and says why
     if hull is not None:
         pts = hull.points(config.init.points, rng=rng)
         rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
         bounds = np.asarray(hull.bounds, dtype=np.float64)
+    elif config.init.scene_points == "data":
+        found = modes.data_points(views)
+        if found is not None:
+            pts, rgb = found
+            log.info("scene init: %d sparse points from the input", len(pts))
+        else:
+            near_far = modes.depth_range(views, cameras)
+            pts, rgb = modes.frustum_points(views, cameras, config.init.points, rng, near_far)
+            log.info("scene init: %d points in the input frusta, depths %.3g-%.3g", len(pts), *near_far)
+        bounds = modes.scene_bounds_of_points(pts)
     else:
         bounds = scene_bounds(cameras)
         pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
@@ -397,18 +414,21 @@ def write_run_folder(
 
 
 def reconstruct(
-    source: str | Path,
+    source: str | Path | ViewSet,
     out: str | Path,
     config: ReconstructConfig,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     snapshot: SnapshotFn | None = None,
 ) -> dict[str, Any]:
-    """The main job: reconstruct ``source`` into the run folder ``out`` (written atomically). Returns metrics."""
+    """The main job: reconstruct ``source`` (a path in any supported layout, or views already read) into the run
+    folder ``out`` (written atomically). Returns metrics."""
     out = Path(out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    with atomic_output_dir(out, overwrite=overwrite, protect=[source]) as tmp:
+    given_views = isinstance(source, ViewSet)
+    where = (f"{len(source)} views of {source.source}" if given_views else str(source))  # type: ignore[arg-type]
+    with atomic_output_dir(out, overwrite=overwrite, protect=[] if given_views else [source]) as tmp:
         handler = logging.FileHandler(RunFolder(tmp).log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         terminal = logging.StreamHandler(sys.stderr)  # warnings reach the terminal, not only run.log
@@ -418,7 +438,7 @@ def reconstruct(
         log.addHandler(terminal)
         log.setLevel(logging.INFO)
         try:
-            log.info("recon reconstruct %s -> %s (preset %s, seed %d)", source, out, config.preset, config.seed)
+            log.info("recon reconstruct %s -> %s (preset %s, seed %d)", where, out, config.preset, config.seed)
             log.info("torch %s, %s, %d threads", torch.__version__, platform.machine(), torch.get_num_threads())
             t = time.perf_counter()
             views = load_inputs(source, config)
@@ -429,21 +449,26 @@ def reconstruct(
                 views, pose_info = estimate_cameras(views, config)
                 timings["poses_s"] = time.perf_counter() - t
             cameras = require_poses(views)
-            log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, source)
+            log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, where)
             t = time.perf_counter()
-            masks = object_masks(views) if (config.loss.use_masks or config.init.visual_hull) else None
-            mask_decision = None
-            if masks is not None:
-                mask_decision = decide_masks(list(views.names), masks, from_input=views.masks is not None)
-                for msg in mask_decision.warnings:
-                    log.warning(msg)
-                if not mask_decision.use:
-                    masks = None
-                    config = replace(config, init=replace(config.init, visual_hull=False),
-                                     loss=replace(config.loss, use_masks=False, prune_outside_hull=False))
+            decision = modes.decide_mode(views, config)
+            for msg in decision.mask_decision.warnings if decision.mask_decision is not None else []:
+                log.warning(msg)
+            masks = decision.masks
+            if decision.mode == "scene":
+                config = modes.scene_config(config)
+            log.info("%s mode: %s", decision.mode, decision.reason)
             timings["masks_s"] = time.perf_counter() - t
             t = time.perf_counter()
             init = initialise(views, cameras, masks, config)
+            if decision.mode == "object" and init.hull is None and config.init.visual_hull:
+                log.warning("the visual hull of the masks is empty (the masks disagree with the cameras: wrong "
+                            "masks or poses?); switching to scene mode: the whole images are used, without masks")
+                decision = modes.ModeDecision("scene", "the visual hull of the masks came out empty", None,
+                                              decision.mask_decision)
+                config = modes.scene_config(config)
+                masks = None
+                init = initialise(views, cameras, masks, config)
             timings["init_s"] = time.perf_counter() - t
             log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
             kind = representation(config.representation)
@@ -474,7 +499,7 @@ def reconstruct(
                 log.info("step %(step)d loss %(loss).4f psnr %(psnr).2f gaussians %(gaussians)d", rec)
             t = time.perf_counter()
             summary: dict[str, Any] = {
-                "source": str(source),
+                "source": where,
                 "views": list(views.names),
                 "preset": config.preset,
                 "seed": config.seed,
@@ -486,8 +511,9 @@ def reconstruct(
                 pose_info["refined"] = result.cameras is not None
                 pose_info["correction_deg"] = result.pose_correction_deg
                 summary["poses"] = pose_info
-            if mask_decision is not None:
-                summary["masks"] = mask_decision.to_dict()
+            summary["mode"] = decision.to_dict()
+            if decision.mask_decision is not None:
+                summary["masks"] = decision.mask_decision.to_dict()
             if mesh_info is not None:
                 summary["mesh"] = mesh_info
             if prior_report is not None:

@@ -34,7 +34,8 @@ def test_every_field_is_settable_from_a_string() -> None:
     assert len(paths) > 55
     choices = {"representation": "mesh", "prior": "diffusion", "mesh.method": "poisson", "poses.method": "colmap",
                "preset": "quality", "device": "cpu", "track": "9", "diffusion.weights": "/some/folder",
-               "densify.max_gaussians": "1234", "densify.refine_stop_frac": "0.5"}
+               "densify.max_gaussians": "1234", "densify.refine_stop_frac": "0.5", "mode": "scene",
+               "init.scene_points": "random"}
     for path in paths:
         text = choices.get(path, _example(get_field(base, path)))
         config = make_config("fast", settings={path: text})

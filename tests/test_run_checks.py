@@ -91,5 +91,8 @@ def test_warnings_reach_the_terminal_and_metrics_say_what_was_scored(tiny_scene:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["masks"]["used"] and metrics["masks"]["source"] == "input"
     assert min(metrics["masks"]["coverage"].values()) == 0.0
-    assert "masks" in metrics["train_psnr_over"]
+    # a blank mask empties the visual hull: the run says so and trains on the whole images (scene mode)
+    assert "switching to scene mode" in proc.stderr
+    assert metrics["mode"]["mode"] == "scene" and "hull" in metrics["mode"]["reason"]
+    assert metrics["train_psnr_over"] == "the whole image"
     assert "masks of 1 view(s) are empty" in (out / "run.log").read_text()
