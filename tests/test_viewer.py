@@ -1,9 +1,12 @@
-"""The viser viewer: layers from a run folder, GUI controls, errors, port fallback, and a real headless browser.
+"""The viser viewer: layers from a run folder of every representation, GUI controls, framing, camera go-tos,
+errors, port fallback, and a real headless browser.
 
-The browser tests open the viewer of a short reconstruction of the bundled sample in Debian's chromium
-(driven by selenium through the system chromedriver, software WebGL) and compare screenshots. They skip, with
-the reason, only when chromium/chromedriver are not installed. The screenshot is kept as an artifact in
-``$RECON_TEST_ARTIFACTS`` (default: the test's temporary folder) as ``viewer_sample.png``.
+The browser tests open the viewer of a short reconstruction of the bundled sample, and of tiny mesh, hybrid and
+neural runs, in Debian's chromium (driven by selenium through the system chromedriver, software WebGL) and
+compare screenshots. They skip, with the reason, only when chromium/chromedriver are not installed. The
+screenshots are kept as artifacts in ``$RECON_TEST_ARTIFACTS`` (default: the test's temporary folder) as
+``viewer_sample.png``, ``viewer_mesh.png``, ``viewer_hybrid.png``, ``viewer_neural.png``, ``viewer_radius4.png``
+and ``viewer_goto_test3.png``.
 """
 from __future__ import annotations
 
@@ -12,23 +15,26 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from apps.viewer import open_viewer
-from recon.cameras import Camera
+from apps.viewer.framing import content_bounds, world_up
+from apps.viewer.layers import camera_from_view, camera_pose, splat_arrays
+from apps.viewer.run_contents import load_run
+from recon.cameras import Camera, qvec_to_rotmat
 from recon.config import make_config
 from recon.errors import ReconInputError
 from recon.pipeline import reconstruct
 from renderers.gaussians.model import GaussianModel
-from apps.viewer.scene import load_run
-from apps.viewer.layers import camera_from_view, camera_pose, splat_arrays
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,9 @@ def live_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     from apps.viewer import start_live
 
     out = tmp_path_factory.mktemp("viewer") / "run"
-    cfg = make_config("fast", iterations=100, track=3, max_side=160, init_points=1500, hull_resolution=40,
-                      refine_start=30, refine_every=30, sh_raise_every=50)
+    cfg = make_config("fast", iterations=100, track=3, max_side=160,
+                      settings={"init.points": 1500, "init.hull_resolution": 40, "densify.refine_start_iter": 30,
+                                "densify.refine_every": 30, "train.sh_raise_every": 50})
     viewer = start_live(port=_free_port(), say=lambda _s: None)
     seen: list[int] = []
 
@@ -190,6 +197,149 @@ def test_live_mode_streams_training(live_training: tuple[Path, dict]) -> None:
     assert (out / "splats.ply").exists()
 
 
+# ----------------------------------------------------------------------------- every representation
+REPRESENTATIONS = ("mesh", "hybrid", "neural")
+TINY = {"init.points": 800, "init.hull_resolution": 32, "densify.refine_start_iter": 10, "densify.refine_every": 10,
+        "train.sh_raise_every": 10, "mesh.faces": 2000, "mesh.hybrid_iterations": 5}
+
+
+@pytest.fixture(scope="module")
+def rep_runs(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny mesh, hybrid and neural runs of the tiny scene (30 steps, a few seconds each)."""
+    root = tmp_path_factory.mktemp("representations")
+    for rep in REPRESENTATIONS:
+        reconstruct(tiny_scene, root / rep, make_config("fast", iterations=30, track=3, representation=rep,
+                                                        settings=TINY))
+    return {rep: root / rep for rep in REPRESENTATIONS}
+
+
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
+def test_every_representation_is_shown_and_renders_with_its_own_model(rep: str, rep_runs: dict[str, Path]) -> None:
+    from recon.io.images import load_image
+    from renderers.mesh import MeshModel
+    from renderers.mesh.hybrid import HybridModel
+    from renderers.neural import NeuralPrimitives
+
+    contents = load_run(rep_runs[rep])
+    assert contents.representation == rep
+    assert isinstance(contents.model, {"mesh": MeshModel, "hybrid": HybridModel, "neural": NeuralPrimitives}[rep])
+    assert (contents.mesh is not None) == (rep in ("mesh", "hybrid"))
+    # splats: the hybrid's own, the neural model baked, the Gaussians a mesh was fused from
+    assert contents.gaussians is not None and contents.gaussians.num_gaussians > 0
+    assert len(contents.test_cameras) == 10
+    viewer = open_viewer(rep_runs[rep], port=_free_port(), say=lambda _s: None)
+    try:
+        scene = viewer.server.scene
+        assert (scene.get_handle_by_name("/mesh") is not None) == (rep != "neural")
+        assert scene.get_handle_by_name("/splats") is not None
+        assert viewer.gui_layers["splats"].value == (rep != "mesh")  # a mesh run shows its mesh
+        # render-from-view renders the run's model itself (for neural runs: not the baked splats)
+        assert viewer.model is viewer.contents.model and type(viewer.model) is type(contents.model)
+        out = viewer.render_client_view(None)  # no browser: the first input camera
+        saved = load_image(contents.run_dir / "renders" / f"{contents.cameras[0].name}.png")[0]
+        assert out["rgb"].shape == saved.shape
+        assert np.abs(out["rgb"] / 255.0 - saved).mean() < 0.01  # what the pipeline rendered for that view
+        assert (out["alpha"] > 0.5).mean() > 0.02 and (out["depth"] > 0).mean() > 0.02
+        label = next(name for name in viewer.gui_camera.options if name.startswith("test camera 3"))
+        assert viewer.go_to_choice(label) is not None
+    finally:
+        viewer.server.stop()
+
+
+# ----------------------------------------------------------------------------- framing
+def _ring(up: np.ndarray, n: int = 5, radius: float = 3.0) -> list[Camera]:
+    """Level cameras around the origin, 15-45 degrees above the plane of ``up``, looking at it."""
+    up = up / np.linalg.norm(up)
+    a = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up, a)
+    K = np.array([[120.0, 0, 80], [0, 120.0, 60], [0, 0, 1]])
+    cams = []
+    for k in range(n):
+        t, e = 2 * np.pi * k / n, np.radians(15 + 30 * k / max(n - 1, 1))
+        eye = radius * (np.cos(e) * (np.cos(t) * a + np.sin(t) * b) + np.sin(e) * up)
+        cams.append(Camera.look_at(eye, np.zeros(3), up, K, 160, 120))
+    return cams
+
+
+def test_world_up_comes_from_the_cameras_not_an_axis() -> None:
+    rng = np.random.default_rng(0)
+    for up in (np.array([0, 0, 1.0]), np.array([0, -1.0, 0]), rng.normal(size=3)):
+        up = up / np.linalg.norm(up)
+        assert np.allclose(world_up(_ring(up)), up, atol=1e-9)
+        assert world_up(_ring(up)[:1]) @ up > 0.8  # one camera: its own image-up direction
+
+
+def _blender_world_copy(run: Path, dst: Path, radius: float = 4.0) -> Path:
+    """A copy of ``run`` moved into a Blender-style world, as transforms.json scenes have it: the object at the
+    origin, +z up, the cameras ``radius`` away. x' = s Q (x - c) for cameras and Gaussians alike."""
+    import json
+
+    from recon.cameras import rotmat_to_qvec
+    from renderers.gaussians.ply import write_ply
+
+    shutil.copytree(run, dst)
+    contents = load_run(run, with_source=False)
+    up = world_up(contents.cameras)
+    axis = np.cross(up, [0.0, 0.0, 1.0])
+    angle = np.arctan2(np.linalg.norm(axis), up[2])
+    axis = axis / max(np.linalg.norm(axis), 1e-12)
+    kx = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    Q = np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx  # Rodrigues: up -> +z
+    g = contents.gaussians
+    c = np.median(g.means.detach().numpy(), axis=0)
+    s = radius / np.median([np.linalg.norm(cam.center - c) for cam in contents.cameras])
+    qw, qx, qy, qz = torch.tensor(rotmat_to_qvec(Q), dtype=torch.float32)
+    with torch.no_grad():
+        g.splats["means"].copy_(torch.tensor(s * (g.means.detach().numpy() - c) @ Q.T, dtype=torch.float32))
+        g.splats["scales"].add_(float(np.log(s)))
+        w, x, y, z = torch.nn.functional.normalize(g.splats["quats"], dim=-1).unbind(-1)
+        g.splats["quats"].copy_(torch.stack([qw * w - qx * x - qy * y - qz * z, qw * x + qx * w + qy * z - qz * y,
+                                             qw * y - qx * z + qy * w + qz * x, qw * z + qx * y - qy * x + qz * w], -1))
+        g.splats["shN"].zero_()  # view-dependent colour would need its SH rotated too
+    write_ply(dst / "splats.ply", g)
+    cams = []
+    for cam in contents.cameras:
+        viewmat = np.eye(4)
+        viewmat[:3, :3] = cam.R @ Q.T
+        viewmat[:3, 3] = -viewmat[:3, :3] @ (s * Q @ (cam.center - c))
+        cams.append(Camera(K=cam.K, viewmat=viewmat, width=cam.width, height=cam.height, name=cam.name).to_dict())
+    (dst / "cameras.json").write_text(json.dumps({"cameras": cams}))
+    metrics = json.loads((dst / "metrics.json").read_text())
+    metrics.pop("source", None)  # its test cameras live in the old world
+    (dst / "metrics.json").write_text(json.dumps(metrics))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def radius4_run(sample_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _blender_world_copy(sample_run, tmp_path_factory.mktemp("blender") / "run")
+
+
+def test_opens_on_the_first_input_camera_in_a_radius_4_world(radius4_run: Path) -> None:
+    contents = load_run(radius4_run)
+    cam = contents.cameras[0]
+    dists = [np.linalg.norm(c.center) for c in contents.cameras]
+    assert abs(float(np.median(dists)) - 4.0) < 1e-6 and max(abs(d - 4.0) for d in dists) < 0.4
+    viewer = open_viewer(radius4_run, port=_free_port(), say=lambda _s: None)
+    try:
+        home = viewer.home
+        assert np.allclose(viewer.up, [0.0, 0.0, 1.0], atol=1e-6)  # the world's up, from the cameras
+        assert np.allclose(home.position, cam.center, atol=1e-9)
+        assert np.allclose(qvec_to_rotmat(home.wxyz), cam.R.T, atol=1e-9)  # camera-to-world rotation
+        assert abs(home.fov - cam.fov_y) < 1e-12
+        initial = viewer.server.initial_camera  # what a browser starts with (and "reset view" returns to)
+        assert np.allclose(initial.position, cam.center) and np.allclose(initial.look_at, home.look_at)
+        # outside the splats: the start point is outside the box holding 96% of the Gaussians, and it orbits a
+        # point inside that box, in front of the camera
+        lo, hi = content_bounds(contents.gaussians.means.detach().numpy())
+        assert not np.all((home.position > lo) & (home.position < hi))
+        assert np.all((home.look_at > lo) & (home.look_at < hi))
+        assert (home.look_at - cam.center) @ cam.R[2] > 2.0
+    finally:
+        viewer.server.stop()
+
+
 # ----------------------------------------------------------------------------- real browser
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
@@ -297,3 +447,122 @@ def test_gui_control_changes_the_browser_scene(live_page) -> None:
     h, w = out["rgb"].shape[:2]
     assert abs(w / h - client.camera.aspect) < 0.02
     assert (out["alpha"] > 0.5).mean() > 0.05 and viewer.gui_render_rgb.visible
+
+
+def _open_in_browser(driver, viewer: Any) -> Any:
+    """Point the browser at ``viewer`` (unless it is already connected) and wait for it to connect."""
+    if not viewer.server.get_clients():
+        driver.get(f"http://localhost:{viewer.server.get_port()}")
+    deadline = time.time() + 20
+    while not viewer.server.get_clients() and time.time() < deadline:
+        time.sleep(0.2)
+    assert viewer.server.get_clients(), "the browser never connected to the viewer"
+    return viewer
+
+
+def _artifact(viewer: Any, name: str, shot: np.ndarray) -> None:
+    import cv2
+
+    out = Path(os.environ.get("RECON_TEST_ARTIFACTS", viewer.contents.run_dir.parent))
+    out.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out / name), shot[..., ::-1])
+
+
+def _drawn(img: np.ndarray) -> float:
+    """The share of the scene region that is not the white background."""
+    return float(((255.0 - _scene_region(img)).mean(axis=2) > 30).mean())
+
+
+def _settled_until(driver, ok, timeout: float = 60.0) -> np.ndarray:
+    """A settled screenshot for which ``ok(shot)`` holds (software WebGL takes 10-20 s for a first frame)."""
+    deadline = time.time() + timeout
+    shot = _settled(driver)
+    while not ok(shot) and time.time() < deadline:
+        shot = _settled(driver)
+    return shot
+
+
+def _drawn_fraction(viewer: Any, driver, shot: np.ndarray) -> float:
+    """The share of the scene region that changes when every layer is hidden."""
+    ticked = {key: box.value for key, box in viewer.gui_layers.items()}
+    for box in viewer.gui_layers.values():
+        box.value = False
+    empty = _settled_until(driver, lambda s: _drawn(s) < 0.002, timeout=30)
+    for key, box in viewer.gui_layers.items():
+        box.value = ticked[key]
+    return float((np.abs(_scene_region(shot) - _scene_region(empty)).mean(axis=2) > 30).mean())
+
+
+def test_go_to_camera_moves_the_browser_there(live_page) -> None:
+    from selenium.webdriver.common.by import By
+
+    viewer, driver = live_page
+    _open_in_browser(driver, viewer)
+    client = next(iter(viewer.server.get_clients().values()))
+    scene = viewer.server.scene
+
+    def at(cam: Camera) -> bool:
+        c = client.camera
+        return (np.allclose(c.position, cam.center, atol=1e-6) and abs(c.fov - cam.fov_y) < 1e-6
+                and np.allclose(qvec_to_rotmat(np.asarray(c.wxyz)), cam.R.T, atol=1e-6))
+
+    before = _settled_until(driver, lambda s: _drawn(s) > 0.02)
+    test3 = viewer.contents.test_cameras[3]
+    viewer.go_to("test", 3)
+    shot = _settled_until(driver, lambda s: _drawn(s) > 0.02)  # the browser took the pose and sent it back
+    assert at(test3)
+    _artifact(viewer, "viewer_goto_test3.png", shot)
+    assert (np.abs(_scene_region(shot) - _scene_region(before)).mean(axis=2) > 30).mean() > 0.05
+    assert scene.get_handle_by_name("/cameras/test/003").visible is False  # we are inside its frustum
+    assert scene.get_handle_by_name("/cameras/test/004").visible is True
+    # The GUI: pick input camera 1 in the dropdown, click "Go to camera" in the browser.
+    viewer.gui_camera.value = next(o for o in viewer.gui_camera.options if o.startswith("input camera 1"))
+    driver.find_element(By.XPATH, "//button[contains(., 'Go to camera')]").click()
+    deadline = time.time() + 15
+    while not at(viewer.contents.cameras[1]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert at(viewer.contents.cameras[1])
+    assert scene.get_handle_by_name("/cameras/test/003").visible is True  # left that frustum: shown again
+    # Moving away (orbit/zoom in the browser, here through its camera) brings the input frustum back.
+    client.camera.position = client.camera.position - 2.0 * viewer.contents.cameras[1].R[2]
+    deadline = time.time() + 15
+    while not scene.get_handle_by_name("/cameras/input/001").visible and time.time() < deadline:
+        time.sleep(0.2)
+    assert scene.get_handle_by_name("/cameras/input/001").visible is True
+    viewer.go_home()
+
+
+@pytest.mark.parametrize("rep", REPRESENTATIONS)
+def test_browser_shows_mesh_hybrid_and_neural_runs(rep: str, rep_runs: dict[str, Path], browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    viewer = _open_in_browser(browser, open_viewer(rep_runs[rep], port=_free_port(), say=lambda _s: None))
+    try:
+        shot = _settled_until(browser, lambda s: _drawn(s) > 0.02)
+        _artifact(viewer, f"viewer_{rep}.png", shot)
+        for text in ("Render from this view", "Go to camera", "Mesh", "Gaussians"):
+            assert browser.find_elements(By.XPATH, f"//*[contains(text(), '{text}')]"), f"no {text!r} in the GUI"
+        drawn = _drawn_fraction(viewer, browser, shot)
+        assert drawn > 0.02, f"the {rep} run barely changes the picture ({drawn:.3f})"
+        client = next(iter(viewer.server.get_clients().values()))
+        assert np.allclose(client.camera.position, viewer.contents.cameras[0].center, atol=1e-6)  # start view
+        out = viewer.render_client_view(client)
+        assert abs(out["rgb"].shape[1] / out["rgb"].shape[0] - client.camera.aspect) < 0.02
+        assert (out["alpha"] > 0.5).mean() > 0.02
+    finally:
+        viewer.server.stop()
+
+
+def test_browser_opens_a_radius_4_world_on_its_first_input_camera(radius4_run: Path, browser) -> None:
+    viewer = _open_in_browser(browser, open_viewer(radius4_run, port=_free_port(), say=lambda _s: None))
+    try:
+        shot = _settled_until(browser, lambda s: _drawn(s) > 0.02)
+        _artifact(viewer, "viewer_radius4.png", shot)
+        client = next(iter(viewer.server.get_clients().values()))
+        cam = viewer.contents.cameras[0]
+        assert np.allclose(client.camera.position, cam.center, atol=1e-6)
+        assert np.allclose(qvec_to_rotmat(np.asarray(client.camera.wxyz)), cam.R.T, atol=1e-6)
+        drawn = _drawn_fraction(viewer, browser, shot)
+        assert drawn > 0.05, f"the splats barely change the picture ({drawn:.3f})"
+    finally:
+        viewer.server.stop()

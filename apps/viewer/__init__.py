@@ -1,21 +1,23 @@
-"""`recon view OUT` and `recon reconstruct ... --view`: start a viser server and hand it to the library viewer.
+"""The browser viewer of `recon view OUT` and `recon reconstruct ... --view`: serve a run on a viser server.
 
-Thin on purpose: the scene, the GUI and the live-training hooks live in apps.viewer.scene; this
-module picks the port (saying so when the asked one is taken), adds the visual hull as the point layer when the
-run folder has no points.ply, prints the URL and keeps serving.
+This module picks the host and port (saying so when the asked one is taken), adds the visual hull as the point
+layer when the run folder has no points.ply, prints the URL and keeps serving. The parts: ``run_contents``
+(what a run folder holds, any representation), ``scene`` (the layers, GUI and live-training hooks),
+``layers`` (Gaussians and cameras as viser nodes), ``framing`` (where the browser's camera starts and goes).
 """
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from apps.viewer.run_contents import RunContents, load_run
+from apps.viewer.scene import Viewer
 from recon.errors import ReconInputError
-from apps.viewer.scene import RunContents, Viewer, load_run
-
 
 #: The viewer listens here unless told otherwise: viser has no authentication, and the run's photos, cameras and
 #: splats must not be open to the network by default.

@@ -1,4 +1,4 @@
-"""Turn Gaussians and cameras into viser scene layers, and the browser's camera back into a Camera.
+"""Gaussians and cameras as viser scene layers, and the browser's camera back as a Camera.
 
 viser cameras follow OpenCV axes (x right, y down, z forward) like this project, so a camera's pose is
 just its camera-to-world rotation (as a w x y z quaternion) and its centre. Splats go to viser as centres,
@@ -8,15 +8,15 @@ and opacities. viser is imported only by the functions that take a scene.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from recon.kernels.projection import quat_to_rotmat
-
 from recon.cameras import Camera, qvec_to_rotmat, rotmat_to_qvec
+from recon.kernels.projection import quat_to_rotmat
 from renderers.gaussians.model import GaussianModel, sh0_to_rgb
 
 
@@ -127,3 +127,14 @@ def add_frustums(
             handle.on_click(lambda event, cam=cam: on_click(event.client, cam))
         handles.append(handle)
     return handles
+
+
+def add_mesh(scene: Any, name: str, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> Any:
+    """Add (or replace) a triangle mesh node, with its vertex colours when it has them; returns the handle."""
+    if colors is not None:
+        import trimesh
+
+        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=(np.clip(colors, 0, 1) * 255).astype(np.uint8),
+                               process=False)
+        return scene.add_mesh_trimesh(name, mesh)
+    return scene.add_mesh_simple(name, vertices, faces, color=(200, 200, 200))

@@ -1,162 +1,29 @@
-"""The interactive viewer's scene and GUI on a viser server: run-folder layers, render-from-view, live training.
+"""The viewer's scene and GUI on a viser server: a run's layers, camera go-tos, render-from-view, live training.
 
-:func:`load_run` reads what a run folder holds (splats.ply, cameras.json and, when they can be found, the input
-images, the benchmark scene's test cameras and mesh.ply / points.ply). :class:`Viewer` puts it on a viser
-server as toggleable layers, with splat scale / opacity-threshold sliders, a "render from this view" button
-that renders the browser's camera with the project's own renderer (colour + depth, savable), and live-training
-hooks (``progress`` / ``snapshot``) that stream splats, a loss curve and the Gaussian count while training.
+:class:`Viewer` puts a :class:`~apps.viewer.run_contents.RunContents` on a viser server as toggleable layers
+(Gaussians, mesh, input and test cameras, points), with splat scale / opacity-threshold sliders, "go to
+input/test camera N", a "render from this view" button that renders the browser's camera with the run's own
+model (colour + depth, savable), and live-training hooks (``progress`` / ``snapshot``) that stream splats, a
+loss curve and the Gaussian count while training. Every browser opens on the first input camera's own view.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from apps.viewer.framing import ViewPose, content_bounds, view_from_bounds, view_from_camera, world_up
+from apps.viewer.layers import add_frustums, add_mesh, camera_from_view, frustum_scale, splat_arrays
+from apps.viewer.run_contents import RunContents, display_gaussians, render_device
 from recon.cameras import Camera
-from recon.errors import ReconInputError
-from recon.io.jsonfile import read_json_object
 from renderers.gaussians.model import GaussianModel
-from apps.viewer.layers import (
-    add_frustums,
-    camera_from_view,
-    camera_pose,
-    frustum_scale,
-    splat_arrays,
-)
 
-log = logging.getLogger("recon")
-
-HOME_BACK_OFF = 0.8  # the first view: the first input camera moved a little towards the object (its own frustum behind)
-RUN_HINT = "is this a run folder from `recon reconstruct`?"
-
-
-# ----------------------------------------------------------------------------- run folder contents
-@dataclass
-class RunContents:
-    """Everything the viewer can show from one run folder."""
-
-    run_dir: Path
-    model: GaussianModel
-    cameras: list[Camera]
-    images: list[np.ndarray | None]
-    test_cameras: list[Camera] = field(default_factory=list)
-    test_images: list[np.ndarray | None] = field(default_factory=list)
-    points: tuple[np.ndarray, np.ndarray] | None = None  # (xyz [N,3], rgb [N,3] in [0,1])
-    mesh: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # vertices, faces, vertex rgb
-    metrics: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    masks: list[np.ndarray] | None = None  # input masks, when the source had them (for a visual hull)
-
-
-def _read_json(path: Path, required: bool) -> dict:
-    if not path.exists():
-        if required:
-            raise ReconInputError(f"missing ({RUN_HINT})", path)
-        return {}
-    return read_json_object(path)
-
-
-def read_run_cameras(path: Path) -> list[Camera]:
-    """The cameras of a run folder's cameras.json; ReconInputError naming the file when malformed."""
-    data = _read_json(path, required=True)
-    try:
-        cams = [Camera.from_dict(d) for d in data["cameras"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReconInputError(f"malformed camera list ({type(exc).__name__}: {exc})", path) from None
-    if not cams:
-        raise ReconInputError("holds no cameras", path)
-    return cams
-
-
-def _source_views(source: Path, config: dict, split: str) -> Any:
-    from recon.io.detect import read_views
-
-    opts: dict[str, Any] = {"max_size": config.get("max_side")}
-    if config.get("track") is not None or split != "train":
-        opts["track"] = config.get("track") or 3
-    if split != "train":
-        opts["split"] = split
-    return read_views(source, **opts)
-
-
-def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-    import open3d as o3d
-
-    mesh = o3d.io.read_triangle_mesh(str(path))
-    if len(mesh.triangles) == 0:
-        log.warning("%s: no triangles; mesh layer left out", path)
-        return None
-    colors = np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else None
-    return np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.triangles, dtype=np.int32), colors
-
-
-def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    import open3d as o3d
-
-    pcd = o3d.io.read_point_cloud(str(path))
-    if len(pcd.points) == 0:
-        return None
-    xyz = np.asarray(pcd.points, dtype=np.float32)
-    rgb = np.asarray(pcd.colors, dtype=np.float32) if pcd.has_colors() else np.full_like(xyz, 0.6)
-    return xyz, rgb
-
-
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", with_source: bool = True) -> RunContents:
-    """Read a run folder for viewing; ReconInputError with a one-line message when it is missing or broken.
-
-    Input images come from the run's source (metrics.json ``source``) when it can still be read, else from
-    ``renders/``; test cameras come from the source when it is a benchmark (SpaRe-style) scene.
-    """
-    from renderers.gaussians.ply import read_ply
-
-    run = Path(run_dir)
-    if not run.exists():
-        raise ReconInputError("run folder not found", run)
-    if not run.is_dir():
-        raise ReconInputError(f"not a folder ({RUN_HINT})", run)
-    if not (run / "splats.ply").exists():
-        raise ReconInputError(f"no splats.ply here ({RUN_HINT})", run)
-    model = read_ply(run / "splats.ply", device=device)
-    if model.num_gaussians == 0:
-        raise ReconInputError("splats.ply holds no Gaussians", run / "splats.ply")
-    cameras = read_run_cameras(run / "cameras.json")
-    metrics = _read_json(run / "metrics.json", required=False)
-    config = _read_json(run / "config.json", required=False)
-    out = RunContents(run_dir=run, model=model, cameras=cameras, images=[None] * len(cameras),
-                      metrics=metrics, config=config)
-    for k, cam in enumerate(cameras):
-        render = run / "renders" / f"{cam.name}.png"
-        if render.exists():
-            from recon.io.images import load_image
-
-            out.images[k] = load_image(render)[0]
-    source = Path(metrics["source"]) if isinstance(metrics.get("source"), str) else None
-    if with_source and source is not None and source.exists():
-        try:
-            views = _source_views(source, config, "train")
-            by_name = {n: i for i, n in enumerate(views.names)}
-            for k, cam in enumerate(cameras):
-                if cam.name in by_name:
-                    out.images[k] = views.images[by_name[cam.name]]
-            if views.masks is not None and len(views.names) == len(cameras):
-                out.masks = list(views.masks)
-            if (views.meta or {}).get("format") == "spare":
-                tests = _source_views(source, config, "test")
-                out.test_cameras = list(tests.cameras or [])
-                out.test_images = list(tests.images)
-        except (ReconInputError, ValueError, OSError) as exc:
-            log.warning("viewer: could not read the run's source %s (%s); showing renders instead", source, exc)
-    if (run / "mesh.ply").exists():
-        out.mesh = _read_mesh(run / "mesh.ply")
-    if (run / "points.ply").exists():
-        out.points = _read_points(run / "points.ply")
-    return out
+NO_CAMERA = "(no cameras)"
+CAMERA_KINDS = {"input": "cameras", "test": "test_cameras"}  # go-to kind -> layer key
 
 
 # ----------------------------------------------------------------------------- image helpers
@@ -203,16 +70,24 @@ class Viewer:
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.max_render_side = max_render_side
-        self.model: GaussianModel | None = None
+        self.model: Any = None  # renders "render from this view": the run's own model (any representation)
+        self.gaussians: GaussianModel | None = None  # drawn as splats
         self.contents: RunContents | None = None
         self.splat_handle: Any = None
         self.num_shown = 0
         self.last_render: dict[str, np.ndarray] | None = None
         self.saved: list[Path] = []
         self.history: list[dict[str, float]] = []
+        self.home: ViewPose | None = None
+        self.up = np.array([0.0, 0.0, 1.0])
+        self.cameras: dict[str, list[Camera]] = {kind: [] for kind in CAMERA_KINDS}
+        self._centre: np.ndarray | None = None
+        self._camera_choices: dict[str, tuple[str, int]] = {}
+        self._inside: set[tuple[str, int]] = set()  # frustums hidden because a browser's view sits inside them
+        self._inside_radius = 0.0
+        self._inside_lock = threading.Lock()
         self._layers: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-        self._home: Camera | None = None
         self._aimed: set[int] = set()
         self._build_gui()
         server.on_client_connect(self._on_connect)
@@ -224,13 +99,19 @@ class Viewer:
         with gui.add_folder("Layers"):
             self.gui_layers = {
                 "splats": gui.add_checkbox("Gaussians", initial_value=True),
+                "mesh": gui.add_checkbox("Mesh", initial_value=True),
                 "cameras": gui.add_checkbox("Input cameras", initial_value=True),
                 "test_cameras": gui.add_checkbox("Test cameras", initial_value=True),
-                "mesh": gui.add_checkbox("Mesh", initial_value=True),
                 "points": gui.add_checkbox("Points (hull / SfM)", initial_value=False),
             }
         for key, box in self.gui_layers.items():
             box.on_update(lambda _e, key=key: self._apply_visibility(key))
+        with gui.add_folder("Cameras"):
+            self.gui_camera = gui.add_dropdown("Camera", options=(NO_CAMERA,), initial_value=NO_CAMERA)
+            self.gui_goto = gui.add_button("Go to camera", disabled=True)
+            self.gui_home = gui.add_button("Start view", disabled=True)
+        self.gui_goto.on_click(lambda _e: self.go_to_choice(self.gui_camera.value))
+        self.gui_home.on_click(lambda _e: self.go_home())
         with gui.add_folder("Splats"):
             self.gui_scale = gui.add_slider("Splat scale", min=0.1, max=3.0, step=0.05, initial_value=1.0)
             self.gui_opacity = gui.add_slider("Opacity threshold", min=0.0, max=1.0, step=0.01, initial_value=0.0)
@@ -250,35 +131,48 @@ class Viewer:
 
     def _apply_visibility(self, key: str) -> None:
         visible = bool(self.gui_layers[key].value)
-        handles = [self.splat_handle] if key == "splats" else self._layers.get(key, [])
-        for h in handles:
-            if h is not None:
-                h.visible = visible
+        if key == "splats":
+            if self.splat_handle is not None:
+                self.splat_handle.visible = visible
+            return
+        kind = next((kind for kind, layer in CAMERA_KINDS.items() if layer == key), None)
+        for k, h in enumerate(self._layers.get(key, [])):
+            h.visible = visible and (kind, k) not in self._inside
 
     def _on_connect(self, client: Any) -> None:
-        if self._home is not None:
-            self.fly_to(client, self._home, back_off=HOME_BACK_OFF)
+        client.camera.on_update(self._on_camera_update)
+        if self.home is not None:
+            self.set_view(client, self.home)
+            self._on_camera_update(None)
 
     # ------------------------------------------------------------- layers
     def show_run(self, contents: RunContents, points: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Put a run folder's layers on the scene (replacing what was there)."""
+        """Put a run folder's layers on the scene (replacing what was there) and open every view on its first
+        input camera."""
         self.contents = contents
-        self.model = contents.model.to(self.device)
+        self.model = contents.model.to(render_device(contents.model, self.device))
+        self.gaussians = contents.gaussians  # only drawn (as numpy arrays): stays where it was loaded
         scene = self.server.scene
         for handles in self._layers.values():
             for h in handles:
                 h.remove()
         self._layers = {}
+        self._inside = set()
+        # a mesh run's Gaussians are where its mesh came from: offered, not shown
+        self.gui_layers["splats"].value = self.gaussians is not None and contents.representation != "mesh"
         self.refresh_splats()
+        self.cameras = {"input": list(contents.cameras), "test": list(contents.test_cameras)}
         size = frustum_scale(contents.cameras + contents.test_cameras)
-        self._layers["cameras"] = add_frustums(scene, "/cameras/input", contents.cameras, contents.images,
-                                               color=(30, 90, 230), scale=size, on_click=self.fly_to)
+        self._inside_radius = 0.5 * size
+        self._layers["cameras"] = add_frustums(
+            scene, "/cameras/input", contents.cameras, contents.images, color=(30, 90, 230), scale=size,
+            on_click=lambda client, cam: self._clicked(client, "input", cam))
         if contents.test_cameras:
             self._layers["test_cameras"] = add_frustums(
-                scene, "/cameras/test", contents.test_cameras, contents.test_images or None,
-                color=(230, 60, 40), scale=size * 0.8, on_click=self.fly_to)
+                scene, "/cameras/test", contents.test_cameras, contents.test_images or None, color=(230, 60, 40),
+                scale=size * 0.8, on_click=lambda client, cam: self._clicked(client, "test", cam))
         if contents.mesh is not None:
-            self._layers["mesh"] = [self._add_mesh(*contents.mesh)]
+            self._layers["mesh"] = [add_mesh(scene, "/mesh", *contents.mesh)]
         pts = points if points is not None else contents.points
         if pts is not None:
             xyz, rgb = pts
@@ -286,67 +180,131 @@ class Viewer:
                 "/points", points=np.asarray(xyz, np.float32), colors=np.asarray(rgb, np.float32),
                 point_size=size * 0.02)]
         for key, box in self.gui_layers.items():
-            box.disabled = key != "splats" and not self._layers.get(key)  # nothing to show for that layer
+            has = self.gaussians is not None if key == "splats" else bool(self._layers.get(key))
+            box.disabled = not has  # nothing to show for that layer
+        self._camera_choices = {
+            f"{kind} camera {k}" + (f" ({cam.name})" if cam.name else ""): (kind, k)
+            for kind, cams in self.cameras.items() for k, cam in enumerate(cams)}
+        self.gui_camera.options = tuple(self._camera_choices) or (NO_CAMERA,)
+        self.gui_goto.disabled = not self._camera_choices
+        self.gui_info.content = self._describe(contents)
+        self._frame(contents)
+        for key in self.gui_layers:
             self._apply_visibility(key)
-        m = contents.metrics
-        psnr = m.get("train_psnr")
-        self.gui_info.content = (
-            f"**{contents.run_dir.name}** — {self.model.num_gaussians} Gaussians, {len(contents.cameras)} input / "
-            f"{len(contents.test_cameras)} test cameras" + (f", train PSNR {psnr:.2f} dB" if psnr else "")
-        )
-        self._home = contents.cameras[0]
-        for client in self.server.get_clients().values():
-            self.fly_to(client, self._home, back_off=HOME_BACK_OFF)
 
-    def _add_mesh(self, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> Any:
-        if colors is not None:
-            import trimesh
+    def _describe(self, contents: RunContents) -> str:
+        parts = [f"**{contents.run_dir.name}** — {contents.representation}"]
+        if contents.mesh is not None:
+            parts.append(f"mesh of {len(contents.mesh[1])} faces")
+        count = getattr(contents.model, "num_gaussians", None)
+        if count is not None:
+            baked = hasattr(contents.model, "to_gaussians")
+            parts.append(f"{count} " + ("neural primitives (drawn baked to Gaussians)" if baked else "Gaussians"))
+        parts.append(f"{len(contents.cameras)} input / {len(contents.test_cameras)} test cameras")
+        psnr = contents.metrics.get("train_psnr")
+        if isinstance(psnr, (int, float)):
+            parts.append(f"train PSNR {psnr:.2f} dB")
+        return ", ".join(parts)
 
-            mesh = trimesh.Trimesh(vertices, faces, vertex_colors=(np.clip(colors, 0, 1) * 255).astype(np.uint8),
-                                   process=False)
-            return self.server.scene.add_mesh_trimesh("/mesh", mesh)
-        return self.server.scene.add_mesh_simple("/mesh", vertices, faces, color=(200, 200, 200))
+    def _frame(self, contents: RunContents) -> None:
+        """The start view: the first input camera's own (it sees the object from outside), else the content's
+        bounds; the world up from the cameras; every connected browser goes there, new ones start there."""
+        self.up = world_up(contents.cameras)
+        self.server.scene.set_up_direction(tuple(float(x) for x in self.up))
+        bounds = content_bounds(contents.content_points())
+        self._centre = None if bounds is None else 0.5 * (bounds[0] + bounds[1])
+        if contents.cameras:
+            self.home = view_from_camera(contents.cameras[0], self.up, self._centre)
+        elif bounds is not None:
+            self.home = view_from_bounds(*bounds, self.up)
+        else:
+            return
+        initial = self.server.initial_camera
+        initial.position, initial.look_at = self.home.position, self.home.look_at
+        initial.up, initial.fov = self.home.up, self.home.fov
+        self.gui_home.disabled = False
+        self.go_home()
 
     def refresh_splats(self) -> None:
         """Re-upload the Gaussians with the current scale and opacity threshold."""
         with self._lock:
-            if self.model is None:
+            if self.gaussians is None:
+                if self.splat_handle is not None:
+                    self.splat_handle.remove()
+                    self.splat_handle = None
+                self.num_shown = 0
+                self.gui_count.content = "no Gaussians in this run"
                 return
-            arr = splat_arrays(self.model, scale=float(self.gui_scale.value),
+            arr = splat_arrays(self.gaussians, scale=float(self.gui_scale.value),
                                min_opacity=float(self.gui_opacity.value))
             visible = bool(self.gui_layers["splats"].value)
             self.splat_handle = self.server.scene.add_gaussian_splats(
                 "/splats", centers=arr.centers, covariances=arr.covariances, rgbs=arr.rgbs,
                 opacities=arr.opacities, visible=visible)
             self.num_shown = len(arr)
-            self.gui_count.content = f"{self.num_shown} of {self.model.num_gaussians} Gaussians shown"
+            self.gui_count.content = f"{self.num_shown} of {self.gaussians.num_gaussians} Gaussians shown"
 
-    # ------------------------------------------------------------- cameras and renders
-    def fly_to(self, client: Any, cam: Camera, back_off: float = 1.0) -> None:
-        """Move a browser client's view to ``cam``, orbiting about the point on its axis nearest the Gaussians.
-
-        ``back_off`` > 1 steps back along the axis (the home view: the camera's own frustum stays in sight).
-        """
+    # ------------------------------------------------------------- where the browsers look
+    def set_view(self, client: Any, view: ViewPose) -> None:
+        """Move one browser's camera to ``view`` (orientation follows from position, look-at point and up)."""
         if client is None:
             return
-        wxyz, pos = camera_pose(cam)
-        target = self._look_target(cam)
-        pos = target + (pos - target) * float(back_off)
         with client.atomic():
-            client.camera.fov = cam.fov_y
-            client.camera.wxyz = wxyz
-            client.camera.position = pos
-            client.camera.look_at = target
-            client.camera.up_direction = -cam.R[1]
+            client.camera.fov = view.fov
+            client.camera.up_direction = view.up
+            client.camera.position = view.position
+            client.camera.look_at = view.look_at
 
-    def _look_target(self, cam: Camera) -> np.ndarray:
-        """A point on the camera's optical axis at the distance of the Gaussians' centre."""
-        if self.model is None:
-            return cam.center + cam.R[2]
-        centre = self.model.means.detach().float().mean(0).cpu().numpy()
-        dist = max(float((centre - cam.center) @ cam.R[2]), 1e-3)
-        return cam.center + dist * cam.R[2]
+    def view_of(self, kind: str, index: int) -> ViewPose:
+        """The view through input (``kind="input"``) or test camera ``index``."""
+        return view_from_camera(self.cameras[kind][index], self.up, self._centre)
 
+    def go_to(self, kind: str, index: int, clients: list[Any] | None = None) -> ViewPose:
+        """Move every connected browser (or ``clients``) to input/test camera ``index``."""
+        view = self.view_of(kind, index)
+        for client in (clients if clients is not None else list(self.server.get_clients().values())):
+            self.set_view(client, view)
+        self._on_camera_update(None)
+        label = next((name for name, choice in self._camera_choices.items() if choice == (kind, index)), None)
+        if label is not None and self.gui_camera.value != label:  # the dropdown names where the view is
+            self.gui_camera.value = label
+        return view
+
+    def go_to_choice(self, label: str) -> ViewPose | None:
+        """The "Go to camera" button: the camera picked in the dropdown."""
+        choice = self._camera_choices.get(label)
+        return None if choice is None else self.go_to(*choice)
+
+    def go_home(self) -> None:
+        """Every connected browser back to the start view."""
+        if self.home is None:
+            return
+        for client in list(self.server.get_clients().values()):
+            self.set_view(client, self.home)
+        self._on_camera_update(None)
+
+    def _clicked(self, client: Any, kind: str, cam: Camera) -> None:
+        index = next(k for k, c in enumerate(self.cameras[kind]) if c is cam)
+        self.go_to(kind, index, clients=[client])
+
+    def _on_camera_update(self, _camera: Any) -> None:
+        """Hide the frustums a browser's view sits inside (a camera's own frustum, its photo on it, would fill
+        the view through it); show them again once every browser has moved away."""
+        positions = []
+        for client in list(self.server.get_clients().values()):
+            try:
+                positions.append(np.asarray(client.camera.position, dtype=np.float64))
+            except AssertionError:  # a browser that has not sent its camera yet
+                continue
+        inside = {(kind, k) for kind, cams in self.cameras.items() for k, cam in enumerate(cams)
+                  if any(np.linalg.norm(p - cam.center) < self._inside_radius for p in positions)}
+        with self._inside_lock:
+            changed = inside ^ self._inside
+            self._inside = inside
+            for kind in {kind for kind, _k in changed}:
+                self._apply_visibility(CAMERA_KINDS[kind])
+
+    # ------------------------------------------------------------- renders
     def view_camera(self, client: Any) -> Camera:
         """The Camera a browser client is looking through (size capped at ``max_render_side``)."""
         cam = client.camera
@@ -356,9 +314,9 @@ class Viewer:
 
     @torch.no_grad()
     def render(self, cam: Camera) -> dict[str, np.ndarray]:
-        """Render ``cam`` with the project's renderer: uint8 rgb, float depth, uint8 depth colours."""
+        """Render ``cam`` with the run's model: uint8 rgb, float depth, uint8 depth colours, alpha."""
         if self.model is None:
-            raise RuntimeError("no Gaussians loaded")
+            raise RuntimeError("nothing loaded to render")
         with self._lock:
             out = self.model.render(cam, background=[0.0, 0.0, 0.0], render_mode="RGB+ED")
         rgb = out.rgb_uint8()
@@ -418,16 +376,25 @@ class Viewer:
         self.gui_curve.image = curve_image([h["loss"] for h in self.history if "loss" in h])
         self.gui_curve.visible = True
 
-    def snapshot(self, step: int, model: GaussianModel, stats: dict[str, float]) -> None:
-        """Training snapshot hook (step, model, stats): stream the current splats to the browser."""
+    def snapshot(self, step: int, model: Any, stats: dict[str, float]) -> None:
+        """Training snapshot hook (step, model, stats): stream a copy of the current splats to the browser
+        (render-from-view renders that copy: the model itself is being trained in another thread)."""
         with torch.no_grad():
-            copy = model.to_gaussians() if hasattr(model, "to_gaussians") else model.copy()
-        self.model = copy.to(self.device)
+            shown = display_gaussians(model)
+            if shown is None:
+                return
+            if shown is model or shown is getattr(model, "gaussians", None):
+                shown = shown.copy()
+        self.gaussians = shown
+        self.model = self.gaussians
         self.refresh_splats()
-        if self._home is None and self.model.num_gaussians:
+        if self.home is None and self.gaussians.num_gaussians:
             self.gui_info.content = f"**training** — step {step}, {model.num_gaussians} Gaussians"
-            centre = self.model.means.detach().float().mean(0).cpu().numpy()
-            for client in self.server.get_clients().values():
-                if client.client_id not in self._aimed:  # point each browser at the object once
-                    client.camera.look_at = centre
+            bounds = content_bounds(self.gaussians.means.detach().float().cpu().numpy())
+            if bounds is None:
+                return
+            view = view_from_bounds(*bounds, self.up)
+            for client in list(self.server.get_clients().values()):
+                if client.client_id not in self._aimed:  # frame each browser on the object once
+                    self.set_view(client, view)
                     self._aimed.add(client.client_id)
