@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from recon.errors import ReconInputError
+
 # Same values as recon.bench.leaderboard's; repeated so `recon --help` does not import torch (a test checks).
 DEFAULT_DB_NAME = "leaderboard.sqlite"
 DEFAULT_METRIC = "psnr_m"
@@ -86,16 +88,30 @@ def run_cmd(
                                                  "gaussians, mesh, hybrid or neural."),
     prior: Optional[str] = typer.Option(None, help="Override the method's prior: none or diffusion."),
     prior_weights: Optional[Path] = typer.Option(None, help="Local repair-model folder for --prior diffusion."),
+    protocol: Optional[str] = typer.Option(None, help="A standard real-data protocol instead of the SpaRe tracks: "
+                                           "blender8, blender3, llff3, llff6, llff9, dtu3, dtu6, dtu9, dtu3m, dtu9m "
+                                           "(spare3/spare9 = --track 1/2); needs --data."),
+    data: Optional[Path] = typer.Option(None, help="--protocol: a dataset folder in its own layout (one scene, or "
+                                        "a folder of scenes), e.g. data/real/dtu."),
+    scenes: Optional[str] = typer.Option(None, help="--protocol: only these scenes (comma-separated names)."),
 ) -> None:
-    """Reconstruct every scene of a split with a built-in method, render the test views, score, write results.json."""
+    """Reconstruct every scene of a split (or a real-data protocol) with a built-in method, render the test views,
+    score, write results.json."""
     from recon.bench.runner import run_benchmark
 
+    extra = {"representation": representation, "prior": prior,
+             "diffusion.weights": None if prior_weights is None else str(prior_weights)}
+    if protocol in ("spare3", "spare9"):
+        track, protocol = (1 if protocol == "spare3" else 2), None
+    if protocol is not None:
+        _run_protocol(protocol, data, method, out, scenes, iterations, max_side, seed, lpips_weights, extra)
+        return
+    if data is not None or scenes is not None:
+        raise ReconInputError("--data and --scenes go with --protocol")
     out = out or Path("bench_runs") / f"{method}-track{track}-{split}"
     results = run_benchmark(_dataset(dataset), method, track, split, out, iterations=iterations, max_side=max_side,
                             seed=seed, lpips_weights=lpips_weights, db=_db(db, dataset) if submit else None,
-                            submission_name=name, progress=typer.echo,
-                            extra={"representation": representation, "prior": prior,
-                                   "diffusion.weights": None if prior_weights is None else str(prior_weights)})
+                            submission_name=name, progress=typer.echo, extra=extra)
     res = results["results"]
     typer.echo(f"PSNR-M {res['psnr_m']:.2f} dB  PSNR {res['psnr']:.2f} dB  SSIM-M {res['ssim_m']:.4f}  "
                f"SSIM {res['ssim']:.4f}  total {results['timings']['total_s']:.1f} s")
@@ -103,6 +119,29 @@ def run_cmd(
     typer.echo(f"wrote {out / 'results.json'}")
     if "submission_id" in results:
         typer.echo(f"submitted as #{results['submission_id']}")
+
+
+def _run_protocol(protocol: str, data: Optional[Path], method: str, out: Optional[Path], scenes: Optional[str],
+                  iterations: Optional[int], max_side: Optional[int], seed: int, lpips_weights: Optional[Path],
+                  extra: dict) -> None:
+    """`bench run --protocol`: run, print a per-scene table, say where results.json is."""
+    from recon.bench.protocol_runner import run_protocol
+
+    if data is None:
+        raise ReconInputError(f"--protocol {protocol} needs --data: the dataset folder in its own layout")
+    out = out or Path("bench_runs") / f"{method}-{protocol}"
+    only = [s.strip() for s in scenes.split(",") if s.strip()] if scenes else None
+    results = run_protocol(protocol, data, method, out, scenes=only, iterations=iterations, max_side=max_side,
+                           seed=seed, lpips_weights=lpips_weights, extra=extra, progress=typer.echo)
+    for scene, row in results["scenes"].items():
+        typer.echo(f"{scene:>12}  PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}  {row['wall_s']:6.1f} s  "
+                   f"({row['mode']} mode)")
+    mean = results["mean"]
+    typer.echo(f"{'mean':>12}  PSNR {mean['psnr']:6.2f} dB  SSIM {mean['ssim']:.4f}  {mean['wall_s']:6.1f} s")
+    typer.echo(results["lpips"])
+    for w in results["warnings"]:
+        typer.echo(f"recon: warning: {w}", err=True)
+    typer.echo(f"wrote {out / 'results.json'}")
 
 
 @leaderboard_app.command("submit")
