@@ -52,7 +52,7 @@ def main() -> None:
                                                      "mode")}
                 entry[method]["warnings"] = [w for w in res["warnings"] if w.startswith(f"{scene}:")]
     methods = args.methods.split(",")
-    print(f"\n| protocol | scene | " + " | ".join(f"{m} PSNR | {m} SSIM | {m} s" for m in methods) + " | diff dB |")
+    print("\n| protocol | scene | " + " | ".join(f"{m} PSNR | {m} SSIM | {m} s" for m in methods) + " | diff dB |")
     print("|---|---|" + "---|---|---|" * len(methods) + "---|")
     for protocol, scenes in table.items():
         for scene, entry in scenes.items():
