@@ -163,7 +163,7 @@ def test_old_database_ground_truth_thumbnails_are_erased_on_open(dataset: Path, 
         server.server_close()
     with sqlite3.connect(db) as con:
         assert "gt_thumb" not in {r[1] for r in con.execute("PRAGMA table_info(image_scores)")}
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     con.close()
     assert secret[:40] not in on_disk()  # not just unlinked: overwritten
     assert Leaderboard(db).integrity_ok() and Leaderboard(db).thumbnail(sid, scene, view, "render")

@@ -85,7 +85,8 @@ def test_valid_zip_is_scored_and_stored(dataset: Path, tmp_path: Path) -> None:
     assert scores.mean["psnr_m"] == pytest.approx(floor, abs=0.5)  # the object is not saturated
     assert scores.mean["lpips"] is None and "LPIPS not computed" in scores.lpips_note
     board = Leaderboard(db)
-    assert board.counts() == {"methods": 1, "submissions": 1, "scene_scores": 2, "image_scores": 20}
+    assert board.counts() == {"methods": 1, "submissions": 1, "scene_scores": 2, "image_scores": 20,
+                              "protocol_results": 0, "protocol_scene_scores": 0}
     row = board.rows()[0]
     assert (row["id"], row["split"], row["track"], row["method"]) == (sid, "dev", 1, "m1")
     first = board.image_rows(sid)[0]
