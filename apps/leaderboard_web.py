@@ -1,9 +1,12 @@
 """`recon leaderboard serve`: a small stdlib web page over the leaderboard database.
 
-Pages: ``/`` one sortable table per track and split (click a column header; inline JS, no CDN), ranked by
-``?metric=`` (PSNR-M by default); ``/submission/<id>`` the per-scene scores and, per scene
-(``?scene=<name>``), each test view's render with its scores; ``/thumb/<id>/<scene>/<view>/render.png`` the
-render thumbnails stored in the database; ``/api/rows`` the ranking as JSON. Read-only.
+Pages: ``/`` one section per protocol (``?protocol=`` shows one): a sortable ranking (click a column header;
+inline JS, no CDN) per SpaRe track and split or per real-data protocol, ranked by ``?metric=`` (PSNR-M by
+default; a protocol's own PSNR for real-data protocols), each real-data protocol followed by its published
+figures as labelled reference rows outside the ranking; ``/submission/<id>`` the per-scene scores and, per scene
+(``?scene=<name>``), each test view's render with its scores; ``/result/<id>`` a protocol result's per-scene
+scores; ``/thumb/<id>/<scene>/<view>/render.png`` the render thumbnails stored in the database; ``/api/rows``
+(SpaRe), ``/api/results`` (real-data protocols) and ``/api/published`` as JSON. Read-only.
 
 Hostile input: every string from the database or the URL is HTML-escaped; errors are plain text (JSON under
 ``/api/``) with ``nosniff``; HTML pages carry a Content-Security-Policy that allows only our own inline script
@@ -21,16 +24,30 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
-from recon.bench.leaderboard import DEFAULT_METRIC, INT64_MAX, Leaderboard
+from recon.bench.leaderboard import (
+    ALL_PROTOCOLS,
+    DEFAULT_METRIC,
+    INT64_MAX,
+    RESULT_METRICS,
+    Leaderboard,
+    Section,
+    protocol_summary,
+    result_metric,
+)
+from recon.bench.protocols import PROTOCOLS
+from recon.bench.published import LABEL as PUBLISHED_LABEL
+from recon.bench.published import PUBLISHED, SCENES_NOTE
 from recon.bench.scoring import METRICS
 from recon.errors import ReconInputError
 
-LABELS = {"psnr_m": "PSNR-M", "psnr": "PSNR", "ssim_m": "SSIM-M", "ssim": "SSIM", "lpips_m": "LPIPS-M", "lpips": "LPIPS"}
+LABELS = {"psnr_m": "PSNR-M", "psnr": "PSNR", "ssim_m": "SSIM-M", "ssim": "SSIM", "lpips_m": "LPIPS-M",
+          "lpips": "LPIPS"}
 TRACK_NAMES = {1: "Track 1 (3 input views)", 2: "Track 2 (9 input views)"}
 
 CSS = """
@@ -42,6 +59,9 @@ th.sortable{cursor:pointer;background:#f3f3f3;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"} th[aria-sort=descending]::after{content:" \\25BC"}
 img{image-rendering:auto;display:block}
 .note{color:#a60}
+table.reference{color:#555;font-style:italic}
+table.reference caption{text-align:left;font-style:normal;padding:.2em 0}
+section{margin-bottom:2em}
 """
 
 # Sort a table's rows by the clicked column: numbers numerically (empty cells last), text alphabetically.
@@ -92,51 +112,144 @@ def _fmt(v: float | None, metric: str) -> str:
     return f"{v:.2f}" if metric.startswith("psnr") else f"{v:.4f}"
 
 
-def _metric_cells(row: dict[str, Any]) -> str:
+def _metric_cells(row: dict[str, Any], metrics: tuple[str, ...] = METRICS) -> str:
     return "".join(f'<td data-v="{"" if row.get(m) is None else repr(float(row[m]))}">{_fmt(row.get(m), m)}</td>'
-                   for m in METRICS)
+                   for m in metrics)
 
 
-def _metric_heads() -> str:
-    return "".join(f'<th class="sortable" data-type="num" data-key="{m}">{LABELS[m]}</th>' for m in METRICS)
+def _metric_heads(metrics: tuple[str, ...] = METRICS) -> str:
+    return "".join(f'<th class="sortable" data-type="num" data-key="{m}">{LABELS[m]}</th>' for m in metrics)
 
 
 def _page(title: str, body: str) -> bytes:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
-            f"</head><body>{body}<script>{SORT_JS}</script></body></html>").encode("utf-8")
+            f"</head><body>{body}<script>{SORT_JS}</script></body></html>").encode()
 
 
-def index_page(board: Leaderboard, metric: str = DEFAULT_METRIC) -> bytes:
-    """The leaderboard: one ranked, sortable table per (track, split)."""
-    rows = board.rows(metric=metric)
-    links = " ".join(f'<a href="/?metric={_e(m)}">{_e(LABELS[m])}</a>' for m in METRICS)
-    parts = [f"<h1>Sparse-view reconstruction leaderboard</h1><p>Ranked by <b>{_e(LABELS[metric])}</b>. Rank by: {links}."
-             " Click a column header to sort.</p>"]
-    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["track"], r["split"]), []).append(r)
-    if not groups:
-        parts.append("<p id='empty'>No submissions yet.</p>")
-    for (track, split), grp in sorted(groups.items()):
-        tid = _e(f"track{track}-{split}")
-        parts.append(f"<h2>{_e(TRACK_NAMES.get(track, f'Track {track}'))}, {_e(split)} split</h2>")
+def _when(created: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(created))
+
+
+def _query(metric: str, protocol: str | None) -> str:
+    return f"?metric={quote(metric, safe='')}" + ("" if protocol is None else f"&protocol={quote(protocol, safe='')}")
+
+
+def _nav(metric: str, protocol: str | None, shown: list[str]) -> str:
+    """Rank-by links (keeping the protocol) and the protocol selector (keeping the metric)."""
+    ranks = " ".join(f'<a href="/{_e(_query(m, protocol))}">{_e(LABELS[m])}</a>' for m in METRICS)
+    protos = " ".join(f'<a href="/{_e(_query(metric, p))}"{" aria-current=page" if p == protocol else ""}>{_e(p)}</a>'
+                      for p in ALL_PROTOCOLS if p in shown or p == protocol)
+    return (f"<p>Ranked by <b>{_e(LABELS[metric])}</b> (real-data protocols: their own "
+            f"{_e(LABELS[result_metric(metric)])}). Rank by: {ranks}. Click a column header to sort.</p>"
+            f'<nav id="protocols"><p>One ranking per protocol, never mixed. Protocol: '
+            f'<a href="/{_e(_query(metric, None))}"{" aria-current=page" if protocol is None else ""}>all</a> {protos}'
+            "</p></nav>")
+
+
+def _spare_section(sec: Section) -> str:
+    """A SpaRe track and split: renders scored here against the hidden ground truth."""
+    track = 1 if sec.protocol == "spare3" else 2
+    split = sec.split or ""
+    parts = [f"<h2>{_e(sec.protocol)}: {_e(TRACK_NAMES.get(track, f'Track {track}'))}, {_e(split)} split</h2>",
+             f'<table class="sortable leaderboard" id="{_e(f"track{track}-{split}")}" data-track="{_e(track)}" '
+             f'data-split="{_e(split)}" data-protocol="{_e(sec.protocol)}"><thead><tr>'
+             '<th class="sortable" data-type="num" data-key="rank">#</th>'
+             '<th class="sortable t" data-type="text" data-key="method">Method</th>'
+             '<th class="sortable t" data-type="text" data-key="name">Submission</th>'
+             f'{_metric_heads()}<th class="sortable" data-type="num" data-key="created">Date</th></tr></thead><tbody>']
+    for r in sec.rows:
         parts.append(
-            f'<table class="sortable leaderboard" id="{tid}" data-track="{_e(track)}" data-split="{_e(split)}"><thead><tr>'
+            f'<tr data-id="{int(r["id"])}"><td data-v="{r["rank"]}">{r["rank"]}</td>'
+            f'<td class="t">{_e(r["method"])}</td>'
+            f'<td class="t"><a href="/submission/{int(r["id"])}">{_e(r["name"])}</a></td>{_metric_cells(r)}'
+            f'<td data-v="{float(r["created"])!r}">{_when(r["created"])}</td></tr>')
+    parts.append("</tbody></table>")
+    return "".join(parts) + _notes(sec.rows)
+
+
+def _notes(rows: list[dict[str, Any]]) -> str:
+    notes = sorted({r["lpips_note"] for r in rows if r.get("lpips_note")})
+    return "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
+
+
+def _protocol_heading(name: str) -> str:
+    return (f"<h2>{_e(protocol_summary(name))}</h2><p>Split: {_e(PROTOCOLS[name].published)}. Results are scored "
+            "by the submitter's own `recon bench run --protocol` (results.json), on the scenes listed.</p>")
+
+
+def _result_section(sec: Section) -> str:
+    """A real-data protocol: its submitted results ranked, then its published figures (not ranked)."""
+    parts = [_protocol_heading(sec.protocol)]
+    if sec.rows:
+        parts.append(
+            f'<table class="sortable leaderboard results" id="{_e(f"protocol-{sec.protocol}")}" '
+            f'data-protocol="{_e(sec.protocol)}"><thead><tr>'
             '<th class="sortable" data-type="num" data-key="rank">#</th>'
             '<th class="sortable t" data-type="text" data-key="method">Method</th>'
             '<th class="sortable t" data-type="text" data-key="name">Submission</th>'
-            f'{_metric_heads()}<th class="sortable" data-type="num" data-key="created">Date</th></tr></thead><tbody>')
-        for r in grp:
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["created"]))
+            '<th class="sortable t" data-type="text" data-key="scenes">Scenes</th>'
+            f'{_metric_heads(RESULT_METRICS)}<th class="sortable" data-type="num" data-key="created">Date</th>'
+            "</tr></thead><tbody>")
+        for r in sec.rows:
             parts.append(
-                f'<tr data-id="{int(r["id"])}"><td data-v="{r["rank"]}">{r["rank"]}</td><td class="t">{_e(r["method"])}</td>'
-                f'<td class="t"><a href="/submission/{int(r["id"])}">{_e(r["name"])}</a></td>{_metric_cells(r)}'
-                f'<td data-v="{float(r["created"])!r}">{when}</td></tr>')
+                f'<tr data-result-id="{int(r["id"])}"><td data-v="{r["rank"]}">{r["rank"]}</td>'
+                f'<td class="t">{_e(r["method"])}</td>'
+                f'<td class="t"><a href="/result/{int(r["id"])}">{_e(r["name"])}</a></td>'
+                f'<td class="t">{_e(", ".join(r["scenes"]))}</td>{_metric_cells(r, RESULT_METRICS)}'
+                f'<td data-v="{float(r["created"])!r}">{_when(r["created"])}</td></tr>')
         parts.append("</tbody></table>")
-        notes = {r["lpips_note"] for r in grp if r.get("lpips_note")}
-        for n in sorted(notes):
-            parts.append(f"<p class='note'>{_e(n)}</p>")
+    else:
+        parts.append(f"<p class='empty'>No {_e(sec.protocol)} results submitted yet.</p>")
+    return "".join(parts) + _notes(sec.rows) + _published_table(sec)
+
+
+def _published_table(sec: Section) -> str:
+    """Reference rows: published dataset averages, each labelled as such, outside the ranking."""
+    if not sec.published:
+        return ""
+    first = sec.published[0]
+    rows = "".join(f'<tr class="published"><td class="t">{_e(p.method)}</td><td>{_e(p.psnr)}</td>'
+                   f'<td class="t">{_e(p.label)}</td></tr>' for p in sec.published)
+    return (f'<table class="reference" id="{_e(f"published-{sec.protocol}")}" data-protocol="{_e(sec.protocol)}">'
+            f"<caption>{_e(PUBLISHED_LABEL)}: reference rows, not ranked. {_e(first.setting)}; source: "
+            f'{_e(first.source)}.</caption><thead><tr><th class="t">Method</th><th>PSNR</th><th class="t">Kind</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table><p class='note scenes-note'>{_e(SCENES_NOTE)}</p>")
+
+
+def index_page(board: Leaderboard, metric: str = DEFAULT_METRIC, protocol: str | None = None) -> bytes:
+    """The leaderboard: one ranked, sortable table per protocol (and split, for SpaRe), each real-data protocol
+    followed by its published reference rows."""
+    sections = board.sections(protocol, metric)
+    parts = ["<h1>Sparse-view reconstruction leaderboard</h1>",
+             _nav(metric, protocol, [s.protocol for s in sections] + list(PUBLISHED))]
+    if not any(s.rows for s in sections):
+        parts.append("<p id='empty'>No submissions yet.</p>")
+    for sec in sections:
+        body = _spare_section(sec) if sec.split is not None else _result_section(sec)
+        parts.append(f'<section id="{_e(f"p-{sec.key}")}" data-protocol="{_e(sec.protocol)}">{body}</section>')
     return _page("Leaderboard", "".join(parts))
+
+
+def result_page(board: Leaderboard, rid: int) -> bytes | None:
+    """Per-scene scores of a protocol result, as its results.json reported them."""
+    res = board.result(rid)
+    if res is None:
+        return None
+    parts = [f'<p><a href="/">&larr; leaderboard</a></p><h1>{_e(res["name"])}</h1>'
+             f'<p>Method <b>{_e(res["method"])}</b>, protocol {_e(res["protocol"])}, {_e(res["n_scenes"])} scenes, '
+             f"submitted {_when(res['created'])}. Scored by the submitter's run (results.json) on these scenes.</p>"]
+    if res.get("lpips_note"):
+        parts.append(f"<p class='note'>{_e(res['lpips_note'])}</p>")
+    warnings = res["info"].get("warnings")
+    for w in (warnings if isinstance(warnings, list) else [])[:20]:
+        parts.append(f"<p class='note warning'>Warning from the run: {_e(str(w)[:500])}</p>")
+    parts.append('<h2>Per scene</h2><table class="sortable" id="scenes"><thead><tr>'
+                 '<th class="sortable t" data-type="text" data-key="scene">Scene</th>'
+                 f"{_metric_heads(RESULT_METRICS)}</tr></thead><tbody>")
+    for r in board.result_scene_rows(rid):
+        parts.append(f'<tr><td class="t">{_e(r["scene"])}</td>{_metric_cells(r, RESULT_METRICS)}</tr>')
+    parts.append("</tbody></table>")
+    return _page(res["name"], "".join(parts))
 
 
 def submission_page(board: Leaderboard, sid: int, scene: str | None = None) -> bytes | None:
@@ -151,7 +264,8 @@ def submission_page(board: Leaderboard, sid: int, scene: str | None = None) -> b
     if sub.get("lpips_note"):
         parts.append(f"<p class='note'>{_e(sub['lpips_note'])}</p>")
     parts.append('<h2>Per scene</h2><table class="sortable" id="scenes"><thead><tr>'
-                 f'<th class="sortable t" data-type="text" data-key="scene">Scene</th>{_metric_heads()}</tr></thead><tbody>')
+                 '<th class="sortable t" data-type="text" data-key="scene">Scene</th>'
+                 f"{_metric_heads()}</tr></thead><tbody>")
     for r in board.scene_rows(sid):
         link = f'/submission/{sid}?scene={quote(r["scene"], safe="")}'
         parts.append(f'<tr><td class="t"><a href="{_e(link)}">{_e(r["scene"])}</a></td>{_metric_cells(r)}</tr>')
@@ -162,7 +276,8 @@ def submission_page(board: Leaderboard, sid: int, scene: str | None = None) -> b
                      f'{_metric_heads()}</tr></thead><tbody>')
         for r in board.image_rows(sid, scene):
             base = f"/thumb/{sid}/{quote(r['scene'], safe='')}/{quote(r['view'], safe='')}"
-            parts.append(f'<tr><td class="t">{_e(r["view"])}</td><td><img src="{_e(base)}/render.png" alt="render"></td>'
+            parts.append(f'<tr><td class="t">{_e(r["view"])}</td>'
+                         f'<td><img src="{_e(base)}/render.png" alt="render"></td>'
                          f'{_metric_cells(r)}</tr>')
         parts.append("</tbody></table>")
     return _page(sub["name"], "".join(parts))
@@ -229,17 +344,29 @@ def make_handler(board: Leaderboard, timeout: float | None = REQUEST_TIMEOUT_S) 
             else:
                 self._send(status, (message + "\n").encode("utf-8", "replace"), "text/plain; charset=utf-8")
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        def do_GET(self) -> None:  # http.server's name
             self.connection.settimeout(timeout)  # the request is in: the full timeout again for the answer
             url = urlparse(self.path)
             q = parse_qs(url.query)
             api = url.path.startswith("/api/")
             try:
+                metric = q.get("metric", [DEFAULT_METRIC])[0]
+                protocol = q.get("protocol", [None])[0]
                 if url.path == "/":
-                    return self._html(index_page(board, q.get("metric", [DEFAULT_METRIC])[0]))
+                    return self._html(index_page(board, metric, protocol))
                 if url.path == "/api/rows":
-                    rows = board.rows(metric=q.get("metric", [DEFAULT_METRIC])[0])
+                    return self._send(200, _json(board.rows(metric=metric)), "application/json")
+                if url.path == "/api/results":
+                    rows = board.result_rows(protocol, result_metric(metric))
                     return self._send(200, _json(rows), "application/json")
+                if url.path == "/api/published":
+                    rows = [r.to_dict() for rows in PUBLISHED.values() for r in rows]
+                    return self._send(200, _json(rows), "application/json")
+                m = re.fullmatch(r"/result/(\d+)", url.path)
+                if m:
+                    rid = _submission_id(m.group(1))
+                    page = None if rid is None else result_page(board, rid)
+                    return self._html(page) if page else self._error(404, "no such result")
                 m = re.fullmatch(r"/submission/(\d+)", url.path)
                 if m:
                     sid = _submission_id(m.group(1))
