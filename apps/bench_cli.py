@@ -81,7 +81,8 @@ def run_cmd(
     max_side: Optional[int] = typer.Option(None, help="Override the preset's training image size cap."),
     seed: int = typer.Option(0, help="Random seed."),
     lpips_weights: Optional[Path] = typer.Option(None, help="Local LPIPS alex.pth (with the AlexNet backbone next to it)."),
-    submit: bool = typer.Option(False, "--submit", help="Also submit the renders to the leaderboard."),
+    submit: bool = typer.Option(False, "--submit", help="Also submit to the leaderboard (the renders; with "
+                                "--protocol, results.json)."),
     db: Optional[Path] = typer.Option(None, help=_DB_HELP),
     name: Optional[str] = typer.Option(None, help="Submission name (must be unique)."),
     representation: Optional[str] = typer.Option(None, help="Override the method's representation: "
@@ -104,7 +105,9 @@ def run_cmd(
     if protocol in ("spare3", "spare9"):
         track, protocol = (1 if protocol == "spare3" else 2), None
     if protocol is not None:
-        _run_protocol(protocol, data, method, out, scenes, iterations, max_side, seed, lpips_weights, extra)
+        target = _db(db, dataset) if submit else None
+        _run_protocol(protocol, data, method, out, scenes, iterations, max_side, seed, lpips_weights, extra,
+                      target, name)
         return
     if data is not None or scenes is not None:
         raise ReconInputError("--data and --scenes go with --protocol")
@@ -123,12 +126,17 @@ def run_cmd(
 
 def _run_protocol(protocol: str, data: Optional[Path], method: str, out: Optional[Path], scenes: Optional[str],
                   iterations: Optional[int], max_side: Optional[int], seed: int, lpips_weights: Optional[Path],
-                  extra: dict) -> None:
-    """`bench run --protocol`: run, print a per-scene table, say where results.json is."""
+                  extra: dict, db: Optional[Path] = None, name: Optional[str] = None) -> None:
+    """`bench run --protocol`: run, print a per-scene table, say where results.json is; with ``db`` (--submit)
+    store results.json on the leaderboard too."""
     from recon.bench.protocol_runner import run_protocol
 
     if data is None:
         raise ReconInputError(f"--protocol {protocol} needs --data: the dataset folder in its own layout")
+    if db is not None:  # a bad or taken name must not wait for the end of a long run
+        from recon.bench.leaderboard import check_results_name
+
+        check_results_name(db, name)
     out = out or Path("bench_runs") / f"{method}-{protocol}"
     only = [s.strip() for s in scenes.split(",") if s.strip()] if scenes else None
     results = run_protocol(protocol, data, method, out, scenes=only, iterations=iterations, max_side=max_side,
@@ -142,6 +150,23 @@ def _run_protocol(protocol: str, data: Optional[Path], method: str, out: Optiona
     for w in results["warnings"]:
         typer.echo(f"recon: warning: {w}", err=True)
     typer.echo(f"wrote {out / 'results.json'}")
+    if db is not None:
+        _submit_results(db, out / "results.json", name, after_run=True)
+
+
+def _submit_results(db: Path, path: Path, name: Optional[str], after_run: bool = False) -> None:
+    """Store a protocol results.json and say where it went."""
+    from recon.bench.leaderboard import submit_results
+
+    try:
+        rid, res = submit_results(db, path, name)
+    except ReconInputError as exc:
+        if not after_run:
+            raise
+        raise ReconInputError(f"{exc} (not submitted: `recon leaderboard submit-results {path}` stores it "
+                              "later)") from None
+    psnr = res.mean["psnr"]
+    typer.echo(f"result #{rid} stored in {db}: {res.protocol}, {len(res.per_scene)} scenes, mean PSNR {psnr:.2f} dB")
 
 
 @leaderboard_app.command("submit")
@@ -166,49 +191,115 @@ def submit_cmd(
         typer.echo(scores.lpips_note)
 
 
-@leaderboard_app.command("show")
-def show_cmd(
-    track: Optional[int] = typer.Option(None, help="Only this track."),
-    split: Optional[str] = typer.Option(None, help="Only this split."),
-    metric: str = typer.Option(DEFAULT_METRIC, help="Rank by: psnr_m, psnr, ssim_m, ssim, lpips_m, lpips."),
+@leaderboard_app.command("submit-results")
+def submit_results_cmd(
+    path: Path = typer.Argument(..., help="results.json of `recon bench run --protocol P` (blender8, llff3, "
+                                "dtu3, ...)."),
+    name: Optional[str] = typer.Option(None, help="Submission name (unique; default method-protocol-time-folder)."),
     dataset: Optional[Path] = typer.Option(None, help=_DATASET_HELP),
     db: Optional[Path] = typer.Option(None, help=_DB_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Print the ranking as a table (names as plain text: never parsed as rich markup, control characters escaped)."""
+    """Validate and store a real-data protocol result (a rejected file leaves the database untouched)."""
+    _submit_results(_db(db, dataset), path, name)
+
+
+_LABELS = {"psnr_m": "PSNR-M", "psnr": "PSNR", "ssim_m": "SSIM-M", "ssim": "SSIM", "lpips_m": "LPIPS-M",
+           "lpips": "LPIPS"}
+
+
+def _cell(value: Optional[float], metric: str) -> str:
+    return "n/a" if value is None else (f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}")
+
+
+@leaderboard_app.command("show")
+def show_cmd(
+    protocol: Optional[str] = typer.Option(None, help="Only this protocol: spare3, spare9 (SpaRe tracks 1/2), "
+                                           "blender8, blender3, llff3/6/9, dtu3/6/9, dtu3m, dtu9m (default: all, "
+                                           "one table each)."),
+    track: Optional[int] = typer.Option(None, help="Only this SpaRe track (leaves out the real-data protocols)."),
+    split: Optional[str] = typer.Option(None, help="Only this SpaRe split (leaves out the real-data protocols)."),
+    metric: str = typer.Option(DEFAULT_METRIC, help="Rank by: psnr_m, psnr, ssim_m, ssim, lpips_m, lpips "
+                               "(real-data protocols: their own psnr, ssim or lpips)."),
+    dataset: Optional[Path] = typer.Option(None, help=_DATASET_HELP),
+    db: Optional[Path] = typer.Option(None, help=_DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per ranking) instead of tables."),
+) -> None:
+    """Print one ranking per protocol (and SpaRe split), real-data protocols followed by their published figures
+    (names as plain text: never parsed as rich markup, control characters escaped)."""
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    from recon.bench.leaderboard import Leaderboard, display_text
-    from recon.bench.scoring import METRICS
-    from recon.errors import ReconInputError
+    from recon.bench.leaderboard import Leaderboard
+    from recon.bench.published import SCENES_NOTE
 
     path = _db(db, dataset)
     if not path.exists():
         raise ReconInputError("leaderboard database not found (submit something first)", path)
-    rows = Leaderboard(path).rows(track=track, split=split, metric=metric)
+    sections = Leaderboard(path).sections(protocol, metric, track=track, split=split)
     if as_json:
-        typer.echo(json.dumps(rows, indent=1))
+        typer.echo(json.dumps([sec.to_dict() for sec in sections], indent=1))
         return
-    labels = {"psnr_m": "PSNR-M", "psnr": "PSNR", "ssim_m": "SSIM-M", "ssim": "SSIM", "lpips_m": "LPIPS-M", "lpips": "LPIPS"}
     console = Console()
-    groups: dict[tuple[int, str], list] = {}
-    for r in rows:
-        groups.setdefault((r["track"], r["split"]), []).append(r)
-    if not groups:
+    if not any(sec.rows for sec in sections):
         console.print("no submissions")
-    for (t, s), grp in sorted(groups.items()):
-        table = Table(title=f"Track {t} ({3 if t == 1 else 9} views), {s} split — ranked by {labels[metric]}")
-        for col in ["#", "method", "submission"] + [labels[m] for m in METRICS]:
-            table.add_column(col, justify="left" if col in ("method", "submission") else "right")
-        for r in grp:
-            cells = ["n/a" if r[m] is None else (f"{r[m]:.2f}" if m.startswith("psnr") else f"{r[m]:.4f}") for m in METRICS]
-            table.add_row(str(r["rank"]), Text(display_text(r["method"])), Text(display_text(r["name"])), *cells)
-        console.print(table)
-        notes = {r["lpips_note"] for r in grp if r["lpips_note"]}
-        for n in sorted(notes):
-            console.print(Text(display_text(n, 1000)))
+    for sec in sections:
+        for item in (_spare_table(sec) if sec.split is not None else _protocol_tables(sec)):
+            console.print(item)
+    if any(sec.published for sec in sections):
+        console.print(Text(SCENES_NOTE))
+
+
+def _spare_table(sec) -> list:
+    """A SpaRe track and split: the ranking and its LPIPS note."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from recon.bench.leaderboard import display_text
+    from recon.bench.scoring import METRICS
+
+    track, views = (1, 3) if sec.protocol == "spare3" else (2, 9)
+    table = Table(title=Text(f"{sec.protocol}: Track {track} ({views} views), {sec.split} split — ranked by "
+                             f"{_LABELS[sec.metric]}"))
+    for col in ["#", "method", "submission"] + [_LABELS[m] for m in METRICS]:
+        table.add_column(col, justify="left" if col in ("method", "submission") else "right")
+    for r in sec.rows:
+        table.add_row(str(r["rank"]), Text(display_text(r["method"])), Text(display_text(r["name"])),
+                      *[_cell(r[m], m) for m in METRICS])
+    notes = sorted({r["lpips_note"] for r in sec.rows if r["lpips_note"]})
+    return [table] + [Text(display_text(n, 1000)) for n in notes]
+
+
+def _protocol_tables(sec) -> list:
+    """A real-data protocol: its ranking (or a line saying there is none yet), then its published reference rows."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from recon.bench.leaderboard import RESULT_METRICS, display_text, protocol_summary
+    from recon.bench.published import LABEL
+
+    what = protocol_summary(sec.protocol)
+    out: list = []
+    if sec.rows:
+        table = Table(title=Text(f"{what} — ranked by {_LABELS[sec.metric]}"))
+        for col in ["#", "method", "submission", "scenes"] + [_LABELS[m] for m in RESULT_METRICS]:
+            table.add_column(col, justify="left" if col in ("method", "submission", "scenes") else "right")
+        for r in sec.rows:
+            table.add_row(str(r["rank"]), Text(display_text(r["method"])), Text(display_text(r["name"])),
+                          Text(display_text(", ".join(r["scenes"]), 300)), *[_cell(r[m], m) for m in RESULT_METRICS])
+        out.append(table)
+        notes = sorted({r["lpips_note"] for r in sec.rows if r["lpips_note"]})
+        out += [Text(display_text(n, 1000)) for n in notes]
+    else:
+        out.append(Text(f"{what}: no results submitted yet"))
+    if sec.published:
+        ref = Table(title=Text(f"{sec.protocol}: {LABEL} — reference rows, not ranked"),
+                    caption=Text(f"{sec.published[0].setting}; source: {sec.published[0].source}"))
+        for col in ("method", "PSNR", "kind"):
+            ref.add_column(col, justify="right" if col == "PSNR" else "left")
+        for row in sec.published:
+            ref.add_row(Text(row.method), Text(row.psnr), Text(row.label))
+        out.append(ref)
+    return out
 
 
 @leaderboard_app.command("serve")
