@@ -409,3 +409,190 @@ def test_cli_input_error_in_subprocess(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("recon: error:") and "broken_input" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+def png_bytes(width: int, height: int, rows: bytes | None = None, color_type: int = 0) -> bytes:
+    """A PNG written by hand: IHDR for ``width`` x ``height`` 8-bit (gray by default), IDAT of ``rows``
+    (raw filtered scanlines, compressed here; none: an empty stream), IEND. Checksums are right."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows or b""))
+            + chunk(b"IEND", b""))
+
+
+def big_blank_png(side: int) -> bytes:
+    """A real, complete side x side gray PNG (all zeros): ~140 KB on disk for side = 12000, 144 MB decoded."""
+    import struct
+    import zlib
+
+    comp = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    head = png_bytes(side, side)[:33]  # signature + IHDR
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return head + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def run_with_timeout(fn, seconds: float = 30.0):
+    """fn() in a daemon thread: a reader that blocks (a FIFO) fails the test instead of hanging the run."""
+    import threading
+
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"blocked for more than {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def test_png_header_declaring_60000x60000_is_refused_before_decoding(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(60000, 60000))
+    assert len(bomb.read_bytes()) < 80
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(a))
+    for fn in (load_image, load_mask, image_size):
+        with pytest.raises(ReconInputError, match=r"bomb.png: image is 60000x60000 \(3600 megapixels\), over the "
+                                                  r"100-megapixel limit") as err:
+            fn(bomb)
+        assert "\n" not in str(err.value)
+    assert not decoded
+
+
+def test_real_12000x12000_png_is_refused_from_its_header(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "imgs")
+    (folder / "IMG_9.png").write_bytes(big_blank_png(12000))
+    decoded = []
+    real_imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: decoded.append(len(buf)) or real_imdecode(buf, flags))
+    with pytest.raises(ReconInputError, match=r"IMG_9.png: image is 12000x12000 \(144 megapixels\)"):
+        read_image_folder(folder)
+    assert max(decoded, default=0) < 10_000  # only the small images were decoded, never the 144 MB one
+
+
+def test_pixel_budget_is_one_module_constant(tmp_path, monkeypatch):
+    from recon.io import image_header
+
+    path = write_png(tmp_path / "a.png", pattern(0))
+    assert load_image(path)[0].shape == (H, W, 3)
+    monkeypatch.setattr(image_header, "MAX_IMAGE_PIXELS", W * H - 1)
+    for fn in (load_image, load_mask, image_size):
+        with pytest.raises(ReconInputError, match=r"a.png: image is 32x24 \(0.000768 megapixels\), over the"):
+            fn(path)
+    with pytest.raises(ReconInputError, match="IMG_1.png: image is 32x24"):
+        read_views(make_folder(tmp_path / "f"))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (png_bytes(32, 24)[:20], "truncated PNG header"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIDAT" + bytes(30), "no IHDR chunk first"),
+        (png_bytes(0, 24), "header declares a 0x24 image"),
+        (b"\xff\xd8\xff\xda\x00\x02", "no frame header"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated JPEG header"),
+        (b"\xff\xd8\xff\xc0\x00\x11\x08\xea\x60\xea\x60\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xd9",
+         r"image is 60000x60000"),
+        (b"\x00" * 100, "cannot decode image"),
+        (png_bytes(32, 24), "cannot decode image"),  # header fine, no pixel data
+    ],
+)
+def test_corrupt_headers_are_one_line_errors(tmp_path, data, message):
+    path = tmp_path / "x.png"
+    path.write_bytes(data)
+    for fn in (load_image, load_mask):
+        with pytest.raises(ReconInputError, match=message) as err:
+            fn(path)
+        assert "\n" not in str(err.value) and "x.png" in str(err.value)
+
+
+def test_special_files_in_an_image_folder(tmp_path, caplog):
+    import os
+
+    fifo_dir = make_folder(tmp_path / "fifo")
+    os.mkfifo(fifo_dir / "IMG_9.png")
+    with pytest.raises(ReconInputError, match=r"IMG_9.png: image file is a FIFO, not a regular file"):
+        run_with_timeout(lambda: read_image_folder(fifo_dir))
+    with pytest.raises(ReconInputError, match="IMG_9.png: image file is a FIFO"):
+        run_with_timeout(lambda: load_image(fifo_dir / "IMG_9.png"))
+
+    link_dir = make_folder(tmp_path / "link")
+    (link_dir / "IMG_9.png").symlink_to(link_dir / "gone.png")
+    with pytest.raises(ReconInputError, match=r"IMG_9.png: image file is a broken symbolic link"):
+        read_image_folder(link_dir)
+
+    dir_dir = make_folder(tmp_path / "dir")
+    (dir_dir / "IMG_9.png").mkdir()
+    with caplog.at_level("WARNING"):
+        views = read_image_folder(dir_dir)
+    assert len(views) == 3 and "IMG_9.png: skipped: a folder with an image file name" in caplog.text
+
+    same = make_folder(tmp_path / "same")
+    (same / "IMG_9.png").symlink_to(same / "IMG_1.png")
+    with pytest.raises(ReconInputError, match=r"IMG_9.png: image is the same file as .*IMG_1.png"):
+        read_image_folder(same)
+
+
+def test_non_regular_inputs_are_named(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, kind in ((Path("/dev/null"), "a device"), (fifo, "a FIFO")):
+        with pytest.raises(ReconInputError, match=f"input is {kind}, not a regular file") as err:
+            run_with_timeout(lambda p=path: read_views(p))
+        assert str(path) in str(err.value)
+    os.mkfifo(tmp_path / "masked.png")
+    with pytest.raises(ReconInputError, match="masked.png: image file is a FIFO"):
+        run_with_timeout(lambda: image_size(tmp_path / "masked.png"))
+
+
+def test_cli_hostile_inputs_are_one_line_exit_2(tmp_path):
+    """recon in a fresh interpreter: /dev/null, JSON nested 100k deep and a PNG bomb each give exit code 2 and
+    one stderr line, no traceback."""
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "transforms.json").write_text('{"frames": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    bomb = make_folder(tmp_path / "bomb")
+    (bomb / "IMG_9.png").write_bytes(png_bytes(60000, 60000))
+    code = (
+        "import contextlib, io, sys, apps.cli as cli\n"
+        "from recon.io.detect import read_views\n"
+        "@cli.app.command('probe-io')\n"
+        "def probe(path: str) -> None:\n"
+        "    read_views(path)\n"
+        "for p in sys.argv[1:]:\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            cli.main(['probe-io', p])\n"
+        "        except SystemExit as exc:\n"
+        "            print(exc.code, repr(err.getvalue()))\n"
+    )
+    paths = ["/dev/null", str(deep), str(bomb)]
+    proc = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = proc.stdout.strip().splitlines()
+    assert len(results) == 3, proc.stdout
+    for line, fragment in zip(results, ["input is a device", "nested too deeply", "60000x60000"]):
+        code_, err = line.split(" ", 1)
+        err = eval(err)  # repr of the captured stderr
+        assert code_ == "2" and err.count("\n") == 1 and fragment in err and "Traceback" not in err, line

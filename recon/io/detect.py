@@ -14,6 +14,7 @@ import numpy as np
 
 from recon.errors import ReconInputError
 from recon.io.colmap import find_colmap_model, read_colmap
+from recon.io.files import file_kind, not_regular_message
 from recon.io.image_folder import list_images, read_image_folder
 from recon.io.images import is_image_file, resize_image, target_size
 from recon.io.transforms_json import find_transforms_json, read_transforms
@@ -41,9 +42,12 @@ def _looks_like_spare(folder: Path) -> bool:
 def detect_format(path: str | Path) -> str:
     """One of "transforms", "colmap", "spare", "images" for ``path``; ReconInputError when nothing fits."""
     path = Path(path)
-    if not path.exists():
+    kind = file_kind(path)
+    if kind == "missing":
         raise ReconInputError("input does not exist", path)
-    if path.is_file():
+    if kind not in ("file", "folder"):  # /dev/null, a FIFO, a broken link: nothing to read, and reads could block
+        raise ReconInputError(not_regular_message(kind, "input"), path)
+    if kind == "file":
         if path.suffix.lower() == ".json":
             return "transforms"
         if is_image_file(path):

@@ -15,9 +15,10 @@ import numpy as np
 
 from recon.cameras import Camera
 from recon.errors import ReconInputError
+from recon.io.files import file_kind, not_regular_message
 from recon.io.images import (
     exif_focal_px,
-    is_image_file,
+    has_image_name,
     load_image,
     load_mask,
     natural_key,
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Two sizes are "the same shape" when their aspect ratios differ by less than this (relative).
 _ASPECT_TOL = 0.01
+#: Fewest views any reader accepts: one view gives no parallax, so nothing can be reconstructed.
+MIN_VIEWS = 2
 
 
 @dataclass
@@ -43,8 +46,43 @@ class LoadedViews:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, naturally sorted by name."""
-    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: natural_key(p.name))
+    """Image files directly inside ``folder``, naturally sorted by name.
+
+    An entry with an image name that is a folder is skipped with a warning naming it; a broken symbolic link,
+    FIFO or device with an image name is a ReconInputError naming it (the user meant it as an image, and a
+    FIFO would block the reader).
+    """
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise ReconInputError(f"cannot list folder ({exc.strerror or exc})", folder) from None
+    out = []
+    for p in entries:
+        if not has_image_name(p):
+            continue
+        kind = file_kind(p)
+        if kind == "file":
+            out.append(p)
+        elif kind == "folder":
+            log.warning("%s: skipped: a folder with an image file name", p)
+        else:
+            raise ReconInputError(not_regular_message(kind, "image file"), p)
+    return sorted(out, key=lambda p: natural_key(p.name))
+
+
+def check_unique(paths: list[Path]) -> None:
+    """ReconInputError naming the first image listed twice (also through another path or a link to it)."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        try:
+            key = p.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: the loader names it
+            key = p
+        if key in seen:
+            first = seen[key]
+            detail = "is listed twice" if first == p else f"is the same file as {first}"
+            raise ReconInputError(f"image {detail}; every view must be a different image", p)
+        seen[key] = p
 
 
 def fit_camera(camera: Camera, width: int, height: int, path: Path) -> Camera:
@@ -75,6 +113,7 @@ def load_views(
     Masks come from ``mask_paths`` when given, else from the alpha channels when ``alpha_masks`` and every
     image has a not-fully-opaque alpha channel.
     """
+    check_unique(paths)
     images: list[np.ndarray] = []
     alphas: list[np.ndarray | None] = []
     masks: list[np.ndarray] = []
@@ -141,7 +180,7 @@ def read_image_folder(
     masks_dir: str | Path | None = None,
     downscale: float = 1.0,
     max_size: int | None = None,
-    min_views: int = 2,
+    min_views: int = MIN_VIEWS,
 ) -> ViewSet:
     """Read every image directly in ``folder`` (naturally sorted) into a ViewSet without cameras.
 
@@ -152,10 +191,11 @@ def read_image_folder(
     ``image_paths``, ``original_size`` (w, h before resizing).
     """
     folder = Path(folder)
-    if not folder.exists():
+    kind = file_kind(folder)
+    if kind == "missing":
         raise ReconInputError("image folder does not exist", folder)
-    if not folder.is_dir():
-        raise ReconInputError("not a folder (expected a folder of images)", folder)
+    if kind != "folder":
+        raise ReconInputError(f"not a folder (expected a folder of images; this is a {kind})", folder)
     root = folder
     paths = list_images(folder)
     if not paths and (folder / "images").is_dir() and list_images(folder / "images"):

@@ -3,18 +3,25 @@
 Inside the project images are float32 HxWx3 RGB in [0, 1] and masks HxW float32 in [0, 1]; on disk they are
 8/16-bit PNG or JPEG. OpenCV does the decoding (it handles 16-bit PNGs and applies the EXIF orientation of
 JPEGs); Pillow only reads EXIF tags. Every failure the user can fix raises ReconInputError naming the file.
+Files are read through recon.io.files (regular files only) and the size in the header is checked against
+recon.io.image_header.MAX_IMAGE_PIXELS before any pixel is decoded.
 """
 from __future__ import annotations
 
+import io
 import math
 import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from recon.errors import ReconInputError
+from recon.io import image_header
 from recon.io.atomic import atomic_write_bytes
+from recon.io.files import file_kind, is_regular_file, read_bytes
+from recon.io.image_header import MAX_IMAGE_FILE_BYTES, ImageHeader, check_pixel_budget, parse_header
 
 #: File extensions (lower case) treated as images by the folder readers.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -36,7 +43,12 @@ _DIAG_35MM = math.hypot(36.0, 24.0)
 
 def is_image_file(path: Path) -> bool:
     """True for a regular, non-hidden file with an image extension."""
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+    return has_image_name(path) and is_regular_file(path)
+
+
+def has_image_name(path: Path) -> bool:
+    """True for a non-hidden name with an image extension, whatever is on disk."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def natural_key(name: str) -> list:
@@ -45,54 +57,77 @@ def natural_key(name: str) -> list:
 
 
 def find_image(base: Path) -> Path | None:
-    """``base`` itself when it exists, else ``base`` with an image extension added (Blender's extension-less paths)."""
-    if base.is_file():
+    """``base`` itself when something is there, else ``base`` with an image extension added (Blender's
+    extension-less paths). A FIFO or broken link at ``base`` is returned, for the loader to name it."""
+    if file_kind(base) not in ("missing", "folder", "unreadable path"):
         return base
     for ext in IMAGE_EXTENSIONS:
         for cand in (base.with_name(base.name + ext), base.with_name(base.name + ext.upper())):
-            if cand.is_file():
+            if is_regular_file(cand):
                 return cand
     return None
 
 
-def _read_raw(path: Path, flags: int) -> np.ndarray:
-    """Decode ``path`` with OpenCV (through bytes, so non-ASCII paths work); ReconInputError when unreadable."""
+def _read_file(path: Path) -> tuple[bytes, ImageHeader]:
+    """The file's bytes and its header, checked against the pixel budget (nothing decoded yet)."""
+    data = read_bytes(path, "image file", MAX_IMAGE_FILE_BYTES)
+    header = parse_header(data, path)
+    check_pixel_budget(header, path)
+    return data, header
+
+
+def read_raw(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Decode ``path`` with OpenCV (from bytes, so non-ASCII paths work) after the header checks;
+    ReconInputError when unreadable. The one place image pixels are decoded."""
+    path = Path(path)
+    data, _ = _read_file(path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except FileNotFoundError:
-        raise ReconInputError("image file not found", path) from None
-    except OSError as exc:
-        raise ReconInputError(f"cannot read image file ({exc.strerror or exc})", path) from None
-    arr = cv2.imdecode(data, flags) if data.size else None
-    if arr is None:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as exc:  # OpenCV reports some corrupt files by raising, others by returning None
+        lines = str(exc).strip().splitlines()
+        raise ReconInputError(f"cannot decode image ({lines[-1] if lines else 'OpenCV error'})", path) from None
+    if arr is None or arr.size == 0:
         raise ReconInputError("cannot decode image (corrupt file or unsupported format)", path)
+    if arr.shape[0] * arr.shape[1] > image_header.MAX_IMAGE_PIXELS:  # the header understated the size
+        raise ReconInputError(f"image decodes to {arr.shape[1]}x{arr.shape[0]}, over the pixel limit", path)
     return arr
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as :func:`load_image` returns it, read from the header only."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1) if path.suffix.lower() in _JPEG_EXTENSIONS else 1
-    except FileNotFoundError:
-        raise ReconInputError("image file not found", path) from None
-    except (OSError, UnidentifiedImageError, ValueError):
-        rgb, _ = load_image(path)  # Pillow cannot parse it; OpenCV may (or raises the proper error)
-        return rgb.shape[1], rgb.shape[0]
+    data, header = _read_file(path)
+    w, h = header.width, header.height
+    orientation = _exif_orientation(data) if path.suffix.lower() in _JPEG_EXTENSIONS else 1
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def _exif_orientation(data: bytes) -> int:
+    """EXIF orientation tag of a JPEG's bytes (1 when absent or unreadable)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                value = im.getexif().get(0x0112, 1)
+    except Exception:  # a corrupt EXIF block: OpenCV ignores it too and does not rotate
+        return 1
+    return value if isinstance(value, int) else 1
+
+
 def _to_float(arr: np.ndarray) -> np.ndarray:
-    """Integer or float image -> float32 in [0, 1]."""
+    """Integer or float image -> contiguous float32 in [0, 1], scaled in place (one float copy of the image)."""
+    out = np.empty(arr.shape, dtype=np.float32)
+    out[...] = arr
     if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
-    return np.clip(arr.astype(np.float32), 0.0, 1.0)
+        out /= 255.0
+    elif arr.dtype == np.uint16:
+        out /= 65535.0
+    else:  # float TIFF/EXR-like data: NaN and infinities would poison every loss downstream
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -103,9 +138,9 @@ def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """
     path = Path(path)
     if path.suffix.lower() in _JPEG_EXTENSIONS:
-        raw = _read_raw(path, cv2.IMREAD_COLOR)  # applies the EXIF orientation
+        raw = read_raw(path, cv2.IMREAD_COLOR)  # applies the EXIF orientation
     else:
-        raw = _read_raw(path, cv2.IMREAD_UNCHANGED)
+        raw = read_raw(path, cv2.IMREAD_UNCHANGED)
     alpha = None
     if raw.ndim == 2:
         rgb = np.repeat(raw[:, :, None], 3, axis=2)
@@ -121,8 +156,8 @@ def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         alpha = raw[:, :, 3]
     else:
         raise ReconInputError(f"unsupported image with {raw.shape[2]} channels", path)
-    rgb_f = np.ascontiguousarray(_to_float(rgb))
-    alpha_f = None if alpha is None else np.ascontiguousarray(_to_float(alpha))
+    rgb_f = _to_float(rgb)
+    alpha_f = None if alpha is None else _to_float(alpha)
     return rgb_f, alpha_f
 
 
@@ -133,7 +168,7 @@ def load_mask(path: str | Path) -> np.ndarray:
     8-bit masks whose values are only 0 and 1 (a common dataset convention) are taken as 0/1, not 0/255.
     """
     path = Path(path)
-    raw = _read_raw(path, cv2.IMREAD_UNCHANGED)
+    raw = read_raw(path, cv2.IMREAD_UNCHANGED)
     if raw.ndim == 3:
         if raw.shape[2] in (2, 4):
             raw = raw[:, :, -1]
@@ -141,7 +176,7 @@ def load_mask(path: str | Path) -> np.ndarray:
             raw = raw.mean(axis=2).astype(raw.dtype) if raw.shape[2] > 1 else raw[:, :, 0]
     if raw.dtype == np.uint8 and raw.size and int(raw.max()) == 1:
         return raw.astype(np.float32)
-    return np.ascontiguousarray(_to_float(raw))
+    return _to_float(raw)
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -220,12 +255,14 @@ def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:
     FocalLengthIn35mmFilm (35 mm equivalent, defined on the frame diagonal) when present, else FocalLength
     with FocalPlaneXResolution/Unit (rescaled when the stored image is smaller than PixelXDimension).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            exif = im.getexif()
-    except (OSError, UnidentifiedImageError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(read_bytes(path, "image file", MAX_IMAGE_FILE_BYTES))) as im:
+                exif = im.getexif()
+    except Exception:  # unreadable EXIF is no focal, not an error: the pose estimator has a default focal
         return None
     if not exif:
         return None
