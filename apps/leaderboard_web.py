@@ -60,7 +60,7 @@ th[aria-sort=ascending]::after{content:" \\25B2"} th[aria-sort=descending]::afte
 img{image-rendering:auto;display:block}
 .note{color:#a60}
 table.reference{color:#555;font-style:italic}
-table.reference caption{text-align:left;font-style:normal;padding:.2em 0}
+h3.reference{font-size:1em;margin:.5em 0 .2em} p.source{color:#555;margin:.2em 0}
 section{margin-bottom:2em}
 """
 
@@ -210,18 +210,20 @@ def _published_table(sec: Section) -> str:
     first = sec.published[0]
     rows = "".join(f'<tr class="published"><td class="t">{_e(p.method)}</td><td>{_e(p.psnr)}</td>'
                    f'<td class="t">{_e(p.label)}</td></tr>' for p in sec.published)
-    return (f'<table class="reference" id="{_e(f"published-{sec.protocol}")}" data-protocol="{_e(sec.protocol)}">'
-            f"<caption>{_e(PUBLISHED_LABEL)}: reference rows, not ranked. {_e(first.setting)}; source: "
-            f'{_e(first.source)}.</caption><thead><tr><th class="t">Method</th><th>PSNR</th><th class="t">Kind</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table><p class='note scenes-note'>{_e(SCENES_NOTE)}</p>")
+    return (f"<h3 class='reference'>{_e(PUBLISHED_LABEL)}: reference rows, not ranked</h3>"
+            f"<p class='source'>{_e(first.setting)}; source: {_e(first.source)}.</p>"
+            f'<table class="reference" id="{_e(f"published-{sec.protocol}")}" data-protocol="{_e(sec.protocol)}">'
+            '<thead><tr><th class="t">Method</th><th>PSNR</th><th class="t">Kind</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table><p class='note scenes-note'>{_e(SCENES_NOTE)}</p>")
 
 
 def index_page(board: Leaderboard, metric: str = DEFAULT_METRIC, protocol: str | None = None) -> bytes:
     """The leaderboard: one ranked, sortable table per protocol (and split, for SpaRe), each real-data protocol
     followed by its published reference rows."""
-    sections = board.sections(protocol, metric)
+    everything = board.sections(None, metric)
+    sections = everything if protocol is None else board.sections(protocol, metric)
     parts = ["<h1>Sparse-view reconstruction leaderboard</h1>",
-             _nav(metric, protocol, [s.protocol for s in sections] + list(PUBLISHED))]
+             _nav(metric, protocol, [s.protocol for s in everything])]
     if not any(s.rows for s in sections):
         parts.append("<p id='empty'>No submissions yet.</p>")
     for sec in sections:
