@@ -61,6 +61,23 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     return -q if q[0] < 0 else q
 
 
+def orthonormality_error(M: np.ndarray) -> float:
+    """Largest entry of |M^T M - I| for a 3x3 matrix: 0 for a rotation or reflection, inf when not finite."""
+    M = np.asarray(M, dtype=np.float64)
+    if not np.all(np.isfinite(M)):
+        return float("inf")
+    with np.errstate(over="ignore", invalid="ignore"):
+        err = np.abs(M.T @ M - np.eye(3)).max()
+    return float(err) if np.isfinite(err) else float("inf")
+
+
+def nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """The rotation closest to ``M`` in the Frobenius norm (polar decomposition by SVD; det forced to +1)."""
+    U, _, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
+    return U @ D @ Vt
+
+
 def nearest_point_to_rays(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray | None:
     """Least-squares point closest to all rays (origins, unit dirs: Nx3); None when they are (nearly) parallel.
 

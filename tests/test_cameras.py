@@ -165,3 +165,47 @@ def test_bad_shapes_and_sizes():
         Camera(K=np.eye(2), viewmat=np.eye(4), width=4, height=4)
     with pytest.raises(ValueError):
         Camera(K=np.eye(3), viewmat=np.eye(4), width=0, height=4)
+
+
+# ------------------------------------------------------------------------------------------------ input checks
+def test_orthonormality_error_and_nearest_rotation():
+    from recon.cameras import nearest_rotation, orthonormality_error
+
+    rng = np.random.default_rng(0)
+    R = qvec_to_rotmat(rng.standard_normal(4))
+    assert orthonormality_error(R) < 1e-14
+    assert orthonormality_error(2 * R) == pytest.approx(3.0)
+    assert orthonormality_error(np.full((3, 3), np.nan)) == float("inf")
+    assert orthonormality_error(np.full((3, 3), 1e300)) == float("inf")
+    noisy = R + 1e-4 * rng.standard_normal((3, 3))
+    fixed = nearest_rotation(noisy)
+    assert orthonormality_error(fixed) < 1e-14 and np.linalg.det(fixed) > 0
+    assert np.abs(fixed - R).max() < 1e-3
+    assert np.linalg.det(nearest_rotation(-R)) > 0  # a reflection comes back as a rotation
+
+
+def test_checked_camera_limits():
+    from recon.errors import ReconInputError
+    from recon.io.camera_checks import checked_camera
+
+    K = intrinsics(30.0, 30.0, 16.0, 12.0)
+    cam = Camera.look_at([0.0, 0.0, -3.0], [0, 0, 0], [0, -1, 0], K, 32, 24)
+    assert checked_camera(cam, "cam", "f") is cam  # exact input is passed through untouched
+    bad = {
+        "skew": (lambda c: c.K.__setitem__((0, 1), 0.5), "intrinsics are skewed"),
+        "fov": (lambda c: c.K.__setitem__((0, 0), 1.0), "horizontal field of view .* is outside"),
+        "nan": (lambda c: c.viewmat.__setitem__((0, 3), np.nan), "pose is not finite"),
+        "far": (lambda c: c.viewmat.__setitem__((2, 3), 1e9), "translation .* beyond"),
+        "mirror": (lambda c: c.viewmat.__setitem__((0, slice(0, 3)), -c.viewmat[0, :3]), "reflection"),
+        "sheared": (lambda c: c.viewmat.__setitem__((0, 1), c.viewmat[0, 1] + 0.01), "not orthonormal"),
+    }
+    for name, (edit, message) in bad.items():
+        c = Camera(K=K.copy(), viewmat=cam.viewmat.copy(), width=32, height=24)
+        edit(c)
+        with pytest.raises(ReconInputError, match=f"f: cam: .*{message}"):
+            checked_camera(c, "cam", "f")
+    c = Camera(K=K.copy(), viewmat=cam.viewmat.copy(), width=32, height=24)
+    c.viewmat[:3, :3] += 1e-5
+    fixed = checked_camera(c, "cam", "f")
+    assert np.abs(fixed.R.T @ fixed.R - np.eye(3)).max() < 1e-12
+    np.testing.assert_allclose(fixed.center, c.center, atol=1e-12)

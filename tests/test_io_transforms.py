@@ -217,3 +217,124 @@ def test_image_size_disagrees_with_intrinsics(tmp_path):
     path = write_transforms(tmp_path / "transforms.json", cams, ["images/f0.png", "images/f1.png"])
     with pytest.raises(ReconInputError, match=r"f0.png: image is 32x24 but its camera is 40x40"):
         read_transforms(path)
+
+
+# ------------------------------------------------------------------------------------------------ hostile values
+def _scene(tmp_path: Path) -> tuple[Path, dict]:
+    """A valid 3-frame transforms.json (global intrinsics) and its data, for one edit per test case."""
+    write_images(tmp_path / "images")
+    frames = [frame(f"images/f{i}.png", c) for i, c in enumerate(ring_cameras())]
+    return tmp_path / "transforms.json", {"fl_x": 40.0, "fl_y": 40.0, "cx": 16.0, "cy": 12.0, "w": W, "h": H,
+                                          "frames": frames}
+
+
+def _matrix(data: dict, fn) -> None:
+    m = np.array(data["frames"][1]["transform_matrix"])
+    fn(m)
+    data["frames"][1]["transform_matrix"] = m.tolist()
+
+
+def _no_focal(data: dict, angle: float) -> None:
+    del data["fl_x"], data["fl_y"]
+    data["camera_angle_x"] = angle
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: _matrix(d, lambda m: m.__setitem__((slice(0, 3), slice(0, 3)), 2 * m[:3, :3])),
+         r"frame 1: 'transform_matrix': rotation is not orthonormal \(\|R\^T R - I\| up to 3"),
+        (lambda d: _matrix(d, lambda m: m.__setitem__((0, 1), m[0, 1] + 0.3)), "rotation is not orthonormal"),
+        (lambda d: _matrix(d, lambda m: m.__setitem__((slice(0, 3), 0), -m[:3, 0])),
+         r"frame 1: 'transform_matrix': rotation is a reflection \(determinant < 0"),
+        (lambda d: _matrix(d, lambda m: m.__setitem__((0, 3), 1e308)),
+         r"camera position .* beyond 1e\+07 world units"),
+        (lambda d: _matrix(d, lambda m: m.__setitem__(3, [0.5, 0, 0, 2])), r"bottom row is \[0.5, 0.0, 0.0, 2.0\]"),
+        (lambda d: d.update(fl_x=0), "frame 0: focal length must be positive, got fx=0"),
+        (lambda d: d.update(fl_x=-40.0, fl_y=-40.0), "focal length must be positive, got fx=-40"),
+        (lambda d: d.update(fl_x=float("nan")), "'fl_x' must be finite, got nan"),
+        (lambda d: d.update(fl_x=1e-9),
+         r"horizontal field of view 180 degrees \(focal 1e-09 px for 32 px\) is outside"),
+        (lambda d: d.update(fl_y=1e308), "vertical field of view .* is outside 0.01..170 degrees"),
+        (lambda d: d.update(cx=1e308), "principal point cx=1e\\+308 is far outside the 32 px image"),
+        (lambda d: d.update(w=1e18, h=7.5e17), "image width must be a whole number of pixels in 1..1000000"),
+        (lambda d: d.update(w=32.5), "image width must be a whole number"),
+        (lambda d: _no_focal(d, math.pi), r"'camera_angle_x' must be a field of view in radians between 0 and 2.9671 "
+                                          r"\(170 degrees\), got 3.14159"),
+        (lambda d: _no_focal(d, 0.0), "'camera_angle_x' must be a field of view .* got 0"),
+        (lambda d: _no_focal(d, 4.0), "'camera_angle_x' must be a field of view .* got 4"),
+        (lambda d: (d.pop("fl_y"), d.update(camera_angle_y=-1.0)), "'camera_angle_y' must be a field of view"),
+        (lambda d: d.update(camera_model="OPENCV_FISHEYE", k4=0.1),
+         "camera_model 'OPENCV_FISHEYE' is not supported: only pinhole models"),
+        (lambda d: d.update(camera_model="EQUIRECTANGULAR"), "camera_model 'EQUIRECTANGULAR' is not supported"),
+        (lambda d: d.update(camera_model=42), "'camera_model' must be a string, got 42"),
+        (lambda d: d["frames"][1].update(file_path="images/f0.png"),
+         r"frame 1: image images/f0.png is already used by frame 0 \(every frame must be a different image\)"),
+        (lambda d: d["frames"][2].update(file_path="./images/../images/f0.png"),
+         "frame 2: image .* is already used by frame 0"),
+    ],
+)
+def test_bad_cameras_are_one_line_errors(tmp_path, edit, message):
+    path, data = _scene(tmp_path)
+    read_transforms(dump(path, data))  # the unedited scene is fine
+    edit(data)
+    with pytest.raises(ReconInputError, match=message) as err:
+        read_transforms(dump(path, data))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_same_image_in_three_frames(tmp_path):
+    path, data = _scene(tmp_path)
+    for f in data["frames"]:
+        f["file_path"] = "images/f2.png"
+    with pytest.raises(ReconInputError, match="frame 1: image images/f2.png is already used by frame 0"):
+        read_transforms(dump(path, data))
+
+
+def test_nearly_orthonormal_rotation_is_made_exact(tmp_path):
+    """Text files round numbers: a rotation off by 1e-5 is accepted, re-orthonormalised, the centre kept."""
+    path, data = _scene(tmp_path)
+    rng = np.random.default_rng(0)
+    _matrix(data, lambda m: m.__setitem__((slice(0, 3), slice(0, 3)), m[:3, :3] + 1e-5 * rng.standard_normal((3, 3))))
+    cam = read_transforms(dump(path, data)).cameras[1]
+    assert np.abs(cam.R.T @ cam.R - np.eye(3)).max() < 1e-12 and np.linalg.det(cam.R) > 0
+    np.testing.assert_allclose(cam.center, ring_cameras()[1].center, atol=1e-9)
+    np.testing.assert_allclose(cam.R, ring_cameras()[1].R, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "simple_radial"])
+def test_pinhole_models_are_read(tmp_path, model):
+    path, data = _scene(tmp_path)
+    data["camera_model"] = model
+    assert len(read_transforms(dump(path, data))) == 3
+
+
+def test_hostile_json(tmp_path, monkeypatch):
+    import os
+
+    from recon.io import jsonfile
+
+    path, data = _scene(tmp_path)
+    path.write_text('{"frames": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ReconInputError, match="transforms.json: malformed JSON: nested too deeply"):
+        read_transforms(path)
+    path.write_text('{"frames": ' + "[" * 70 + "]" * 70 + "}")
+    with pytest.raises(ReconInputError, match="malformed JSON: nested more than 64 levels deep"):
+        read_transforms(path)
+    path.write_text('{"fl_x": ' + "9" * 5000 + ', "frames": []}')
+    with pytest.raises(ReconInputError, match="malformed JSON: Exceeds the limit") as err:
+        read_transforms(path)
+    assert "\n" not in str(err.value)
+    path.write_text(json.dumps(data).replace("40.0", "Infinity", 1))
+    with pytest.raises(ReconInputError, match="'fl_x' must be finite, got inf"):
+        read_transforms(path)
+    monkeypatch.setattr(jsonfile, "MAX_JSON_BYTES", 100)
+    dump(path, data)
+    with pytest.raises(ReconInputError, match=r"transforms.json: transforms file is too large \(\d+ bytes; the limit "
+                                              r"is 100\)"):
+        read_transforms(path)
+    monkeypatch.undo()
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(ReconInputError, match="transforms.json: transforms file is a FIFO, not a regular file"):
+        read_views(tmp_path)
