@@ -149,7 +149,7 @@ def test_old_database_ground_truth_thumbnails_are_erased_on_open(dataset: Path, 
         con.execute("UPDATE image_scores SET gt_thumb = ?", (secret,))
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
-    on_disk = lambda: b"".join(p.read_bytes() for p in (db, tmp_path / "lb.sqlite-wal") if p.exists())  # noqa: E731
+    on_disk = lambda: b"".join(p.read_bytes() for p in (db, tmp_path / "lb.sqlite-wal") if p.exists())
     assert secret[:40] in on_disk()
     server = make_server(db, "127.0.0.1", 0)  # opening it erases them
     thread = threading.Thread(target=server.serve_forever, daemon=True)

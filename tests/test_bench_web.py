@@ -21,7 +21,8 @@ from recon.bench.dataset import load_benchmark, make_dataset
 from recon.bench.leaderboard import Leaderboard, submit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 
 
@@ -33,7 +34,8 @@ def board(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("web")
     data = make_dataset(root / "data", n_dev=1, n_test=0, width=64, height=48)
     db = root / "lb.sqlite"
-    results = run_benchmark(data, "gaussians", 1, "dev", root / "run", iterations=30, db=db, submission_name="bench-run")
+    results = run_benchmark(data, "gaussians", 1, "dev", root / "run", iterations=30, db=db,
+                            submission_name="bench-run")
     bench = load_benchmark(data)
     for method, offset in (("zeta-offset", 30), ("alpha-offset", 4)):
         sub = root / method
@@ -128,7 +130,8 @@ def test_clicking_a_column_header_sorts_the_table(board: dict, tmp_path: Path) -
         def column(key: str) -> list[str]:
             heads = table.find_elements(By.CSS_SELECTOR, "thead th")
             idx = [h.get_attribute("data-key") for h in heads].index(key)
-            return [r.find_elements(By.TAG_NAME, "td")[idx].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+            rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+            return [r.find_elements(By.TAG_NAME, "td")[idx].text for r in rows]
 
         def click(key: str) -> None:
             table.find_element(By.CSS_SELECTOR, f'th[data-key="{key}"]').click()
