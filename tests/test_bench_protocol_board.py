@@ -248,6 +248,8 @@ def test_each_protocol_is_ranked_on_its_own(site: dict) -> None:
         board.sections("dtu4")
     with pytest.raises(ReconInputError, match="track 1, not track 2"):
         board.sections("spare3", track=2)
+    with pytest.raises(ReconInputError, match="protocol dtu3 has neither"):
+        board.sections("dtu3", split="dev")
     assert [r["name"] for r in board.result_rows(metric="ssim") if r["protocol"] == "dtu3"][0] == "dtu3-high"
 
 

@@ -459,7 +459,11 @@ class Leaderboard:
         if r is None:
             return None
         out = dict(r)
-        out["info"] = json.loads(out["info"] or "{}")
+        try:
+            info = json.loads(out["info"] or "{}")
+        except ValueError:  # a hand-edited database: the scores still show
+            info = {}
+        out["info"] = info if isinstance(info, dict) else {}
         return out
 
     def result_scene_rows(self, rid: int) -> list[dict[str, Any]]:
@@ -479,6 +483,8 @@ class Leaderboard:
         if protocol is not None:
             check_protocol(protocol)
         spare = {v: k for k, v in SPARE_PROTOCOLS.items()}
+        if protocol in PROTOCOLS and (track is not None or split is not None):
+            raise ReconInputError(f"track and split are SpaRe's; protocol {protocol} has neither")
         if protocol in spare:
             if track is not None and track != spare[protocol]:
                 raise ReconInputError(f"--protocol {protocol} is track {spare[protocol]}, not track {track}")
