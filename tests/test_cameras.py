@@ -199,7 +199,7 @@ def test_checked_camera_limits():
         "mirror": (lambda c: c.viewmat.__setitem__((0, slice(0, 3)), -c.viewmat[0, :3]), "reflection"),
         "sheared": (lambda c: c.viewmat.__setitem__((0, 1), c.viewmat[0, 1] + 0.01), "not orthonormal"),
     }
-    for name, (edit, message) in bad.items():
+    for edit, message in bad.values():
         c = Camera(K=K.copy(), viewmat=cam.viewmat.copy(), width=32, height=24)
         edit(c)
         with pytest.raises(ReconInputError, match=f"f: cam: .*{message}"):

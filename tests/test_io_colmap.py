@@ -169,3 +169,168 @@ def test_write_colmap_text_argument_errors(tmp_path):
         write_colmap_text(tmp_path / "m", ring_cameras(), ["a.png", "b.png"])
     with pytest.raises(ValueError, match="spaces"):
         write_colmap_text(tmp_path / "m", ring_cameras()[:1], ["a b.png"])
+
+
+# ------------------------------------------------------------------------------------------------ hostile models
+def binary_scene(root: Path) -> Path:
+    """scene/images + scene/sparse/0 as a binary model (with COLMAP 3.12's rigs.bin and frames.bin)."""
+    scene = make_scene(root)
+    text, model = scene / "sparse" / "0", scene / "sparse" / "1"
+    model.mkdir()
+    pycolmap.Reconstruction(str(text)).write_binary(str(model))
+    for p in text.iterdir():
+        p.unlink()
+    text.rmdir()
+    model.rename(text)
+    return text
+
+
+def test_binary_model_round_trip_still_reads(tmp_path):
+    model = binary_scene(tmp_path / "s")
+    names = {p.name for p in model.iterdir()}
+    assert names >= {"cameras.bin", "images.bin", "points3D.bin", "rigs.bin", "frames.bin"}
+    assert_cameras_close(ring_cameras(), read_colmap(model).cameras)
+
+
+@pytest.mark.parametrize("name, what", [("points3D", "points"), ("cameras", "cameras"), ("images", "images"),
+                                        ("frames", "frames"), ("rigs", "rigs")])
+def test_binary_counts_are_checked_against_the_file_size(tmp_path, name, what):
+    """8 bytes declaring 2^62 records made pycolmap allocate without end; now a one-line error, at once."""
+    import struct
+    import time
+
+    model = binary_scene(tmp_path / "s")
+    (model / f"{name}.bin").write_bytes(struct.pack("<Q", 2**62))
+    t0 = time.perf_counter()
+    with pytest.raises(ReconInputError, match=rf"{name}.bin: declares 4611686018427387904 {what}, but the file has "
+                                              r"room for at most 0"):
+        read_colmap(model)
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_binary_record_fields_are_bounded(tmp_path):
+    import struct
+
+    model = binary_scene(tmp_path / "s")
+    point = struct.pack("<Q3d3BdQ", 1, 0.0, 0.0, 0.0, 1, 2, 3, 0.5, 2**40)
+    (model / "points3D.bin").write_bytes(struct.pack("<Q", 1) + point)
+    with pytest.raises(ReconInputError, match=r"points3D.bin: point 1 track: 1099511627776 entries of 8 bytes do "
+                                              r"not fit in the 0 bytes left"):
+        read_colmap(model)
+
+    model = binary_scene(tmp_path / "s2")
+    image = struct.pack("<I7dI", 1, 1, 0, 0, 0, 0, 0, 2, 1) + b"img_1.png\0" + struct.pack("<Q", 2**60)
+    (model / "images.bin").write_bytes(struct.pack("<Q", 1) + image)
+    with pytest.raises(ReconInputError, match="images.bin: image 1 points2D: 1152921504606846976 entries"):
+        read_colmap(model)
+    (model / "images.bin").write_bytes(struct.pack("<Q", 1) + image[:64] + b"\xff\xfe.png\0" + struct.pack("<Q", 0))
+    with pytest.raises(ReconInputError, match="images.bin: image 1: image name is not UTF-8 text"):
+        read_colmap(model)
+
+    model = binary_scene(tmp_path / "s3")
+    data = bytearray((model / "cameras.bin").read_bytes())
+    data[12:16] = struct.pack("<i", 99)  # model id of the first camera
+    (model / "cameras.bin").write_bytes(bytes(data))
+    with pytest.raises(ReconInputError, match="cameras.bin: camera 1 has unknown camera model id 99"):
+        read_colmap(model)
+    (model / "cameras.bin").write_bytes((model / "cameras.bin").read_bytes()[:-3])
+    with pytest.raises(ReconInputError, match="cameras.bin"):
+        read_colmap(model)
+
+    model = binary_scene(tmp_path / "s4")
+    (model / "frames.bin").write_bytes((model / "frames.bin").read_bytes() + b"\0\0")
+    with pytest.raises(ReconInputError, match="frames.bin: 2 unexpected bytes after the last record"):
+        read_colmap(model)
+    (model / "frames.bin").write_bytes((model / "frames.bin").read_bytes()[:150])
+    with pytest.raises(ReconInputError, match="frames.bin: declares 3 frames, but the file has room for at most 2"):
+        read_colmap(model)
+
+
+def edit_image_line(model: Path, image_id: int, fn) -> None:
+    lines = (model / "images.txt").read_text().splitlines()
+    for k, ln in enumerate(lines):
+        tok = ln.split()
+        if len(tok) >= 10 and tok[0] == str(image_id):
+            fn(tok)
+            lines[k] = " ".join(tok)
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_zero_quaternion_is_an_error(tmp_path):
+    """pycolmap turns a zero quaternion into the identity rotation without a word."""
+    scene = make_scene(tmp_path / "s")
+    model = scene / "sparse" / "0"
+    edit_image_line(model, 2, lambda t: t.__setitem__(slice(1, 5), ["0", "0", "0", "0"]))
+    with pytest.raises(ReconInputError, match=r"0: image img_2.png: rotation quaternion \[0.0, 0.0, 0.0, 0.0\] is "
+                                              r"zero or not finite"):
+        read_colmap(model)
+    binary = tmp_path / "b" / "sparse" / "0"
+    binary.mkdir(parents=True)
+    pycolmap.Reconstruction(str(model)).write_binary(str(binary))
+    (scene / "images").rename(tmp_path / "b" / "images")
+    with pytest.raises(ReconInputError, match="image img_2.png: rotation quaternion .* is zero"):
+        read_colmap(binary)
+
+
+def test_non_unit_quaternion_is_normalised_with_a_warning(tmp_path, caplog):
+    scene = make_scene(tmp_path / "s")
+    model = scene / "sparse" / "0"
+    edit_image_line(model, 2, lambda t: t.__setitem__(slice(1, 5), [repr(5 * float(x)) for x in t[1:5]]))
+    with caplog.at_level("WARNING"):
+        vs = read_colmap(model)
+    assert "image img_2.png has a quaternion of norm 5; normalised" in caplog.text
+    assert_cameras_close(ring_cameras(), vs.cameras)
+
+
+@pytest.mark.parametrize("line", [f"2 OPENCV_FISHEYE {W} {H} 39 39.5 16.25 11.75 0.1 0 0 0",
+                                  f"2 FOV {W} {H} 39 39.5 16.25 11.75 0.5",
+                                  f"2 SIMPLE_RADIAL_FISHEYE {W} {H} 39 16.25 11.75 0.1",
+                                  f"2 THIN_PRISM_FISHEYE {W} {H} 39 39 16 12 0 0 0 0 0 0 0 0"])
+def test_fisheye_and_wide_angle_models_are_refused(tmp_path, line):
+    scene = make_scene(tmp_path / "s")
+    replace_camera_line(scene / "sparse" / "0", 2, line)
+    model = line.split()[1]
+    with pytest.raises(ReconInputError, match=rf"camera 2 \({model}, used by img_2.png\) is a fisheye or wide-angle "
+                                              r"model; only pinhole-based models .* undistort the images first"):
+        read_colmap(scene)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} 0 0 16.25 11.75"),
+         r"image img_2.png \(camera 2\): focal length must be positive, got fx=0"),
+        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} -39 -39 16.25 11.75"),
+         "focal length must be positive"),
+        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} 0.0001 0.0001 16.25 11.75"),
+         "field of view .* is outside"),
+        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE 0 {H} 39 39 16.25 11.75"),
+         "camera 2: image width must be a whole number of pixels in 1..1000000, got 0"),
+        (lambda m: edit_image_line(m, 2, lambda t: t.__setitem__(5, "1e308")), r"image img_2.png \(camera 2\): "
+                                                                                r"translation .* beyond 1e\+07"),
+        (lambda m: (m / "images.txt").write_text((m / "images.txt").read_text().replace("img_2.png", "img_1.png")),
+         r"image img_1.png appears twice in the model \(image ids"),
+        (lambda m: (m / "images.txt").write_bytes((m / "images.txt").read_bytes().replace(b"img_2", b"img_\xff")),
+         r"images.txt: not UTF-8 text"),
+    ],
+)
+def test_bad_cameras_and_poses_are_one_line_errors(tmp_path, edit, message):
+    scene = make_scene(tmp_path / "s")
+    edit(scene / "sparse" / "0")
+    with pytest.raises(ReconInputError, match=message) as err:
+        read_colmap(scene)
+    assert "\n" not in str(err.value)
+
+
+def test_special_model_files_are_named(tmp_path):
+    import os
+
+    model = binary_scene(tmp_path / "s")
+    (model / "points3D.bin").unlink()
+    os.mkfifo(model / "points3D.bin")
+    with pytest.raises(ReconInputError, match="points3D.bin: COLMAP points3D.bin is a FIFO, not a regular file"):
+        read_colmap(model)
+    scene = make_scene(tmp_path / "t")
+    (scene / "sparse" / "0" / "rigs.txt").symlink_to("/dev/zero")
+    with pytest.raises(ReconInputError, match="rigs.txt: COLMAP rigs.txt is a device, not a regular file"):
+        read_colmap(scene)

@@ -1,7 +1,9 @@
 """Read a COLMAP sparse model (text or binary, through pycolmap) and write a minimal text model.
 
 COLMAP already uses OpenCV camera axes, a world-to-camera pose and pixel centres at +0.5, so its poses map
-to Camera without axis changes. Lens distortion is ignored (with a warning): only pinhole intrinsics are kept.
+to Camera without axis changes. Lens distortion of pinhole-based models is ignored (with a warning): only
+pinhole intrinsics are kept; fisheye and other wide-angle models are refused. Binary files are walked by
+recon.io.colmap_binary before pycolmap sees them, and cameras go through recon.io.camera_checks.
 The sparse points come back in ``meta["points3d"]`` as (xyz float64 Nx3, rgb float32 Nx3 in [0, 1]).
 """
 from __future__ import annotations
@@ -15,22 +17,34 @@ import numpy as np
 from recon.cameras import Camera
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_write_text
-from recon.io.image_folder import check_count, load_views
+from recon.io.camera_checks import check_size, checked_camera
+from recon.io.colmap_binary import check_binary_model
+from recon.io.files import file_kind, not_regular_message, read_bytes
+from recon.io.image_folder import MIN_VIEWS, check_count, load_views
 from recon.io.images import natural_key
 from recon.io.types import ViewSet
 
 log = logging.getLogger(__name__)
 
 _MODEL_FILES = ("cameras", "images", "points3D")
+#: COLMAP camera models read as pinhole (their distortion, if any, is dropped with a warning). The others
+#: (fisheye, FOV, EUCM, thin-prism, spherical) bend rays in ways a pinhole cannot stand in for.
+PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
+                  "SIMPLE_DIVISION", "DIVISION")
+_MAX_TEXT_BYTES = 1024**3
+_QUAT_NORM_TOL = 1e-3
 
 
 def is_colmap_model(folder: Path) -> bool:
-    """True when ``folder`` holds cameras.bin or cameras.txt."""
-    return (folder / "cameras.bin").is_file() or (folder / "cameras.txt").is_file()
+    """True when ``folder`` holds cameras.bin or cameras.txt (of any kind: a FIFO is then named, not skipped)."""
+    return any(file_kind(folder / name) not in ("missing", "folder", "unreadable path")
+               for name in ("cameras.bin", "cameras.txt"))
 
 
 def find_colmap_model(path: Path) -> Path | None:
     """The model folder at ``path``, or beneath it (sparse/0, sparse/<n>, sparse), or None."""
+    if file_kind(path) != "folder":
+        return None
     if is_colmap_model(path):
         return path
     sparse = path / "sparse"
@@ -45,11 +59,17 @@ def find_colmap_model(path: Path) -> Path | None:
 def _check_model_files(model: Path) -> None:
     """Every model needs cameras, images and points3D in one format (binary preferred, as pycolmap does)."""
     for ext in (".bin", ".txt"):
-        present = [n for n in _MODEL_FILES if (model / f"{n}{ext}").is_file()]
+        kinds = {n: file_kind(model / f"{n}{ext}") for n in _MODEL_FILES}
+        present = [n for n, kind in kinds.items() if kind != "missing"]
         if present:
             missing = [f"{n}{ext}" for n in _MODEL_FILES if n not in present]
             if missing:
                 raise ReconInputError(f"incomplete COLMAP model: missing {', '.join(missing)}", model)
+            for n in ("rigs", "frames"):  # optional files of COLMAP >= 3.12, read when present
+                kinds[n] = file_kind(model / f"{n}{ext}")
+            for n, kind in kinds.items():  # pycolmap would block on a FIFO or read a device without end
+                if kind not in ("file", "missing"):
+                    raise ReconInputError(not_regular_message(kind, f"COLMAP {n}{ext}"), model / f"{n}{ext}")
             return
     raise ReconInputError("not a COLMAP model (no cameras.bin or cameras.txt)", model)
 
@@ -63,13 +83,18 @@ def _default_images_dir(model: Path, first_name: str) -> Path | None:
 
 
 def _data_lines(path: Path) -> list[str]:
-    return [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if not ln.startswith("#")]
+    data = read_bytes(path, f"COLMAP {path.name}", _MAX_TEXT_BYTES)
+    try:  # pycolmap hands image names to Python as str: non-UTF-8 bytes would raise there instead
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReconInputError(f"not UTF-8 text (byte {exc.start})", path) from None
+    return [ln for ln in text.splitlines() if not ln.startswith("#")]
 
 
-def _check_text_camera_ids(model: Path) -> None:
-    """Text models: every image must refer to a camera in cameras.txt (pycolmap's own error is cryptic)."""
-    if not (model / "images.txt").is_file() or (model / "images.bin").is_file():
-        return
+def _check_text_model(model: Path) -> None:
+    """Text models: UTF-8, and every image must refer to a camera in cameras.txt (pycolmap's own error is
+    cryptic)."""
+    _data_lines(model / "points3D.txt")
     cam_ids = {ln.split()[0] for ln in _data_lines(model / "cameras.txt") if ln.strip()}
     lines = _data_lines(model / "images.txt")
     for ln in lines[::2]:  # an image line, then its points2D line (possibly empty)
@@ -84,7 +109,10 @@ def _load_reconstruction(model: Path):
     import pycolmap
 
     _check_model_files(model)
-    _check_text_camera_ids(model)
+    if (model / "cameras.bin").exists():
+        check_binary_model(model)
+    else:
+        _check_text_model(model)
     try:
         return pycolmap.Reconstruction(str(model))
     except Exception as exc:  # pycolmap raises ValueError/RuntimeError with a multi-line C++ message
@@ -93,16 +121,36 @@ def _load_reconstruction(model: Path):
 
 
 def _camera_K(cam, model: Path, image_name: str) -> np.ndarray:
-    """Pinhole K of a pycolmap camera; warns when distortion parameters are dropped."""
+    """Pinhole K of a pycolmap camera; warns when distortion parameters are dropped, refuses non-pinhole models."""
+    where = f"camera {cam.camera_id} ({cam.model.name}, used by {image_name})"
     if not cam.is_perspective():
+        raise ReconInputError(f"{where} is not a perspective camera", model)
+    if cam.model.name not in PINHOLE_MODELS:
         raise ReconInputError(
-            f"camera {cam.camera_id} ({cam.model.name}, used by {image_name}) is not a perspective camera", model
-        )
-    extra = np.asarray(cam.params)[list(cam.extra_params_idxs())]
+            f"{where} is a fisheye or wide-angle model; only pinhole-based models ({', '.join(PINHOLE_MODELS)}) "
+            "can be read: undistort the images first (colmap image_undistorter)", model)
+    params = np.asarray(cam.params, dtype=np.float64)
+    if not np.all(np.isfinite(params)):
+        raise ReconInputError(f"{where}: camera parameters are not finite", model)
+    extra = params[list(cam.extra_params_idxs())]
     if np.any(np.abs(extra) > 1e-12):
         log.warning("%s: camera %d is %s; its distortion parameters are ignored (pinhole assumed)",
                     model, cam.camera_id, cam.model.name)
     return np.asarray(cam.calibration_matrix(), dtype=np.float64)
+
+
+def _pose(img, model: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(unit quaternion wxyz, translation) of an image; a zero or non-finite quaternion is an error (pycolmap
+    would quietly turn a zero one into the identity rotation)."""
+    pose = img.cam_from_world()
+    x, y, z, w = np.asarray(pose.rotation.quat, dtype=np.float64)
+    q = np.array([w, x, y, z])
+    norm = float(np.linalg.norm(q)) if np.all(np.isfinite(q)) else float("nan")
+    if not norm > 1e-6:
+        raise ReconInputError(f"image {img.name}: rotation quaternion {q.tolist()} is zero or not finite", model)
+    if abs(norm - 1.0) > _QUAT_NORM_TOL:
+        log.warning("%s: image %s has a quaternion of norm %.6g; normalised", model, img.name, norm)
+    return q / norm, np.asarray(pose.translation, dtype=np.float64)
 
 
 def read_colmap(
@@ -110,7 +158,7 @@ def read_colmap(
     images_dir: str | Path | None = None,
     downscale: float = 1.0,
     max_size: int | None = None,
-    min_views: int = 2,
+    min_views: int = MIN_VIEWS,
 ) -> ViewSet:
     """Read the registered images of a COLMAP model into a ViewSet with cameras and sparse points.
 
@@ -119,9 +167,10 @@ def read_colmap(
     sorted by name. meta: ``points3d`` (xyz, rgb), ``image_paths``, ``model_dir``.
     """
     path = Path(model_dir)
-    if not path.exists():
+    kind = file_kind(path)
+    if kind == "missing":
         raise ReconInputError("COLMAP model folder does not exist", path)
-    if not path.is_dir():
+    if kind != "folder":
         raise ReconInputError("not a folder (expected a COLMAP model folder)", path)
     model = find_colmap_model(path)
     if model is None:
@@ -133,6 +182,12 @@ def read_colmap(
                     len(rec.images) - len(registered), len(rec.images))
     registered.sort(key=lambda img: natural_key(img.name))
     check_count(len(registered), model, min_views, what="registered images")
+    ids_by_name: dict[str, int] = {}
+    for img in registered:
+        if img.name in ids_by_name:
+            raise ReconInputError(f"image {img.name} appears twice in the model (image ids "
+                                  f"{ids_by_name[img.name]} and {img.image_id})", model)
+        ids_by_name[img.name] = img.image_id
 
     if images_dir is None:
         found = _default_images_dir(model, registered[0].name)
@@ -154,12 +209,13 @@ def read_colmap(
             raise ReconInputError(f"image {img.name} refers to camera {img.camera_id}, which is not in the model", model)
         cam = rec.cameras[img.camera_id]
         file = images_root / img.name
-        if not file.is_file():
+        if file_kind(file) in ("missing", "folder", "unreadable path"):
             raise ReconInputError(f"image {img.name} of the COLMAP model is missing", images_root)
-        viewmat = np.eye(4)
-        viewmat[:3, :] = np.asarray(img.cam_from_world().matrix(), dtype=np.float64)
         K = _camera_K(cam, model, img.name)
-        cameras.append(Camera(K=K, viewmat=viewmat, width=cam.width, height=cam.height, name=img.name))
+        width, height = check_size(cam.width, cam.height, f"camera {cam.camera_id}", model)
+        qvec, tvec = _pose(img, model)
+        camera = Camera.from_colmap(qvec, tvec, K, width, height, name=img.name)
+        cameras.append(checked_camera(camera, f"image {img.name} (camera {cam.camera_id})", model))
         paths.append(file)
 
     loaded = load_views(paths, cameras=cameras, downscale=downscale, max_size=max_size)
