@@ -367,3 +367,89 @@ def test_plain_folder_with_cameras_subfolder_is_not_a_scene(tmp_path):
     (tmp_path / "cameras").mkdir()
     (tmp_path / "cameras" / "notes.txt").write_text("not a projection matrix")
     assert not is_scene(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- hostile scenes
+def test_split_with_one_input_view_is_refused(scene):
+    path, _, _ = scene
+    write_split(path / "splits" / "track3.json", {"toy": {"input_views": [9], "test_views": [0, 5]}})
+    with pytest.raises(ReconInputError, match=r"track3.json: scene 'toy': input_views has only 1 view; at least 2 are "
+                                              r"needed"):
+        read_spare_scene(path)
+    from recon.io.image_folder import MIN_VIEWS
+
+    assert MIN_VIEWS == 2
+
+
+def test_sheared_and_far_projection_matrices_are_refused(scene):
+    path, cams, _ = scene
+    shear = np.eye(3)
+    shear[0, 1] = 0.4
+    write_projection(path / "cameras" / "pos_010.txt", shear @ cams[9].to_projection())
+    with pytest.raises(ReconInputError, match=r"pos_010.txt: projection matrix: intrinsics are skewed \(sheared pixel "
+                                              r"axes, skew 12.4 px\)"):
+        read_spare_scene(path)
+    far = cams[9].to_projection()
+    far[:, 3] = 1e300
+    write_projection(path / "cameras" / "pos_010.txt", far)
+    with pytest.raises(ReconInputError, match=r"pos_010.txt: projection matrix: camera centre .* is not finite or "
+                                              r"beyond 1e\+07 world units"):
+        read_spare_scene(path)
+
+
+def test_negatively_scaled_projection_is_the_same_camera(scene):
+    """P and -P are one projective camera: a matrix with det < 0 is read as a negative scale, not refused."""
+    path, cams, _ = scene
+    write_projection(path / "cameras" / "pos_010.txt", -3.0 * cams[9].to_projection())
+    cam = read_spare_scene(path).cameras[0]
+    np.testing.assert_allclose(cam.viewmat, cams[9].viewmat, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda info: info.update(views=[9, 9, 9]), "scene.json: views lists a view twice"),
+        (lambda info: info.update(depth=[1]), r"scene.json: depth must be null or \{"),
+        (lambda info: info.update(depth={"folder": "depth", "scale": -1}), "depth must be null or"),
+        (lambda info: info.pop("height"), "scene.json: width and height must be given together"),
+        (lambda info: info.update(n_cameras="20"), "scene.json: n_cameras must be a positive integer"),
+        (lambda info: info.update(name=["toy"]), "scene.json: name must be a string"),
+    ],
+)
+def test_malformed_scene_json_fields(scene, edit, message):
+    path, _, _ = scene
+    info = json.loads((path / "scene.json").read_text())
+    edit(info)
+    (path / "scene.json").write_text(json.dumps(info))
+    with pytest.raises(ReconInputError, match=message):
+        read_spare_scene(path, split="all")
+
+
+def test_deeply_nested_json_is_one_line_error(scene):
+    path, _, _ = scene
+    deep = "[" * 100_000 + "]" * 100_000
+    (path / "splits" / "track3.json").write_text('{"toy": ' + deep + "}")
+    with pytest.raises(ReconInputError, match="track3.json: split file is not valid JSON: nested too deeply"):
+        read_spare_scene(path)
+    (path / "scene.json").write_text(deep)
+    with pytest.raises(ReconInputError, match="scene.json: not valid JSON: nested too deeply"):
+        read_spare_scene(path)
+
+
+def test_special_and_oversized_camera_files(scene):
+    import os
+
+    path, _, _ = scene
+    pos = path / "cameras" / "pos_002.txt"
+    pos.write_text("1 " * 40_000)
+    with pytest.raises(ReconInputError, match=r"pos_002.txt: projection matrix file is too large"):
+        read_spare_scene(path)
+    pos.unlink()
+    os.mkfifo(pos)
+    with pytest.raises(ReconInputError, match="pos_002.txt: projection matrix file is a FIFO, not a regular file"):
+        read_spare_scene(path)
+    depth = path / "depth" / "cam_001.png"
+    depth.unlink()
+    os.mkfifo(depth)
+    with pytest.raises(ReconInputError, match=r"cam_001.png: cannot read file \(depth file is a FIFO"):
+        read_depth(depth)

@@ -25,6 +25,10 @@ On-disk layout written by :func:`write_spare_scene` (and by ``recon make-scene``
 The reader also accepts the original SpaRe/DTU arrangement: images directly in the scene folder, no
 scene.json, and the projection matrices in a separate folder (``calibration_dir``, e.g. DTU's
 ``Calibration/cal18``) given for another image size (``calibration_size``, e.g. (1600, 1200)).
+
+Cameras decomposed from the matrices go through recon.io.camera_checks (a sheared matrix shows up as skew
+and is refused). P and -P are the same projective camera, so a matrix with det < 0 is read as a negatively
+scaled one (see Camera.from_projection), not refused as mirrored: the two cannot be told apart from P alone.
 """
 from __future__ import annotations
 
@@ -39,8 +43,11 @@ import numpy as np
 from recon.cameras import Camera
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir
-from recon.io.jsonfile import read_json_object
-from recon.io.images import load_image, load_mask, save_image
+from recon.io.camera_checks import check_coordinates, checked_camera
+from recon.io.files import file_kind, not_regular_message, read_text
+from recon.io.image_folder import MIN_VIEWS
+from recon.io.images import load_image, load_mask, read_raw, save_image
+from recon.io.jsonfile import read_json, read_json_object
 from recon.io.types import ViewSet
 
 FORMAT = "recon-spare-scene"
@@ -53,6 +60,7 @@ _PATTERNS = {
 }
 _POS_RE = re.compile(r"^pos_(\d{3})\.txt$")
 SPLITS = ("train", "test", "all")
+_MAX_PROJECTION_BYTES = 64 * 1024  # 12 numbers; generous for comments and padding
 
 
 # ----------------------------------------------------------------------------------------- names
@@ -83,14 +91,11 @@ def _encode_depth_png(path: Path, arr: np.ndarray) -> None:
 
 
 def _decode_png(path: Path, flags: int) -> np.ndarray:
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise ReconInputError(f"cannot read file ({exc.strerror})", path) from None
-    arr = cv2.imdecode(data, flags) if data.size else None
-    if arr is None:
-        raise ReconInputError("cannot decode image (corrupt or not an image)", path)
-    return arr
+    """Decode through the one image loader (pixel budget, regular files only)."""
+    kind = file_kind(path)
+    if kind != "file":
+        raise ReconInputError(f"cannot read file ({not_regular_message(kind, 'depth file')})", path)
+    return read_raw(path, flags)
 
 
 def write_projection(path: str | Path, P: np.ndarray) -> None:
@@ -102,17 +107,19 @@ def write_projection(path: str | Path, P: np.ndarray) -> None:
 def read_projection(path: str | Path) -> np.ndarray:
     """Read a 3x4 projection matrix text file; ReconInputError if it is not 12 finite numbers of rank 3."""
     path = Path(path)
+    text = read_text(path, "projection matrix file", _MAX_PROJECTION_BYTES)
     try:
-        values = [float(x) for x in path.read_text().split()]
+        values = [float(x) for x in text.split()]
     except ValueError as exc:
-        raise ReconInputError(f"projection matrix file has a non-numeric entry ({exc})", path) from None
-    except OSError as exc:
-        raise ReconInputError(f"cannot read projection matrix file ({exc.strerror})", path) from None
+        raise ReconInputError(f"projection matrix file has a non-numeric entry ({str(exc)[:80]})", path) from None
     if len(values) != 12:
         raise ReconInputError(f"expected a 3x4 projection matrix (12 numbers), found {len(values)} numbers", path)
     P = np.array(values, dtype=np.float64).reshape(3, 4)
     if not np.all(np.isfinite(P)) or np.linalg.matrix_rank(P[:, :3]) < 3:
         raise ReconInputError("projection matrix is degenerate (non-finite or rank < 3)", path)
+    with np.errstate(all="ignore"):  # the centre solves M c = -p4; a huge one overflows
+        centre = -np.linalg.solve(P[:, :3], P[:, 3])
+    check_coordinates(centre, "camera centre", "projection matrix", path)
     return P
 
 
@@ -161,12 +168,7 @@ def read_split(path: str | Path) -> dict[str, dict]:
     Indices are 0-based (file number = index + 1). Input and test views must be disjoint.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ReconInputError("split file not found", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReconInputError(f"split file is not valid JSON ({exc})", path) from None
+    raw = read_json(path, "split file", invalid="split file is not valid JSON")
     if not isinstance(raw, dict) or not raw:
         raise ReconInputError("split file must be a non-empty JSON object {scene: {input_views, test_views}}", path)
     out: dict[str, dict] = {}
@@ -184,6 +186,9 @@ def read_split(path: str | Path) -> dict[str, dict]:
         dataset = entry.get("dataset", "")
         if not isinstance(dataset, str):
             raise ReconInputError(f"scene {scene!r}: dataset must be a string", path)
+        if len(inputs) < MIN_VIEWS:
+            raise ReconInputError(f"scene {scene!r}: input_views has only {len(inputs)} view; at least {MIN_VIEWS} are "
+                                  "needed to reconstruct", path)
         out[str(scene)] = {"input_views": inputs, "test_views": tests, "dataset": dataset}
     return out
 
@@ -273,11 +278,43 @@ def write_spare_scene(
 # ----------------------------------------------------------------------------------------- reader
 def _read_scene_json(scene_dir: Path) -> dict:
     path = scene_dir / SCENE_JSON
-    return read_json_object(path) if path.exists() else {}
+    if file_kind(path) == "missing":
+        return {}
+    info = read_json_object(path, "scene.json")
+    _check_scene_info(info, path)
+    return info
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_scene_info(info: dict, path: Path) -> None:
+    """The scene.json fields the reader uses have the types it expects (the rest is kept as metadata)."""
+    if "name" in info and not isinstance(info["name"], str):
+        raise ReconInputError("name must be a string", path)
+    for key in ("n_cameras", "width", "height"):
+        if key in info and not (_is_int(info[key]) and info[key] >= 1):
+            raise ReconInputError(f"{key} must be a positive integer", path)
+    if ("width" in info) != ("height" in info):
+        raise ReconInputError("width and height must be given together", path)
+    views = info.get("views")
+    if views is not None:
+        if not isinstance(views, list) or not all(_is_int(i) for i in views):
+            raise ReconInputError("views must be a list of integer view indices", path)
+        if len(set(views)) != len(views):
+            raise ReconInputError("views lists a view twice", path)
+    depth = info.get("depth")
+    if depth is not None:
+        scale = depth.get("scale", DEPTH_SCALE) if isinstance(depth, dict) else None
+        if (not isinstance(depth, dict) or not isinstance(depth.get("folder", "depth"), str)
+                or not isinstance(scale, (int, float)) or isinstance(scale, bool)
+                or not 0 < scale < float("inf")):
+            raise ReconInputError("depth must be null or {\"folder\": str, \"scale\": positive number}", path)
 
 
 def _read_cameras(cam_dir: Path, info: dict, scene_json: Path) -> list[np.ndarray]:
-    if not cam_dir.is_dir():
+    if file_kind(cam_dir) != "folder":
         raise ReconInputError("no cameras folder with pos_XXX.txt projection matrices (pass calibration_dir)",
                               cam_dir)
     numbers = sorted(int(m.group(1)) for p in cam_dir.iterdir() if (m := _POS_RE.match(p.name)))
@@ -339,7 +376,7 @@ def read_spare_scene(
     Errors that the user can fix raise ReconInputError naming the file.
     """
     scene_dir = Path(scene_dir)
-    if not scene_dir.is_dir():
+    if file_kind(scene_dir) != "folder":
         raise ReconInputError("scene folder not found", scene_dir)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -372,6 +409,9 @@ def read_spare_scene(
                                   used_split or scene_dir / SCENE_JSON)
         if i not in present:
             raise ReconInputError("image missing for view index %d" % i, img_dir / image_name(i, dataset_key))
+    if len(set(indices)) != len(indices):
+        raise ReconInputError(f"view index {next(i for i in indices if indices.count(i) > 1)} is listed twice",
+                              used_split or scene_dir / SCENE_JSON)
 
     names, images, cameras = [], [], []
     for i in indices:
@@ -384,6 +424,7 @@ def read_spare_scene(
             if "width" in info and (info.get("width"), info.get("height")) != (w, h):
                 raise ReconInputError(f"image is {w}x{h} but scene.json says {info['width']}x{info['height']}", path)
             cam = Camera.from_projection(projections[i], w, h, name=path.stem)
+        cam = checked_camera(cam, "projection matrix", cam_dir / camera_file_name(i))
         cam.extra["index"] = i
         names.append(path.stem)
         images.append(rgb)
@@ -395,7 +436,7 @@ def read_spare_scene(
         masks = []
         for i, rgb in zip(indices, images):
             mpath = mask_dir / present[i].name
-            if not mpath.exists():
+            if file_kind(mpath) == "missing":
                 raise ReconInputError(f"mask missing for view index {i}", mpath)
             m = load_mask(mpath)
             if m.shape != rgb.shape[:2]:
