@@ -181,6 +181,50 @@ def test_malformed_files_raise_input_errors_naming_the_file(tmp_path):
         assert "\n" not in msg
 
 
+def test_hostile_files_are_one_line_errors(tmp_path):
+    import os
+    import threading
+
+    head = "ply\nformat ascii 1.0\nelement vertex 1\n"
+    cases = {
+        "nonnumeric.ply": (head + "property float x\nend_header\nabc\n", "a vertex value is not a number"),
+        "shortprop.ply": (head + "property float\nend_header\n", "malformed PLY header line 'property float'"),
+        "bareprop.ply": (head + "property\nend_header\n", "malformed PLY header line 'property'"),
+        "negative.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex -5\nproperty float x\nend_header\n",
+                         "count must be a whole number"),
+        "twice.ply": (head + "property float x\nproperty float x\nend_header\n1 2\n", "property listed twice"),
+        "noprops.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex 3\nend_header\n",
+                        "vertex element has no properties"),
+        "huge.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex 4611686018427387904\nproperty float x\n"
+                     "end_header\n", "truncated PLY: 4611686018427387904 vertices need"),
+    }
+    for name, (text, fragment) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ReconInputError) as err:
+            read_ply(tmp_path / name)
+        msg = str(err.value)
+        assert name in msg and fragment in msg and "\n" not in msg, msg
+
+    fifo = tmp_path / "fifo.ply"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.ply").symlink_to("/dev/zero")
+    for path, kind in ((fifo, "a FIFO"), (tmp_path / "zero.ply", "a device")):
+        box = {}
+        t = threading.Thread(target=lambda p=path, b=box: b.setdefault("err", _error_of(read_ply, p)), daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), f"read_ply blocked on {path}"
+        assert f"PLY file is {kind}, not a regular file" in box["err"]
+
+
+def _error_of(fn, *args) -> str:
+    try:
+        fn(*args)
+    except ReconInputError as exc:
+        return str(exc)
+    return ""
+
+
 def test_write_is_atomic_and_overwrites(tmp_path):
     path = tmp_path / "out" / "splats.ply"
     write_ply(path, random_model(n=3))

@@ -18,6 +18,7 @@ import torch
 
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_write_bytes
+from recon.io.files import read_bytes
 from renderers.gaussians.model import GaussianModel, num_sh_bases, sh_degree_from_bases
 
 _PLY_TYPES: dict[str, str] = {
@@ -27,6 +28,8 @@ _PLY_TYPES: dict[str, str] = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }
 _MAX_HEADER_BYTES = 1 << 20
+#: Largest PLY read: ~16 million degree-3 splats.
+MAX_PLY_BYTES = 4 * 1024**3
 
 
 def ply_property_names(n_rest: int) -> list[str]:
@@ -99,32 +102,35 @@ def _parse_header(path: Path, data: bytes) -> tuple[str, list[tuple[str, int, li
         if tok[0] == "format" and len(tok) >= 2:
             fmt = tok[1]
         elif tok[0] == "element" and len(tok) == 3:
-            try:
-                elements.append((tok[1], int(tok[2]), []))
-            except ValueError:
-                raise ReconInputError(f"malformed PLY header line {raw!r}", path) from None
-        elif tok[0] == "property" and elements:
-            if tok[1] == "list":
+            count = int(tok[2]) if tok[2].isascii() and tok[2].isdigit() else -1
+            if count < 0:
+                raise ReconInputError(f"malformed PLY header line {_clip(raw)!r}: count must be a whole number", path)
+            elements.append((tok[1], count, []))
+        elif tok[0] == "property" and elements and len(tok) >= 3:
+            if tok[1] == "list" and len(tok) == 5:
                 elements[-1][2].append((tok[-1], "list"))
             elif len(tok) == 3 and tok[1] in _PLY_TYPES:
                 elements[-1][2].append((tok[2], _PLY_TYPES[tok[1]]))
             else:
-                raise ReconInputError(f"malformed PLY header line {raw!r}", path)
+                raise ReconInputError(f"malformed PLY header line {_clip(raw)!r}", path)
         else:
-            raise ReconInputError(f"malformed PLY header line {raw!r}", path)
+            raise ReconInputError(f"malformed PLY header line {_clip(raw)!r}", path)
     if fmt not in ("binary_little_endian", "binary_big_endian", "ascii"):
-        raise ReconInputError(f"unsupported PLY format {fmt!r}", path)
+        raise ReconInputError(f"unsupported PLY format {_clip(fmt)!r}", path)
+    for name, _, props in elements:
+        names = [n for n, _ in props]
+        if len(set(names)) != len(names):
+            raise ReconInputError(f"malformed PLY: element {_clip(name)!r} has a property listed twice", path)
     return fmt, elements, body
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_vertices(path: Path) -> np.ndarray:
     """The vertex element of the PLY at ``path`` as a numpy structured array."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ReconInputError("PLY file not found", path) from None
-    except OSError as exc:
-        raise ReconInputError(f"cannot read PLY ({exc.strerror})", path) from None
+    data = read_bytes(path, "PLY file", MAX_PLY_BYTES)
     fmt, elements, body = _parse_header(path, data)
     names = [e[0] for e in elements]
     if "vertex" not in names:
@@ -133,13 +139,18 @@ def _read_vertices(path: Path) -> np.ndarray:
     _, count, props = elements[vi]
     if any(t == "list" for _, t in props):
         raise ReconInputError("not a 3DGS splat PLY: vertex element has list properties", path)
+    if not props:
+        raise ReconInputError("not a 3DGS splat PLY: vertex element has no properties", path)
     if fmt == "ascii":
         text = data[body:].decode("ascii", errors="replace").splitlines()
         skip = sum(e[1] for e in elements[:vi])
         rows = [ln.split() for ln in text[skip : skip + count]]
         if len(rows) != count or any(len(r) != len(props) for r in rows):
             raise ReconInputError(f"truncated or malformed ASCII PLY (expected {count} vertices)", path)
-        table = np.array(rows, dtype=np.float64).reshape(count, len(props))
+        try:
+            table = np.array(rows, dtype=np.float64).reshape(count, len(props))
+        except ValueError:
+            raise ReconInputError("malformed ASCII PLY: a vertex value is not a number", path) from None
         out = np.empty(count, dtype=[(n, "f8") for n, _ in props])
         for i, (n, _) in enumerate(props):
             out[n] = table[:, i]
