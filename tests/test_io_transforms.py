@@ -108,7 +108,8 @@ def test_blender_camera_angle_x_extensionless_and_alpha_masks(tmp_path):
     np.testing.assert_allclose(vs.cameras[0].K, intrinsics(f, f, W / 2, H / 2), atol=1e-9)
     np.testing.assert_allclose(vs.cameras[1].viewmat, cams[1].viewmat, atol=1e-9)
     assert vs.masks is not None and vs.masks[0][H // 2, W // 2] == 1.0 and vs.masks[0][0, 0] == 0.0
-    assert detect_format(tmp_path) == "transforms"  # transforms_train.json is found in the folder
+    # a folder with transforms_train.json is a Blender/NeRF-synthetic scene (recon.io.blender, on read_transforms)
+    assert detect_format(tmp_path) == "blender"
 
 
 def test_global_intrinsics_per_frame_override_and_distortion_warning(tmp_path, caplog):

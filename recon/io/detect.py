@@ -1,46 +1,42 @@
 """Pick the right reader for a path by what is on disk, so the CLI takes any supported input as one argument.
 
-Order: a transforms.json (the file, or a folder holding one); a COLMAP model (cameras.bin/.txt in the
-folder or in sparse/0 beneath it); a SpaRe-style scene (recon.io.spare); else a plain image folder.
+Order: the datasets' own layouts first (Blender/NeRF-synthetic transforms_train.json; LLFF poses_bounds.npy;
+DTU in the IDR/NeuS or RegNeRF layout), then a transforms.json (the file, or a folder holding one); a COLMAP
+model (cameras.bin/.txt in the folder or in sparse/0 beneath it); a SpaRe-style scene (recon.io.spare); else a
+plain image folder.
 """
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from recon.errors import ReconInputError
+from recon.io.blender import is_blender_scene, read_blender
 from recon.io.colmap import find_colmap_model, read_colmap
+from recon.io.dtu import is_dtu_idr_scene, is_dtu_rect_scene, read_dtu
 from recon.io.files import file_kind, not_regular_message
 from recon.io.image_folder import list_images, read_image_folder
 from recon.io.images import is_image_file, resize_image, target_size
+from recon.io.llff import is_llff_scene, read_llff
+from recon.io.spare import is_scene as is_spare_scene
+from recon.io.spare import read_spare_scene
 from recon.io.transforms_json import find_transforms_json, read_transforms
 from recon.io.types import ViewSet
 
-# SpaRe / DTU image names (DESIGN.md): cam_001_3_0000.png (synthetic) or rect_001_3_r5000.png (DTU).
-_SPARE_NAME = re.compile(r"^(cam|rect)_\d{3}_", re.IGNORECASE)
-
-
-def _looks_like_spare(folder: Path) -> bool:
-    """SpaRe-style scene: recon.io.spare.is_scene says so (fallback: cam_XXX_/rect_XXX_ images in images/ or here)."""
-    try:
-        from recon.io import spare
-    except ImportError:
-        spare = None
-    probe = getattr(spare, "is_scene", None) or getattr(spare, "is_spare_scene", None)
-    if callable(probe):
-        return bool(probe(folder))
-    for d in (folder / "images", folder / "image", folder):
-        if d.is_dir() and any(_SPARE_NAME.match(p.name) for p in list_images(d)):
-            return True
-    return False
+# The datasets' own layouts, checked before the generic ones: (name, probe, reader).
+_LAYOUTS: tuple[tuple[str, Callable[[Path], bool], Callable[..., ViewSet]], ...] = (
+    ("blender", is_blender_scene, read_blender),
+    ("llff", is_llff_scene, read_llff),
+    ("dtu", lambda p: is_dtu_idr_scene(p) or is_dtu_rect_scene(p), read_dtu),
+)
 
 
 def detect_format(path: str | Path) -> str:
-    """One of "transforms", "colmap", "spare", "images" for ``path``; ReconInputError when nothing fits."""
+    """One of "blender", "llff", "dtu", "transforms", "colmap", "spare", "images" for ``path``;
+    ReconInputError when nothing fits."""
     path = Path(path)
     kind = file_kind(path)
     if kind == "missing":
@@ -55,16 +51,20 @@ def detect_format(path: str | Path) -> str:
         raise ReconInputError(
             "unsupported input file (expected a folder of images, a transforms.json, a COLMAP model folder "
             "or a SpaRe-style scene)", path)
+    for name, probe, _ in _LAYOUTS:
+        if probe(path):
+            return name
     if find_transforms_json(path) is not None:
         return "transforms"
     if find_colmap_model(path) is not None:
         return "colmap"
-    if _looks_like_spare(path):
+    if is_spare_scene(path):
         return "spare"
     if list_images(path) or ((path / "images").is_dir() and list_images(path / "images")):
         return "images"
     raise ReconInputError(
-        "no images, transforms.json, COLMAP model (cameras.bin/txt, sparse/0) or SpaRe-style scene found", path)
+        "no images, transforms.json, COLMAP model (cameras.bin/txt, sparse/0), LLFF/DTU/Blender or SpaRe-style "
+        "scene found", path)
 
 
 def _defaults(*fns: Callable[..., Any]) -> dict[str, Any]:
@@ -127,12 +127,6 @@ def read_views(path: str | Path, **opts: Any) -> ViewSet:
     """
     path = Path(path)
     kind = detect_format(path)
-    if kind == "transforms":
-        return _call(read_transforms, path, opts)
-    if kind == "colmap":
-        return _call(read_colmap, path, opts)
-    if kind == "spare":
-        from recon.io.spare import read_spare_scene  # written separately; imported only when needed
-
-        return _call(read_spare_scene, path, opts)
-    return _call(read_image_folder, path, opts)
+    readers = {name: reader for name, _, reader in _LAYOUTS}
+    readers.update(transforms=read_transforms, colmap=read_colmap, spare=read_spare_scene, images=read_image_folder)
+    return _call(readers[kind], path, opts)
