@@ -3,9 +3,10 @@
 object: the input comes with object masks (mask files, RGBA alpha): train on the object only, with a mask loss,
   a visual-hull initialisation and floater pruning outside the hull.
 scene: everything else (forward-facing captures, rooms, photos with background): train on the whole image, no
-  masks and no hull; start from the points the data offers (SfM/COLMAP points, the pose estimator's points)
-  or from points spread through the input cameras' frusta between the near and far depths (LLFF gives them;
-  else a range around the rig's look-at distance), coloured from the pixels they project to.
+  masks and no hull; start from the points the data offers (SfM/COLMAP points, the pose estimator's points),
+  or from points spread through the input cameras' frusta between the near and far depths the data gives
+  (LLFF), coloured from their pixels and seen by 2+ views; else, as vanilla 3DGS, at random in the box the
+  cameras look at.
 
 ``--mode object`` on photos without masks segments them automatically (OpenCV); when the segmentation finds no
 single object the run falls back to scene mode and says so. The decision and its reason go to run.log and
@@ -22,12 +23,10 @@ import numpy as np
 from recon.cameras import Camera
 from recon.config import ReconstructConfig
 from recon.io.types import ViewSet
-from recon.rig import look_at_point
 from recon.run_checks import MaskDecision, decide_masks
 
 MODES = ("auto", "object", "scene")
 MIN_DATA_POINTS = 100  # fewer sparse points than this are not worth starting from
-NEAR_FAR_AROUND_TARGET = (0.25, 2.5)  # x the median look-at distance, when the data gives no depth range
 
 
 @dataclass
@@ -89,24 +88,38 @@ def data_points(views: ViewSet) -> tuple[np.ndarray, np.ndarray] | None:
     return xyz[finite], np.clip(rgb[finite], 0.0, 1.0)
 
 
-def depth_range(views: ViewSet, cameras: list[Camera]) -> tuple[float, float]:
-    """(near, far) of the scene: the data's own (LLFF bounds) or a range around the rig's look-at distance."""
+def data_depth_range(views: ViewSet) -> tuple[float, float] | None:
+    """(near, far) the data gives (LLFF's poses_bounds), or None."""
     nf = views.meta.get("near_far")
     if nf is not None and len(nf):
         arr = np.asarray(nf, dtype=np.float64).reshape(-1, 2)
         near, far = float(np.min(arr[:, 0])), float(np.max(arr[:, 1]))
         if math.isfinite(near) and math.isfinite(far) and 0 < near < far:
             return near, far
-    target = look_at_point(cameras)
-    depths = [float((c.R @ target + c.t)[2]) for c in cameras]
-    d = float(np.median([z for z in depths if z > 0] or [1.0]))
-    return NEAR_FAR_AROUND_TARGET[0] * d, NEAR_FAR_AROUND_TARGET[1] * d
+    return None
 
 
 def frustum_points(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator,
-                   near_far: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+                   near_far: tuple[float, float], min_views: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points through random pixels of random input views, at depths uniform in disparity between near
-    and far (forward-facing scenes put most content near), coloured from their pixel."""
+    and far (forward-facing scenes put most content near), coloured from their pixel, kept only where at least
+    ``min_views`` input cameras see them: what one view alone sees cannot be placed, and points right in front
+    of one camera become the floaters that hide the scene from every other view."""
+    need = min(min_views, len(cameras))
+    xyz, rgb = _frustum_samples(views, cameras, 4 * n, rng, near_far)
+    seen = np.zeros(len(xyz), dtype=int)
+    for cam in cameras:
+        uv, z = cam.project(xyz)
+        seen += (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+    keep = np.flatnonzero(seen >= need)
+    if len(keep) < n // 4:  # the views barely overlap: keep what there is
+        keep = np.arange(len(xyz))
+    keep = keep[:n]
+    return xyz[keep], rgb[keep]
+
+
+def _frustum_samples(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator,
+                     near_far: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     near, far = near_far
     k = rng.integers(0, len(cameras), size=n)
     out_xyz = np.empty((n, 3))
@@ -125,5 +138,5 @@ def frustum_points(views: ViewSet, cameras: list[Camera], n: int, rng: np.random
 
 
 def scene_bounds_of_points(xyz: np.ndarray) -> np.ndarray:
-    """A box holding most of the points (2nd to 98th percentile per axis): the scene scale of scene mode."""
+    """A box holding most of the points (2nd to 98th percentile per axis)."""
     return np.stack([np.percentile(xyz, 2, axis=0), np.percentile(xyz, 98, axis=0)])

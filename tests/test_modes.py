@@ -15,7 +15,7 @@ from recon.config import make_config
 from recon.io.images import save_image
 from recon.io.transforms_json import write_transforms
 from recon.io.types import ViewSet
-from recon.modes import decide_mode, depth_range, frustum_points
+from recon.modes import data_depth_range, decide_mode, frustum_points
 
 RECON = [sys.executable, "-c", "from apps.cli import main; main()"]
 
@@ -55,7 +55,7 @@ def test_frustum_points_lie_between_near_and_far_and_take_pixel_colours(tmp_path
     cams = _forward_facing_scene(tmp_path / "s")
     views = ViewSet(names=["x"], images=[np.full((48, 64, 3), 0.25, np.float32)], cameras=cams[:1],
                     meta={"near_far": [(2.0, 6.0)]})
-    assert depth_range(views, cams[:1]) == (2.0, 6.0)
+    assert data_depth_range(views) == (2.0, 6.0)
     pts, rgb = frustum_points(views, cams[:1], 500, np.random.default_rng(0), (2.0, 6.0))
     z = (pts @ cams[0].R.T + cams[0].t)[:, 2]
     assert z.min() >= 2.0 - 1e-9 and z.max() <= 6.0 + 1e-9 and np.allclose(rgb, 0.25)
