@@ -95,13 +95,22 @@ def run_cmd(
     data: Optional[Path] = typer.Option(None, help="--protocol: a dataset folder in its own layout (one scene, or "
                                         "a folder of scenes), e.g. data/real/dtu."),
     scenes: Optional[str] = typer.Option(None, help="--protocol: only these scenes (comma-separated names)."),
+    settings: list[str] = typer.Option([], "--set", metavar="PATH=VALUE",
+                                       help="Set any reconstruction setting by its dotted path (repeatable; "
+                                       "`recon settings` lists them)."),
 ) -> None:
     """Reconstruct every scene of a split (or a real-data protocol) with a built-in method, render the test views,
     score, write results.json."""
     from recon.bench.runner import run_benchmark
 
+    from recon.config import parse_settings
+
+    try:
+        chosen = parse_settings(settings)
+    except ValueError as exc:
+        raise ReconInputError(str(exc)) from None
     extra = {"representation": representation, "prior": prior,
-             "diffusion.weights": None if prior_weights is None else str(prior_weights)}
+             "diffusion.weights": None if prior_weights is None else str(prior_weights), **chosen}
     if protocol in ("spare3", "spare9"):
         track, protocol = (1 if protocol == "spare3" else 2), None
     if protocol is not None:
