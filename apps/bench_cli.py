@@ -102,7 +102,6 @@ def run_cmd(
     """Reconstruct every scene of a split (or a real-data protocol) with a built-in method, render the test views,
     score, write results.json."""
     from recon.bench.runner import run_benchmark
-
     from recon.config import parse_settings
 
     try:

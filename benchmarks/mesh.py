@@ -32,18 +32,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recon.bench.evaluate import score_run  # noqa: E402
-from recon.bench.geometry import mesh_scores  # noqa: E402
-from recon.bench.synth import ground_truth_mesh, make_scene  # noqa: E402
-from recon.config import make_config  # noqa: E402
-from recon.io.atomic import atomic_output_dir, atomic_write_text  # noqa: E402
-from recon.pipeline import (  # noqa: E402
-    initialise, load_inputs, mesh_stage, object_masks, reconstruct, require_poses, write_run_folder,
+import renderers.mesh.extract
+import renderers.mesh.hybrid  # noqa: F401
+from recon.bench.evaluate import score_run
+from recon.bench.geometry import mesh_scores
+from recon.bench.synth import ground_truth_mesh, make_scene
+from recon.config import make_config
+from recon.io.atomic import atomic_output_dir, atomic_write_text
+from recon.pipeline import (
+    initialise,
+    load_inputs,
+    mesh_stage,
+    object_masks,
+    reconstruct,
+    require_poses,
+    write_run_folder,
 )
-from renderers.gaussians.ply import read_ply  # noqa: E402
-from renderers.mesh import MeshModel  # noqa: E402
-import renderers.mesh.extract  # noqa: E402,F401  (loaded now: edits made while a long run goes on do not leak in)
-import renderers.mesh.hybrid  # noqa: E402,F401
+from renderers.gaussians.ply import read_ply
+from renderers.mesh import MeshModel
 
 
 def scene_path(cache: Path, seed: int, width: int, height: int) -> Path:

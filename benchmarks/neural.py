@@ -21,8 +21,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,15 +31,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recon.bench.evaluate import score_model  # noqa: E402
-from recon.bench.synth import make_scene  # noqa: E402
-from recon.config import make_config  # noqa: E402
-from recon.io.atomic import atomic_write_text  # noqa: E402
-from recon.io.detect import resize_views  # noqa: E402
-from recon.io.spare import read_spare_scene  # noqa: E402
-from recon.pipeline import load_run_model, reconstruct  # noqa: E402
-from renderers.gaussians import GaussianModel  # noqa: E402
-from renderers.neural import NeuralPrimitives, visible_mask  # noqa: E402
+from recon.bench.evaluate import score_model
+from recon.bench.synth import make_scene
+from recon.config import make_config
+from recon.io.atomic import atomic_write_text
+from recon.io.detect import resize_views
+from recon.io.spare import read_spare_scene
+from recon.pipeline import load_run_model, reconstruct
+from renderers.gaussians import GaussianModel
+from renderers.neural import NeuralPrimitives, visible_mask
 
 REPS = ("gaussians", "neural")
 

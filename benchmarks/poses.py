@@ -246,7 +246,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 def print_table(rows: list[dict]) -> None:
     print(f"{'method':8} {'views':>5} {'scenes':>6} {'all reg':>7} {'mean reg':>8} {'rot med':>8} {'rot max':>8} "
           f"{'ctr med':>8} {'s':>6}")
-    f = lambda x: "   -    " if x is None else f"{x:8.3f}"  # noqa: E731
+    f = lambda x: "   -    " if x is None else f"{x:8.3f}"
     for r in summarise(rows):
         print(f"{r['method']:8} {r['views']:5d} {r['scenes']:6d} {r['all_registered']:7d} {r['mean_registered']:8.2f} "
               f"{f(r['rot_median_deg'])} {f(r['rot_max_deg'])} {f(r['center_median'])} {r['seconds_mean']:6.1f}")

@@ -20,8 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recon.bench.protocol_runner import run_protocol  # noqa: E402
-from recon.io.atomic import atomic_write_text  # noqa: E402
+from recon.bench.protocol_runner import run_protocol
+from recon.io.atomic import atomic_write_text
 
 # Published dataset averages (GPU methods; ../shared/data/real/README.md), for reference only.
 PUBLISHED = {

@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recon.bench.evaluate import score_run  # noqa: E402
-from recon.bench.synth import make_scene  # noqa: E402
-from recon.config import make_config  # noqa: E402
-from recon.io.atomic import atomic_write_text  # noqa: E402
-from recon.pipeline import reconstruct  # noqa: E402
+from recon.bench.evaluate import score_run
+from recon.bench.synth import make_scene
+from recon.config import make_config
+from recon.io.atomic import atomic_write_text
+from recon.pipeline import reconstruct
 
 
 def scene_path(cache: Path, seed: int, width: int, height: int) -> Path:

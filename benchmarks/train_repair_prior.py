@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from priors.diffusion.data import PairSet, perturb_gaussians  # noqa: E402
-from priors.diffusion.model import BUNDLED_WEIGHTS, RepairModel  # noqa: E402
-from priors.diffusion.train import train_repair  # noqa: E402
+from priors.diffusion.data import PairSet, perturb_gaussians
+from priors.diffusion.model import BUNDLED_WEIGHTS, RepairModel
+from priors.diffusion.train import train_repair
 
 BENCH_SEEDS = range(100, 105)
 

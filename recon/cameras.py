@@ -158,7 +158,7 @@ class Camera:
 
     # ----------------------------------------------------------------- OpenGL c2w (transforms.json)
     @classmethod
-    def from_opengl_c2w(cls, c2w_gl: np.ndarray, K: np.ndarray, width: int, height: int, name: str = "") -> "Camera":
+    def from_opengl_c2w(cls, c2w_gl: np.ndarray, K: np.ndarray, width: int, height: int, name: str = "") -> Camera:
         """From an OpenGL/Blender camera-to-world matrix (x right, y up, z backward), as in transforms.json."""
         c2w_gl = _as_f64(c2w_gl, (4, 4))
         c2w_cv = c2w_gl @ _CV_TO_GL
@@ -172,7 +172,7 @@ class Camera:
     @classmethod
     def from_colmap(
         cls, qvec: np.ndarray, tvec: np.ndarray, K: np.ndarray, width: int, height: int, name: str = ""
-    ) -> "Camera":
+    ) -> Camera:
         """From COLMAP's world-to-camera quaternion (w, x, y, z) and translation (OpenCV axes already)."""
         viewmat = np.eye(4)
         viewmat[:3, :3] = qvec_to_rotmat(qvec)
@@ -185,7 +185,7 @@ class Camera:
 
     # ----------------------------------------------------------------- 3x4 projection (DTU / SpaRe)
     @classmethod
-    def from_projection(cls, P: np.ndarray, width: int, height: int, name: str = "") -> "Camera":
+    def from_projection(cls, P: np.ndarray, width: int, height: int, name: str = "") -> Camera:
         """From a 3x4 projection matrix P = K [R | t] (any scale), decomposed with OpenCV."""
         P = _as_f64(P, (3, 4))
         K, R, c_h = cv2.decomposeProjectionMatrix(P)[:3]
@@ -217,7 +217,7 @@ class Camera:
         width: int,
         height: int,
         name: str = "",
-    ) -> "Camera":
+    ) -> Camera:
         """Camera at ``eye`` looking at ``target``; ``up`` is the world direction that appears up in the image."""
         eye = _as_f64(eye, (3,))
         forward = _as_f64(target, (3,)) - eye
@@ -233,7 +233,7 @@ class Camera:
         viewmat[:3, 3] = -R @ eye
         return cls(K=K, viewmat=viewmat, width=width, height=height, name=name)
 
-    def scaled(self, factor: float) -> "Camera":
+    def scaled(self, factor: float) -> Camera:
         """Same camera for an image resized by ``factor`` (0.5 halves width and height).
 
         The size is rounded to whole pixels and K follows the rounded size (as :meth:`resized`), so the
@@ -243,7 +243,7 @@ class Camera:
         h = max(1, int(round(self.height * factor)))
         return self.resized(w, h)
 
-    def resized(self, width: int, height: int) -> "Camera":
+    def resized(self, width: int, height: int) -> Camera:
         """Same camera for an image resized to exactly ``width`` x ``height`` (pixel-centre convention kept)."""
         K = self.K.copy()
         K[0] *= width / self.width
@@ -323,5 +323,5 @@ class Camera:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
+    def from_dict(cls, d: dict) -> Camera:
         return cls(K=d["K"], viewmat=d["viewmat"], width=d["width"], height=d["height"], name=d.get("name", ""))

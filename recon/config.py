@@ -15,8 +15,9 @@ import logging
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from priors.diffusion.guidance import GuidanceSettings
 from recon.poses.config import POSE_METHODS, PoseConfig
@@ -95,7 +96,7 @@ class ReconstructConfig:
     neural: NeuralConfig = field(default_factory=NeuralConfig)
     diffusion: GuidanceSettings = field(default_factory=GuidanceSettings)
 
-    def validate(self) -> "ReconstructConfig":
+    def validate(self) -> ReconstructConfig:
         """Raise ValueError naming the option when a field holds an unknown choice or an impossible number."""
         from recon.representations import REPRESENTATIONS  # the one registry (it imports this module)
 
@@ -125,7 +126,7 @@ class ReconstructConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], report: Callable[[str], None] | None = None) -> "ReconstructConfig":
+    def from_dict(cls, d: dict[str, Any], report: Callable[[str], None] | None = None) -> ReconstructConfig:
         """The config a config.json holds (nested, or the flat layout of older runs). Keys no field matches are
         passed to ``report`` (default: a logged warning) instead of being dropped silently."""
         flat = _flatten(d)

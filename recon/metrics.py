@@ -25,8 +25,9 @@ data_range=1, channel_axis=-1)``, which crops the 5-pixel border where the windo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

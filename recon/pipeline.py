@@ -11,20 +11,20 @@ import logging
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from recon import metrics
+from recon import metrics, modes
 from recon.cameras import Camera
 from recon.config import ReconstructConfig
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_output_dir
 from recon.io.images import save_image
-from recon import modes
 from recon.io.types import ViewSet
 from recon.representations import load_model, mesh_stage, neural_model_from_init, representation  # noqa: F401 (stage functions, public)
 from recon.rig import scene_bounds, scene_scale

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,18 +36,18 @@ class Representation:
     """One representation's hooks (see the module docstring)."""
 
     name: str
-    create: Callable[["Initialisation", ReconstructConfig], Any]
+    create: Callable[[Initialisation, ReconstructConfig], Any]
     load: Callable[[RunFolder], Renderer]
     describe: Callable[[dict[str, Any]], str]
     after_training: AfterTraining | None = None
     keep_trained_gaussians: bool = False  # also write the trained Gaussians (splats.ply) before after_training
 
 
-def _gaussians_from_init(init: "Initialisation", config: ReconstructConfig) -> Any:
+def _gaussians_from_init(init: Initialisation, config: ReconstructConfig) -> Any:
     return init.model
 
 
-def neural_model_from_init(init: "Initialisation", config: ReconstructConfig) -> Any:
+def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> Any:
     """representation "neural": neural primitives initialised from the hull-initialised Gaussians ``init.model``.
 
     The returned model trains through :func:`train` exactly like a GaussianModel (render, splats, means,
@@ -64,8 +65,8 @@ def neural_model_from_init(init: "Initialisation", config: ReconstructConfig) ->
 
 
 def extract_mesh_stage(
-    model: Any, init: "Initialisation", views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: "ProgressFn | None" = None,
+    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
+    config: ReconstructConfig, progress: ProgressFn | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """representation "mesh", after Gaussian training: a mesh extracted from the trained Gaussians (TSDF or
     Poisson), cleaned and coloured from the input views. Returns (MeshModel, info dict)."""
@@ -86,8 +87,8 @@ def extract_mesh_stage(
 
 
 def hybrid_stage(
-    model: Any, init: "Initialisation", views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: "ProgressFn | None" = None,
+    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
+    config: ReconstructConfig, progress: ProgressFn | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """representation "hybrid", after Gaussian training: the mesh of :func:`extract_mesh_stage` as an opaque
     surface plus the Gaussians in front of it, fine-tuned ``config.mesh.hybrid_iterations`` steps with
@@ -187,8 +188,8 @@ def load_model(run: RunFolder | Any) -> Renderer:
 
 
 def mesh_stage(
-    model: Any, init: "Initialisation", views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: "ProgressFn | None" = None,
+    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
+    config: ReconstructConfig, progress: ProgressFn | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The after-training stage of ``config.representation`` (mesh or hybrid); ValueError for one without."""
     stage = representation(config.representation).after_training

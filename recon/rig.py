@@ -6,8 +6,8 @@ the diffusion prior (pseudo views) and pose normalisation, so they all agree on 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

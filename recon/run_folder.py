@@ -20,9 +20,10 @@ loaded by ``recon.representations.load_model(RunFolder(path))``, which dispatche
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from recon.cameras import Camera
 from recon.errors import ReconInputError
@@ -94,7 +95,7 @@ class RunFolder:
         """Where the render of input view ``view_name`` goes (its stem as a PNG)."""
         return self.renders_dir / f"{Path(view_name).stem}.png"
 
-    def require(self) -> "RunFolder":
+    def require(self) -> RunFolder:
         """Self, or ReconInputError when the folder does not exist."""
         if not self.path.is_dir():
             raise ReconInputError("run folder not found", self.path)

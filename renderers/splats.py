@@ -8,7 +8,8 @@ representation see the same interface (``renderers.types.TrainableSplats``).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -53,7 +53,7 @@ class RenderOutput:
             raise TypeError("an unbatched RenderOutput has no length")
         return int(self.rgb.shape[0])
 
-    def __getitem__(self, i: int) -> "RenderOutput":
+    def __getitem__(self, i: int) -> RenderOutput:
         """Camera ``i`` of a batched output."""
         if not self.batched:
             raise TypeError("only a batched RenderOutput can be indexed")
@@ -64,11 +64,11 @@ class RenderOutput:
             meta=self.meta,
         )
 
-    def unbind(self) -> list["RenderOutput"]:
+    def unbind(self) -> list[RenderOutput]:
         """One unbatched RenderOutput per camera."""
         return [self[i] for i in range(len(self))]
 
-    def detach(self) -> "RenderOutput":
+    def detach(self) -> RenderOutput:
         """Same images without autograd history (meta dropped: it holds graph tensors)."""
         return RenderOutput(
             rgb=self.rgb.detach(),

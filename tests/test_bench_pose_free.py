@@ -11,7 +11,6 @@ from recon.poses import Similarity, pose_errors
 from recon.poses.refine import so3_exp
 from renderers.gaussians.model import GaussianModel
 
-
 _IDENTITY = Similarity(1.0, np.eye(3), np.zeros(3))
 
 

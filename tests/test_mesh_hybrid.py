@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from recon.cameras import Camera, intrinsics
-from renderers.gaussians import GaussianModel
 from recon.pipeline import load_run_model
+from renderers.gaussians import GaussianModel
 from renderers.mesh import MeshModel
 from renderers.mesh.hybrid import HybridModel
 from renderers.mesh.io import read_glb, read_mesh, write_mesh

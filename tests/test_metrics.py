@@ -27,7 +27,7 @@ def _ssim_reference_f64(x: np.ndarray, y: np.ndarray) -> float:
     vals = []
     for c in range(x.shape[-1]):
         a, b = x[..., c].astype(np.float64), y[..., c].astype(np.float64)
-        f = lambda z: gaussian_filter(z, sigma=1.5, truncate=3.5, mode="reflect")  # noqa: E731
+        f = lambda z: gaussian_filter(z, sigma=1.5, truncate=3.5, mode="reflect")
         ux, uy = f(a), f(b)
         vx, vy, vxy = f(a * a) - ux * ux, f(b * b) - uy * uy, f(a * b) - ux * uy
         s = ((2 * ux * uy + 1e-4) * (2 * vxy + 9e-4)) / ((ux**2 + uy**2 + 1e-4) * (vx + vy + 9e-4))

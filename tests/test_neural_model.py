@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import renderers.neural.model as neural_model
 from recon.cameras import Camera
 from recon.errors import ReconInputError
 from renderers.gaussians import GaussianModel, read_ply
@@ -21,7 +22,6 @@ from renderers.neural import (
     save_run_files,
     visible_mask,
 )
-import renderers.neural.model as neural_model
 
 W, H = 64, 48
 
@@ -92,7 +92,7 @@ def test_only_visible_primitives_are_decoded(monkeypatch: pytest.MonkeyPatch) ->
                        torch.tensor(cam.K, dtype=torch.float32)[None], W, H)
     kept = out.meta["radii"] > 0
     assert bool(kept.any()) and not bool((kept & ~vis).any())
-    everything = lambda means, *a, **k: torch.ones(1, means.shape[0], dtype=torch.bool)  # noqa: E731
+    everything = lambda means, *a, **k: torch.ones(1, means.shape[0], dtype=torch.bool)
     monkeypatch.setattr(neural_model, "visible_mask", everything)
     full = m.render(cam, background=torch.zeros(3), render_mode="RGB")
     assert rows[-1] == m.num_gaussians

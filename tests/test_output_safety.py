@@ -182,9 +182,10 @@ def test_sigterm_and_sighup_remove_the_partial_folder(tiny_scene: Path, tmp_path
 
 
 def test_export_to_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
+    import numpy as np
+
     from renderers.gaussians import GaussianModel
     from renderers.gaussians.ply import write_ply
-    import numpy as np
 
     run = tmp_path / "run"
     run.mkdir()

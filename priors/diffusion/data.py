@@ -35,7 +35,7 @@ class PairSet:
         self.alphas.append(np.asarray(alpha, dtype=np.float32))
         self.cleans.append(np.asarray(clean, dtype=np.float32))
 
-    def extend(self, other: "PairSet") -> "PairSet":
+    def extend(self, other: PairSet) -> PairSet:
         self.renders += other.renders
         self.alphas += other.alphas
         self.cleans += other.cleans
@@ -56,7 +56,7 @@ class PairSet:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "PairSet":
+    def load(cls, path: str | Path) -> PairSet:
         path = Path(path)
         try:
             with np.load(path) as z:
@@ -106,7 +106,7 @@ def random_crops(
         rs.append(np.ascontiguousarray(rr))
         als.append(np.ascontiguousarray(aa))
         cs.append(np.ascontiguousarray(cc))
-    to_t = lambda xs: torch.from_numpy(np.stack(xs))  # noqa: E731
+    to_t = lambda xs: torch.from_numpy(np.stack(xs))
     return (to_t(rs).permute(0, 3, 1, 2).contiguous(), to_t(als)[:, None].contiguous(),
             to_t(cs).permute(0, 3, 1, 2).contiguous())
 

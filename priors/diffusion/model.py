@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ class RepairModel:
         num_train_timesteps: int = 1000,
         norm_groups: int = 8,
         seed: int = 0,
-    ) -> "RepairModel":
+    ) -> RepairModel:
         """A fresh, randomly initialised model (seeded). ``channels`` sets the width of each resolution level."""
         d = _diffusers()
         torch.manual_seed(seed)
@@ -101,7 +102,7 @@ class RepairModel:
         return cls(unet, scheduler, {"channels": list(channels), "layers_per_block": layers_per_block})
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "RepairModel":
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> RepairModel:
         """Read a model saved by :meth:`save` from a local folder (ReconInputError naming it when unusable)."""
         d = _diffusers()
         folder = Path(folder)
@@ -117,7 +118,7 @@ class RepairModel:
         try:
             unet = d.UNet2DModel.from_pretrained(folder / "unet", local_files_only=True, low_cpu_mem_usage=False)
             scheduler = d.DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise ReconInputError(f"cannot load the repair model: {str(exc).splitlines()[0]}", folder) from exc
         model = cls(unet, scheduler, meta)
         return model.to(device)
@@ -132,7 +133,7 @@ class RepairModel:
         (folder / "repair.json").write_text(json.dumps(meta, indent=2))
         return folder
 
-    def to(self, device: str | torch.device) -> "RepairModel":
+    def to(self, device: str | torch.device) -> RepairModel:
         self.unet.to(device)
         return self
 

@@ -75,8 +75,8 @@ def score_model(model: Any, test: ViewSet, keep_renders: bool = False) -> TestSc
 
 def score_run(run_dir: str | Path, scene_dir: str | Path, track: int, max_side: int | None = None) -> TestScores:
     """Load the run's model (any representation) and score it on the test views of ``scene_dir``'s ``track`` split."""
-    from recon.io.spare import read_spare_scene
     from recon.io.detect import resize_views
+    from recon.io.spare import read_spare_scene
     from recon.pipeline import load_run_model
 
     model = load_run_model(run_dir)

@@ -12,12 +12,13 @@ import json
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from recon.bench.dataset import check_track_split, load_benchmark, TRACKS
+from recon.bench.dataset import TRACKS, check_track_split, load_benchmark
 from recon.cameras import Camera
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_write_text
@@ -69,10 +70,9 @@ def run_benchmark(
 
     Returns the results dict (with ``submission_id`` when submitted).
     """
-    from recon.bench.leaderboard import submit
+    from recon.bench.leaderboard import expected_views, submit
     from recon.bench.scoring import score_renders
     from recon.bench.submission import read_submission
-    from recon.bench.leaderboard import expected_views
     from recon.config import make_config
     from recon.pipeline import load_run_model, reconstruct, render_views
 

@@ -6,9 +6,10 @@ same crop) only when local LPIPS weights are given; otherwise they are None and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

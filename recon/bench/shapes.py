@@ -20,7 +20,7 @@ class Mesh:
     triangles: np.ndarray
     normals: np.ndarray
 
-    def transformed(self, rotation: np.ndarray, translation: np.ndarray) -> "Mesh":
+    def transformed(self, rotation: np.ndarray, translation: np.ndarray) -> Mesh:
         """The mesh moved by x -> R x + t."""
         return Mesh(self.vertices @ rotation.T + translation, self.triangles.copy(), self.normals @ rotation.T)
 

@@ -21,9 +21,9 @@ import os
 import stat
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -176,7 +176,7 @@ def _folder_listing(path: Path, limit: int) -> tuple[dict[tuple[str, ...], _Entr
             elif not stat.S_ISREG(st.st_mode):
                 raise SubmissionError(f"entry {rel!r} is not a regular file", path)
             else:
-                reader = lambda n, full=full, rel=rel: _read_file(full, rel, n, path)  # noqa: E731
+                reader = lambda n, full=full, rel=rel: _read_file(full, rel, n, path)
                 files[tuple(rel.split("/"))] = _Entry(st.st_size, reader)
     return files, dirs
 

@@ -14,8 +14,8 @@ Products of Nx3 arrays use ``einsum`` rather than ``@``: BLAS threads fight open
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree

@@ -12,12 +12,11 @@ and wins from 75%; ``prefer_sparse`` encodes that measured break-even (benchmark
 """
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Literal
-
-import math
-import warnings
 
 import torch
 import torch.nn.functional as F

@@ -19,7 +19,7 @@ class Similarity:
     def apply(self, x: np.ndarray) -> np.ndarray:
         return self.s * np.asarray(x) @ self.R.T + self.t
 
-    def inverse(self) -> "Similarity":
+    def inverse(self) -> Similarity:
         return Similarity(1.0 / self.s, self.R.T, -self.R.T @ self.t / self.s)
 
     def matrix(self) -> np.ndarray:

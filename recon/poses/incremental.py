@@ -40,7 +40,7 @@ class Tracks:
     lookup: list[np.ndarray]
 
     @classmethod
-    def build(cls, n_kp: list[int], matches: dict[tuple[int, int], np.ndarray]) -> "Tracks":
+    def build(cls, n_kp: list[int], matches: dict[tuple[int, int], np.ndarray]) -> Tracks:
         """Connected components of the match graph; a track seeing one image twice is dropped (ambiguous)."""
         offsets = np.cumsum([0] + list(n_kp))
         total = int(offsets[-1])

@@ -15,8 +15,9 @@ so code that holds a parameter across a refine step must look it up again in ``m
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,17 @@ from torch import Tensor, nn
 
 from recon.cameras import Camera
 from renderers.splats import (  # noqa: F401 (re-exported: the Gaussians' public names)
-    RENDER_MODES, SH_C0, SplatPrimitives, adam_betas, camera_tensors, num_sh_bases, per_parameter_adams,
-    raster_output, rgb_to_sh0, sh0_to_rgb, sh_degree_from_bases,
+    RENDER_MODES,
+    SH_C0,
+    SplatPrimitives,
+    adam_betas,
+    camera_tensors,
+    num_sh_bases,
+    per_parameter_adams,
+    raster_output,
+    rgb_to_sh0,
+    sh0_to_rgb,
+    sh_degree_from_bases,
 )
 from renderers.types import RenderOutput
 
@@ -77,7 +87,7 @@ class GaussianModel(SplatPrimitives):
         init_scale: float = 1.0,
         init_opacity: float = 0.1,
         device: str | torch.device = "cpu",
-    ) -> "GaussianModel":
+    ) -> GaussianModel:
         """Isotropic Gaussians at points ``xyz`` [N,3] with colours ``rgb`` [N,3] (float in [0,1] or uint8).
 
         Each Gaussian's scale is ``init_scale`` times the RMS distance to its 3 nearest neighbours (as 3DGS
@@ -131,14 +141,14 @@ class GaussianModel(SplatPrimitives):
 
     # ----------------------------------------------------------------- copies
     @torch.no_grad()
-    def subset(self, mask_or_index: Tensor) -> "GaussianModel":
+    def subset(self, mask_or_index: Tensor) -> GaussianModel:
         """A detached copy holding only the selected Gaussians (bool mask or index tensor)."""
         sel = mask_or_index.to(self.device)
         params = {k: v.detach()[sel] for k, v in self.splats.items()}
         return GaussianModel(params, active_sh_degree=self.active_sh_degree)
 
     @torch.no_grad()
-    def copy(self) -> "GaussianModel":
+    def copy(self) -> GaussianModel:
         """A detached deep copy (same device)."""
         return GaussianModel({k: v.detach() for k, v in self.splats.items()}, active_sh_degree=self.active_sh_degree)
 
@@ -224,7 +234,7 @@ class GaussianModel(SplatPrimitives):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "GaussianModel":
+    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> GaussianModel:
         model = cls(state["params"], sh_degree=state["sh_degree"], active_sh_degree=state["active_sh_degree"])
         return model.to(device)
 

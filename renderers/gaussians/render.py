@@ -1,7 +1,7 @@
 """Render a GaussianModel into a list of Cameras, batching cameras of one size (detached outputs)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

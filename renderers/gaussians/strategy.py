@@ -19,14 +19,14 @@ objects both in the splats dict and in the optimisers' parameter groups.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from recon.kernels.projection import quat_to_rotmat  # the one quaternion convention (wxyz)
-
 from renderers.types import TrainableSplats
 
 SPLIT_SCALE_DIVISOR = 1.6

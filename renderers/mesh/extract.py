@@ -14,15 +14,16 @@ inputs' elevations (with the inputs' up direction), so the back of the object is
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from recon.cameras import Camera
-from recon.rig import orbit_cameras  # noqa: F401 (re-exported: the mesh stage's view set)
+from recon.rig import orbit_cameras
 from renderers.mesh.model import MeshModel
 
 METHODS = ("tsdf", "poisson")

@@ -11,8 +11,9 @@ vertex colours), ``active_sh_degree`` and ``num_gaussians``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ from torch import Tensor
 from recon.cameras import Camera
 from recon.run_folder import HYBRID, MESH, SPLATS
 from renderers.gaussians.model import GaussianModel
-from renderers.splats import SplatPrimitives
 from renderers.mesh.model import CameraLike, MeshModel, camera_list
+from renderers.splats import SplatPrimitives
 from renderers.types import RenderOutput
 
 MESH_COLOR_LR = 2.5e-3
@@ -161,7 +162,7 @@ class HybridModel(SplatPrimitives):
         return [SPLATS, MESH, HYBRID]
 
     @classmethod
-    def load(cls, folder: str | Path) -> "HybridModel":
+    def load(cls, folder: str | Path) -> HybridModel:
         """The hybrid a run folder holds (splats.ply + mesh.ply + hybrid.json, which may be absent)."""
         from recon.io.jsonfile import read_json_object
         from renderers.gaussians.ply import read_ply

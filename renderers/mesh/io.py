@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from recon.errors import ReconInputError
-from recon.run_folder import MESH
 from recon.io.atomic import atomic_write_bytes
+from recon.run_folder import MESH
 
 MESH_FORMATS = ("ply", "obj", "glb")
 

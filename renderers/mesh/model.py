@@ -9,9 +9,10 @@ optical axis (0 where nothing is hit).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -261,7 +262,7 @@ class MeshModel(nn.Module):
         return write_mesh(path, v, f, c)
 
     @classmethod
-    def load(cls, path: str | Path) -> "MeshModel":
+    def load(cls, path: str | Path) -> MeshModel:
         from renderers.mesh.io import read_mesh
 
         v, f, c = read_mesh(path)

@@ -167,7 +167,7 @@ class DecoderMLP(nn.Module):
                 x = torch.relu(x)
         return x
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "DecoderMLP":
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> DecoderMLP:
         self._sparse_cache = {}  # .to()/.float(): rebuild the sparse layers on the new tensors
         return super()._apply(fn, *args, **kwargs)
 

@@ -17,7 +17,8 @@ by the same ``rasterize`` kernel as Gaussians (plain features, ``sh_degree=None`
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,10 +29,16 @@ from recon.kernels.projection import MAX_EXTEND, camera_centers
 from recon.kernels.sh import sh_basis
 from recon.kernels.sparse import apply_on_active
 from renderers.gaussians.model import GaussianModel
-from renderers.splats import (
-    RENDER_MODES, SH_C0, SplatPrimitives, adam_betas, camera_tensors, per_parameter_adams, raster_output,
-)
 from renderers.neural.mlp import DecoderMLP, PruneSchedule, PruningAdam
+from renderers.splats import (
+    RENDER_MODES,
+    SH_C0,
+    SplatPrimitives,
+    adam_betas,
+    camera_tensors,
+    per_parameter_adams,
+    raster_output,
+)
 from renderers.types import RenderOutput
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "features")
@@ -130,7 +137,7 @@ class NeuralPrimitives(SplatPrimitives):
     def from_gaussians(
         cls, g: GaussianModel, feature_dim: int = 8, seed: int = 0, hidden: int = 64, n_hidden: int = 2,
         dir_degree: int = 2,
-    ) -> "NeuralPrimitives":  # fmt: skip
+    ) -> NeuralPrimitives:  # fmt: skip
         """Same geometry as ``g``; features start as its DC colour plus small random latent channels."""
         if feature_dim < 3:
             raise ValueError(f"feature_dim must be >= 3 (the first 3 channels hold the base colour), got {feature_dim}")
@@ -278,7 +285,7 @@ class NeuralPrimitives(SplatPrimitives):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "NeuralPrimitives":
+    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> NeuralPrimitives:
         if state.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} state (format {state.get('format')!r})")
         cfg = state["config"]
