@@ -112,7 +112,7 @@ def test_llff_rows_follow_plain_sorted_names(tmp_path: Path) -> None:
     assert read_llff(tmp_path / "s").names == ["img10.png", "img8.png", "img9.png"]
 
 
-@pytest.mark.parametrize("case", ["count", "shape", "nan", "garbage", "bounds", "missing"])
+@pytest.mark.parametrize("case", ["count", "shape", "nan", "garbage", "bounds", "missing", "header"])
 def test_llff_bad_input(tmp_path: Path, case: str) -> None:
     root = tmp_path / "s"
     make_llff(root)
@@ -130,6 +130,8 @@ def test_llff_bad_input(tmp_path: Path, case: str) -> None:
     elif case == "bounds":
         table[2, 15:] = [5.0, 1.0]
         np.save(npy, table)
+    elif case == "header":  # numpy's header parser raised tokenize.TokenError here, not a ValueError
+        npy.write_bytes(npy.read_bytes().replace(b"'shape': (3, 17)", b"'shape': (3, 17 "))
     else:
         npy.unlink()
     with pytest.raises(ReconInputError) as e:
@@ -212,7 +214,7 @@ def test_dtu_idr_intrinsics_already_scaled_to_the_images(tmp_path: Path) -> None
     check_projects(v, cams, (400, 300))
 
 
-@pytest.mark.parametrize("case", ["no_world_mat", "shape", "nan", "garbage", "npy"])
+@pytest.mark.parametrize("case", ["no_world_mat", "shape", "nan", "garbage", "npy", "raw_member"])
 def test_dtu_idr_bad_camera_file(tmp_path: Path, case: str) -> None:
     root = tmp_path / "s"
     make_idr(root, (W, H))
@@ -229,6 +231,12 @@ def test_dtu_idr_bad_camera_file(tmp_path: Path, case: str) -> None:
     elif case == "npy":
         with npz.open("wb") as fh:
             np.save(fh, np.eye(4))
+    elif case == "raw_member":  # a member without the .npy magic came back as bytes: an AttributeError later
+        import zipfile
+
+        np.savez(npz, **arrays)
+        with zipfile.ZipFile(npz, "a") as z:
+            z.writestr("world_mat_7.npy", b"\x00 not an array")
     else:
         np.savez(npz, **arrays)
     with pytest.raises(ReconInputError) as e:

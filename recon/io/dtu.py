@@ -39,7 +39,7 @@ from recon.io.camera_checks import checked_camera
 from recon.io.files import file_kind, not_regular_message, read_bytes, read_text
 from recon.io.image_folder import MIN_VIEWS, check_count, list_images, load_views
 from recon.io.images import image_size, load_mask, resize_image
-from recon.io.llff import npy_error_reason
+from recon.io.llff import NPY_ERRORS, npy_error_reason
 from recon.io.types import ViewSet
 
 CALIBRATION_SIZE = (1600, 1200)
@@ -175,9 +175,13 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         with z:
             if sum(info.file_size for info in z.zip.infolist()) > _MAX_NPZ_UNPACKED:
                 raise ReconInputError("camera archive unpacks to over 256 MB", path)
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError) as exc:
+            arrays = {k: z[k] for k in z.files}
+    except (*NPY_ERRORS, zipfile.BadZipFile, KeyError, NotImplementedError) as exc:
         raise ReconInputError(f"not a readable .npz archive ({npy_error_reason(exc)})", path) from None
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):  # NpzFile hands back a member without the .npy magic as raw bytes
+            raise ReconInputError(f"{k} is not a .npy array", path)
+    return arrays
 
 
 def _matrix(arrays: dict[str, np.ndarray], key: str, what: str, path: Path) -> np.ndarray:

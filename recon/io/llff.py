@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from recon.io.types import ViewSet
 POSES_FILE = "poses_bounds.npy"
 _FACTOR_DIR = re.compile(r"^images_(\d+)$")
 _MAX_NPY_BYTES = 64 * 1024 * 1024
+#: What np.load raises on corrupt bytes: its header parser tokenizes and literal_evals the header text.
+NPY_ERRORS = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
 #: Largest relative difference between the image's aspect ratio and the one in poses_bounds.
 _ASPECT_TOL = 0.01
 
@@ -74,7 +77,7 @@ def read_poses_bounds(path: Path) -> np.ndarray:
     data = read_bytes(path, "poses file", _MAX_NPY_BYTES)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except NPY_ERRORS as exc:
         raise ReconInputError(f"not a readable .npy array ({npy_error_reason(exc)})", path) from None
     if not isinstance(arr, np.ndarray):
         arr.close()
@@ -91,6 +94,8 @@ def read_poses_bounds(path: Path) -> np.ndarray:
 def npy_error_reason(exc: BaseException) -> str:
     """numpy's reason in a few words (its pickle refusal, which any non-.npy bytes get, is a paragraph)."""
     text = str(exc).strip()
+    if isinstance(exc, (SyntaxError, tokenize.TokenError)):
+        return "corrupt .npy header"
     if "pickle" in text:
         return "not a NumPy file, or pickled Python objects, which are not loaded"
     return (text.splitlines() or [type(exc).__name__])[0][:100]
