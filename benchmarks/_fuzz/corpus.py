@@ -13,15 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-#: Readers the fuzzer knows, in table order.
-READERS = ("transforms", "colmap_text", "colmap_binary", "spare", "images", "ply")
+#: Readers the fuzzer knows, in table order (new ones go at the end: a reader's number seeds its cases).
+READERS = ("transforms", "colmap_text", "colmap_binary", "spare", "images", "ply", "llff", "dtu_idr", "dtu_rect",
+           "blender")
 W, H = 32, 24
 
 
 @dataclass(frozen=True)
 class Target:
     """A file of a seed that mutations may hit: path relative to the seed folder, kind (json, text, binary,
-    image, ply) and relative weight."""
+    npz, image, ply) and relative weight."""
 
     path: str
     kind: str
@@ -35,7 +36,7 @@ class Seed:
     reader: str
     variant: str
     entry: str
-    call: str  # "views" (recon.io.detect.read_views) or "ply" (renderers.gaussians.ply.read_ply)
+    call: str  # "views" (recon.io.detect.read_views), "ply" (renderers.gaussians.ply.read_ply) or "module:function"
     targets: tuple[Target, ...]
 
 
@@ -231,6 +232,57 @@ def _ply(root: Path, variant: str) -> Seed:
     return Seed("ply", variant, "splats.ply", "ply", (Target("splats.ply", "ply"),))
 
 
+def _llff(root: Path, variant: str) -> Seed:
+    """poses_bounds.npy (rows of [down, right, back, centre, (H, W, focal)] + near, far) and images/."""
+    cams = _ring(3)
+    rows = []
+    for i, cam in enumerate(cams):
+        R = cam.c2w[:3, :3]  # columns: right, down, forward
+        m = np.stack([R[:, 1], R[:, 0], -R[:, 2], cam.center, [H, W, cam.fx]], axis=1)
+        rows.append(np.concatenate([m.reshape(-1), [0.5, 6.0]]))
+        _png(root / "images" / f"img{i}.png", _pattern(i))
+    np.save(root / "poses_bounds.npy", np.array(rows))
+    return Seed("llff", variant, ".", "recon.io.llff:read_llff", (
+        Target("poses_bounds.npy", "binary", 3.0), Target("images/img1.png", "image", 1.0)))
+
+
+def _dtu_idr(root: Path, variant: str) -> Seed:
+    """image/00000N.png, mask/00N.png and cameras_sphere.npz (world_mat_i = K [R | t], scale_mat_i)."""
+    arrays = {}
+    scale = np.diag([0.8, 0.8, 0.8, 1.0])
+    scale[:3, 3] = [0.05, -0.02, 0.01]
+    for i, cam in enumerate(_ring(3)):
+        K4 = np.eye(4)
+        K4[:3, :3] = cam.K
+        arrays[f"world_mat_{i}"] = K4 @ cam.viewmat @ np.linalg.inv(scale)
+        arrays[f"scale_mat_{i}"] = scale
+        _png(root / "image" / f"{i:06d}.png", _pattern(i))
+        _png(root / "mask" / f"{i:03d}.png", (_pattern(40 + i, 1) > 100).astype(np.uint8) * 255)
+    np.savez(root / "cameras_sphere.npz", **arrays)
+    return Seed("dtu_idr", variant, ".", "recon.io.dtu:read_dtu", (
+        Target("cameras_sphere.npz", "npz", 3.0), Target("image/000001.png", "image", 1.0),
+        Target("mask/002.png", "image", 1.0)))
+
+
+def _dtu_rect(root: Path, variant: str) -> Seed:
+    """scan1/rect_00N_3_r5000.png, Cameras/0000000N_cam.txt (MVSNet text) and idrmasks/scan1/mask/00N.png."""
+    for i, cam in enumerate(_ring(3)):
+        _png(root / "scan1" / f"rect_{i + 1:03d}_3_r5000.png", _pattern(i))
+        _png(root / "idrmasks" / "scan1" / "mask" / f"{i:03d}.png", (_pattern(50 + i, 1) > 100).astype(np.uint8) * 255)
+        lines = ["extrinsic", *(" ".join(repr(float(x)) for x in row) for row in cam.viewmat), "", "intrinsic",
+                 *(" ".join(repr(float(x)) for x in row) for row in cam.K), "", "1.5 0.01"]
+        (root / "Cameras").mkdir(exist_ok=True)
+        (root / "Cameras" / f"{i:08d}_cam.txt").write_text("\n".join(lines) + "\n")
+    return Seed("dtu_rect", variant, "scan1", "recon.io.dtu:read_dtu", (
+        Target("Cameras/00000001_cam.txt", "text", 3.0), Target("scan1/rect_002_3_r5000.png", "image", 1.0),
+        Target("idrmasks/scan1/mask/000.png", "image", 1.0)))
+
+
+def _blender(root: Path, variant: str) -> Seed:
+    seed = _transforms(root, "blender")
+    return Seed("blender", variant, ".", "recon.io.blender:read_blender", seed.targets)
+
+
 _BUILDERS = {
     "transforms": (_transforms, ("per_frame", "blender")),
     "colmap_text": (_colmap_text, ("tracks",)),
@@ -238,6 +290,10 @@ _BUILDERS = {
     "spare": (_spare, ("scene_json", "no_scene_json")),
     "images": (_images, ("mixed_with_masks", "rotated_jpegs")),
     "ply": (_ply, ("binary", "ascii")),
+    "llff": (_llff, ("images",)),
+    "dtu_idr": (_dtu_idr, ("cameras_sphere",)),
+    "dtu_rect": (_dtu_rect, ("mvsnet",)),
+    "blender": (_blender, ("train",)),
 }
 
 

@@ -6,9 +6,11 @@ failing case can be named and replayed from its seed alone.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 import struct
+import zipfile
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -92,8 +94,20 @@ def overwrite_int(data: bytes, rng: np.random.Generator, header_bias: float = 0.
     return bytes(buf), f"int{8 * width}{endian}={value} at {at}"
 
 
+INTERESTING_DOUBLES = (float("nan"), float("inf"), float("-inf"), 0.0, -1.0, 1e308, -1e308, 1e-308, 5e-324, 1e7)
+
+
+def overwrite_double(data: bytes, rng: np.random.Generator, header_bias: float = 0.0) -> tuple[bytes, str]:
+    """An interesting float64 written over 8 bytes (camera matrices, poses, points are doubles)."""
+    value = float(rng.choice(INTERESTING_DOUBLES))
+    at = _pos(data, rng, header_bias) if data else 0
+    buf = bytearray(data)
+    buf[at:at + 8] = struct.pack("<d", value)
+    return bytes(buf), f"double={value} at {at}"
+
+
 BYTE_MUTATORS: tuple[Mutator, ...] = (flip_bits, truncate, insert_random, duplicate_chunk, delete_chunk,
-                                      overwrite_int)
+                                      overwrite_int, overwrite_double)
 
 
 def _dimension(rng: np.random.Generator) -> int:
@@ -220,14 +234,39 @@ def mutate_json(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
     return text.encode(), f"json {op} at {'/'.join(map(str, path)) or 'root'}"
 
 
+def mutate_npz_member(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
+    """One member of an .npz archive mutated and the archive rewritten, so the zip checksums pass and the
+    mutation reaches numpy's .npy parsing and the reader's checks."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = {info.filename: z.read(info) for info in z.infolist()}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return flip_bits(data, rng)
+    if not members:
+        return data, "npz(empty)"
+    name = sorted(members)[int(rng.integers(0, len(members)))]
+    choices = (overwrite_double, overwrite_double, overwrite_int, flip_bits, truncate, insert_random)
+    fn = choices[int(rng.integers(0, len(choices)))]
+    members[name], note = fn(members[name], rng, 0.5)
+    if rng.random() < 0.1:
+        del members[name]
+        note = "deleted"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for k, v in members.items():
+            z.writestr(k, v)
+    return out.getvalue(), f"npz {name}: {note}"
+
+
 #: Mutators per kind of file, with their weights.
 BY_KIND: dict[str, tuple[tuple[Mutator, float], ...]] = {
     "json": ((mutate_json, 0.55), (replace_numbers, 0.25), (truncate, 0.05), (flip_bits, 0.05),
              (duplicate_chunk, 0.05), (insert_random, 0.05)),
     "text": ((replace_numbers, 0.45), (edit_lines, 0.25), (flip_bits, 0.1), (truncate, 0.1),
              (duplicate_chunk, 0.05), (insert_random, 0.05)),
-    "binary": ((overwrite_int, 0.4), (flip_bits, 0.15), (truncate, 0.15), (insert_random, 0.1),
-               (duplicate_chunk, 0.1), (delete_chunk, 0.1)),
+    "binary": ((overwrite_int, 0.3), (overwrite_double, 0.15), (flip_bits, 0.15), (truncate, 0.1),
+               (insert_random, 0.1), (duplicate_chunk, 0.1), (delete_chunk, 0.1)),
+    "npz": ((mutate_npz_member, 0.7), (flip_bits, 0.1), (truncate, 0.1), (overwrite_int, 0.1)),
     "image": ((image_dimensions, 0.2), (overwrite_int, 0.2), (flip_bits, 0.2), (truncate, 0.1),
               (insert_random, 0.1), (duplicate_chunk, 0.1), (delete_chunk, 0.1)),
     "ply": ((replace_numbers, 0.3), (edit_lines, 0.15), (overwrite_int, 0.2), (flip_bits, 0.15), (truncate, 0.1),
@@ -255,7 +294,7 @@ def fix_png_crcs(data: bytes) -> bytes:
 
 
 def mutate(data: bytes, kind: str, rng: np.random.Generator, rounds: int = 1) -> tuple[bytes, str]:
-    """``rounds`` mutations of a file of ``kind`` (json, text, binary, image, ply); returns (bytes, description).
+    """``rounds`` mutations of a file of ``kind`` (json, text, binary, npz, image, ply); returns (bytes, note).
     Mutated PNGs get their chunk checksums fixed most of the time."""
     mutators, weights = zip(*BY_KIND[kind])
     p = np.asarray(weights) / sum(weights)

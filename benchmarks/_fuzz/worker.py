@@ -8,6 +8,7 @@ reports the outcome, the time, and the peak resident memory during the case (VmH
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -97,10 +98,13 @@ def run_case(call: str, path: str) -> dict[str, Any]:
             from renderers.gaussians.ply import read_ply
 
             problem = check_model(read_ply(path))
-        else:
+        elif call == "views":
             from recon.io.detect import read_views
 
             problem = check_views(read_views(path))
+        else:  # "module:function", a reader that returns a ViewSet
+            module, _, name = call.partition(":")
+            problem = check_views(getattr(importlib.import_module(module), name)(path))
     except ReconInputError as exc:
         msg = str(exc)
         if "\n" in msg or exc.path is None:
@@ -121,7 +125,7 @@ def _prepare(mem_bytes: int) -> None:
     """Import what the readers use, quieten them, then cap the address space."""
     import pycolmap  # noqa: F401 - imported here (after cv2) so that the memory cap leaves room for nothing else
 
-    import recon.io.detect  # noqa: F401 - cv2 before pycolmap, as in the app
+    import recon.io.detect  # noqa: F401 - cv2 before pycolmap, as in the app (and every reader it dispatches to)
     import renderers.gaussians.ply  # noqa: F401 - torch
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
