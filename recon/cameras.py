@@ -248,7 +248,8 @@ class Camera:
         K = self.K.copy()
         K[0] *= width / self.width
         K[1] *= height / self.height
-        return Camera(K=K, viewmat=self.viewmat.copy(), width=width, height=height, name=self.name, extra=dict(self.extra))
+        return Camera(K=K, viewmat=self.viewmat.copy(), width=width, height=height, name=self.name,
+                      extra=dict(self.extra))
 
     # ----------------------------------------------------------------- projection
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:

@@ -95,7 +95,8 @@ def test_open3d_reads_our_file_as_3dgs(tmp_path):
         assert torch.allclose(back.splats[k], v.detach(), atol=1e-6), k
 
 
-def _write_custom_ply(path, fields: list[tuple[str, str]], columns: dict[str, np.ndarray], fmt: str = "binary_little_endian", pre: str = "", pre_bytes: bytes = b"") -> None:
+def _write_custom_ply(path, fields: list[tuple[str, str]], columns: dict[str, np.ndarray],
+                      fmt: str = "binary_little_endian", pre: str = "", pre_bytes: bytes = b"") -> None:
     n = len(next(iter(columns.values())))
     header = ["ply", f"format {fmt} 1.0", "comment written by a test"] + ([pre] if pre else [])
     header += [f"element vertex {n}"] + [f"property {t} {name}" for name, t in fields] + ["end_header"]
@@ -158,7 +159,8 @@ def test_malformed_files_raise_input_errors_naming_the_file(tmp_path):
     mesh_cols = {c: np.zeros(2) for c in ("x", "y", "z", "red")}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-    _write_custom_ply(tmp_path / "mesh.ply", [("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar")], mesh_cols)
+    mesh_fields = [("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar")]
+    _write_custom_ply(tmp_path / "mesh.ply", mesh_fields, mesh_cols)
     m = random_model(n=5)
     full = write_ply(tmp_path / "full.ply", m).read_bytes()
     (tmp_path / "truncated.ply").write_bytes(full[:-10])
@@ -273,7 +275,8 @@ def _has_rasterize() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _has_rasterize(), reason="recon.kernels.rasterize is not available yet (written by another helper)")
+@pytest.mark.skipif(not _has_rasterize(),
+                    reason="recon.kernels.rasterize is not available yet (written by another helper)")
 def test_round_trip_renders_identically(tmp_path):
     m = random_model(n=60, sh_degree=3, seed=1)
     with torch.no_grad():

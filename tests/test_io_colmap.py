@@ -160,7 +160,8 @@ def test_missing_images_and_counts(tmp_path):
 def test_non_perspective_camera_rejected(tmp_path):
     scene = make_scene(tmp_path / "scene")
     replace_camera_line(scene / "sparse" / "0", 3, f"3 EQUIRECTANGULAR {W} {H} {W} {H}")
-    with pytest.raises(ReconInputError, match="camera 3 \\(EQUIRECTANGULAR, used by img_10.png\\) is not a perspective"):
+    with pytest.raises(ReconInputError,
+                       match="camera 3 \\(EQUIRECTANGULAR, used by img_10.png\\) is not a perspective"):
         read_colmap(scene)
 
 

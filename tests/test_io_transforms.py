@@ -28,7 +28,8 @@ def ring_cameras(n: int = 3, w: int = W, h: int = H) -> list[Camera]:
     return cams
 
 
-def write_images(folder: Path, n: int = 3, w: int = W, h: int = H, alpha: bool = False, prefix: str = "f") -> list[Path]:
+def write_images(folder: Path, n: int = 3, w: int = W, h: int = H, alpha: bool = False,
+                 prefix: str = "f") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     out = []

@@ -9,8 +9,8 @@ The sparse points come back in ``meta["points3d"]`` as (xyz float64 Nx3, rgb flo
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -193,7 +193,8 @@ def read_colmap(
         found = _default_images_dir(model, registered[0].name)
         if found is None:
             raise ReconInputError(
-                f"cannot find the model's images (looked for {registered[0].name} in ../images); pass the images folder",
+                f"cannot find the model's images (looked for {registered[0].name} in ../images); "
+                "pass the images folder",
                 model,
             )
         images_root = found
@@ -206,7 +207,8 @@ def read_colmap(
     cameras: list[Camera] = []
     for img in registered:
         if img.camera_id not in rec.cameras:
-            raise ReconInputError(f"image {img.name} refers to camera {img.camera_id}, which is not in the model", model)
+            raise ReconInputError(f"image {img.name} refers to camera {img.camera_id}, which is not in the model",
+                                  model)
         cam = rec.cameras[img.camera_id]
         file = images_root / img.name
         if file_kind(file) in ("missing", "folder", "unreadable path"):

@@ -8,8 +8,9 @@ plain image folder.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,8 @@ def _call(fn: Callable[..., ViewSet], first: Any, opts: dict[str, Any]) -> ViewS
     neutral = _defaults(read_transforms, read_colmap, read_image_folder)
     post = {k: opts[k] for k in _SIZE_OPTIONS if k in opts and k not in params and opts[k] is not None}
     rest = {k: v for k, v in opts.items() if k not in post}
-    unknown = [k for k, v in rest.items() if k not in params and v is not None and not (k in neutral and v == neutral[k])]
+    unknown = [k for k, v in rest.items()
+               if k not in params and v is not None and not (k in neutral and v == neutral[k])]
     if unknown:
         raise ReconInputError(f"option(s) {', '.join(unknown)} do not apply to this kind of input", first)
     if post:

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -408,7 +408,7 @@ def read_spare_scene(
             raise ReconInputError(f"view index {i} out of range (the scene has {n_cams} cameras)",
                                   used_split or scene_dir / SCENE_JSON)
         if i not in present:
-            raise ReconInputError("image missing for view index %d" % i, img_dir / image_name(i, dataset_key))
+            raise ReconInputError(f"image missing for view index {i}", img_dir / image_name(i, dataset_key))
     if len(set(indices)) != len(indices):
         raise ReconInputError(f"view index {next(i for i in indices if indices.count(i) > 1)} is listed twice",
                               used_split or scene_dir / SCENE_JSON)

@@ -27,7 +27,7 @@ class ViewSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, indices: list[int]) -> "ViewSet":
+    def subset(self, indices: list[int]) -> ViewSet:
         """The views at ``indices``, in that order."""
         return ViewSet(
             names=[self.names[i] for i in indices],
