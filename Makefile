@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 SAMPLE ?= data/sample
 RUN_OUT ?= runs/sample
 
-.PHONY: setup sysdeps run test bench clean
+.PHONY: setup sysdeps run test lint format bench clean
 
 # System packages (Debian, root): libusb for open3d's import; chromium + chromedriver for the browser tests
 # of the viewer and the leaderboard page. Installed with apt only when missing.
@@ -31,6 +31,16 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Style and layering (docs/architecture.md): ruff lint + format check, import-linter's contracts (pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: setup
 	$(PY) benchmarks/kernels.py

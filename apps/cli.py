@@ -1,4 +1,5 @@
 """`recon` command line: thin entry points over recon.*; user errors become one line and exit code 2."""
+
 from __future__ import annotations
 
 import os
@@ -48,29 +49,45 @@ def make_scene_cmd(
 
 @app.command()
 def reconstruct(
-    path: Path = typer.Argument(..., help="SpaRe-style scene, transforms.json (or its folder), COLMAP model or image folder."),
+    path: Path = typer.Argument(
+        ..., help="SpaRe-style scene, transforms.json (or its folder), COLMAP model or image folder."
+    ),
     out: Path = typer.Option(..., "--out", help="Run folder to write (built atomically)."),
-    preset: Optional[str] = typer.Option(None, help="fast (default on CPU), quality (default on GPU) or plain (vanilla 3DGS)."),
+    preset: Optional[str] = typer.Option(
+        None, help="fast (default on CPU), quality (default on GPU) or plain (vanilla 3DGS)."
+    ),
     iterations: Optional[int] = typer.Option(None, help="Override the preset's number of training steps."),
     max_side: Optional[int] = typer.Option(None, help="Downscale images so the longest side is at most this."),
     track: Optional[int] = typer.Option(None, help="SpaRe scenes: use the 3-view or 9-view track's input views."),
     seed: int = typer.Option(0, help="Random seed (recorded in config.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty run folder."),
     poses: str = typer.Option("auto", help="Unposed image folders: auto (built-in SfM) or colmap (pycolmap)."),
-    pose_refine: bool = typer.Option(True, "--pose-refine/--no-pose-refine",
-                                     help="Refine estimated poses photometrically during training."),
-    view: bool = typer.Option(False, "--view", help="Stream training into a live viser viewer (port 8080 or next free)."),
-    host: str = typer.Option("127.0.0.1", help="--view: address the viewer listens on (0.0.0.0 = every network, "
-                             "no authentication)."),
+    pose_refine: bool = typer.Option(
+        True, "--pose-refine/--no-pose-refine", help="Refine estimated poses photometrically during training."
+    ),
+    view: bool = typer.Option(
+        False, "--view", help="Stream training into a live viser viewer (port 8080 or next free)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", help="--view: address the viewer listens on (0.0.0.0 = every network, no authentication)."
+    ),
     port: int = typer.Option(8080, help="--view: port to serve on (the next free one when it is in use)."),
-    representation: str = typer.Option("gaussians", help="gaussians (splats.ply), mesh (mesh.ply from the Gaussians), "
-                                       "hybrid (mesh + Gaussians in front of it) or neural (neural primitives)."),
+    representation: str = typer.Option(
+        "gaussians",
+        help="gaussians (splats.ply), mesh (mesh.ply from the Gaussians), "
+        "hybrid (mesh + Gaussians in front of it) or neural (neural primitives).",
+    ),
     prior: str = typer.Option("none", help="none, or diffusion (a repair model supervises unseen pseudo views)."),
-    prior_weights: Optional[Path] = typer.Option(None, help="Local repair-model folder for --prior diffusion "
-                                                 "(default: the bundled one)."),
-    settings: list[str] = typer.Option([], "--set", metavar="PATH=VALUE",
-                                       help="Set any setting by its dotted path, e.g. --set densify.prune_opa=0.01 "
-                                       "(repeatable; `recon settings` lists them)."),
+    prior_weights: Optional[Path] = typer.Option(
+        None, help="Local repair-model folder for --prior diffusion (default: the bundled one)."
+    ),
+    settings: list[str] = typer.Option(
+        [],
+        "--set",
+        metavar="PATH=VALUE",
+        help="Set any setting by its dotted path, e.g. --set densify.prune_opa=0.01 "
+        "(repeatable; `recon settings` lists them).",
+    ),
 ) -> None:
     """Reconstruct an object from 3-9 views as 3D Gaussians, a mesh, a hybrid or neural primitives.
 
@@ -90,9 +107,16 @@ def reconstruct(
         chosen = {"poses.method": poses, "poses.refine": pose_refine}
         if prior_weights is not None:
             chosen["diffusion.weights"] = str(prior_weights)
-        config = make_config(preset, iterations=iterations, max_side=max_side, track=track, seed=seed,
-                             representation=representation, prior=prior,
-                             settings={**chosen, **parse_settings(settings)})
+        config = make_config(
+            preset,
+            iterations=iterations,
+            max_side=max_side,
+            track=track,
+            seed=seed,
+            representation=representation,
+            prior=prior,
+            settings={**chosen, **parse_settings(settings)},
+        )
     except ValueError as exc:
         _fail(str(exc))
     from recon.io.atomic import check_output_dir
@@ -105,8 +129,9 @@ def reconstruct(
         live = start_live(port=port, host=host, say=typer.echo)
     with _progress_bar("training") as update:
         progress = update if live is None else (lambda s, t, st: (update(s, t, st), live.progress(s, t, st)))
-        summary = run_reconstruct(path, out, config, overwrite=overwrite, progress=progress,
-                                  snapshot=None if live is None else live.snapshot)
+        summary = run_reconstruct(
+            path, out, config, overwrite=overwrite, progress=progress, snapshot=None if live is None else live.snapshot
+        )
     from recon.representations import representation as representation_entry
 
     what = representation_entry(config.representation).describe(summary)
@@ -188,8 +213,9 @@ app.add_typer(leaderboard_app, name="leaderboard")
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct` (or a 3DGS .ply file)."),
-    to: Path = typer.Option(..., "--to", help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout); "
-                            "with --mesh the mesh file."),
+    to: Path = typer.Option(
+        ..., "--to", help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout); with --mesh the mesh file."
+    ),
     mesh: Optional[str] = typer.Option(None, "--mesh", help="Export the run's mesh.ply instead, as obj, ply or glb."),
 ) -> None:
     """Export a reconstruction: splats to .splat / .ply, or (--mesh obj|ply|glb) its mesh."""

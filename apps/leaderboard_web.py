@@ -13,6 +13,7 @@ Hostile input: every string from the database or the URL is HTML-escaped; errors
 (by hash). The hidden ground truth is never served. A request must arrive whole within a timeout, so
 half-sent or dripped requests cannot hold the server's threads; the listen backlog absorbs bursts of clients.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,8 +47,14 @@ from recon.bench.published import PUBLISHED, SCENES_NOTE
 from recon.bench.scoring import METRICS
 from recon.errors import ReconInputError
 
-LABELS = {"psnr_m": "PSNR-M", "psnr": "PSNR", "ssim_m": "SSIM-M", "ssim": "SSIM", "lpips_m": "LPIPS-M",
-          "lpips": "LPIPS"}
+LABELS = {
+    "psnr_m": "PSNR-M",
+    "psnr": "PSNR",
+    "ssim_m": "SSIM-M",
+    "ssim": "SSIM",
+    "lpips_m": "LPIPS-M",
+    "lpips": "LPIPS",
+}
 TRACK_NAMES = {1: "Track 1 (3 input views)", 2: "Track 2 (9 input views)"}
 
 CSS = """
@@ -97,9 +104,11 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 
 REQUEST_TIMEOUT_S = 10.0  # a request not received whole within this many seconds is dropped
 REQUEST_QUEUE_SIZE = 128  # listen backlog (socketserver's default of 5 refused bursts of clients)
-CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
-       f"script-src 'sha256-{base64.b64encode(hashlib.sha256(SORT_JS.encode()).digest()).decode()}'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{base64.b64encode(hashlib.sha256(SORT_JS.encode()).digest()).decode()}'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def _e(x: Any) -> str:
@@ -113,8 +122,9 @@ def _fmt(v: float | None, metric: str) -> str:
 
 
 def _metric_cells(row: dict[str, Any], metrics: tuple[str, ...] = METRICS) -> str:
-    return "".join(f'<td data-v="{"" if row.get(m) is None else repr(float(row[m]))}">{_fmt(row.get(m), m)}</td>'
-                   for m in metrics)
+    return "".join(
+        f'<td data-v="{"" if row.get(m) is None else repr(float(row[m]))}">{_fmt(row.get(m), m)}</td>' for m in metrics
+    )
 
 
 def _metric_heads(metrics: tuple[str, ...] = METRICS) -> str:
@@ -122,8 +132,10 @@ def _metric_heads(metrics: tuple[str, ...] = METRICS) -> str:
 
 
 def _page(title: str, body: str) -> bytes:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
-            f"</head><body>{body}<script>{SORT_JS}</script></body></html>").encode()
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
+        f"</head><body>{body}<script>{SORT_JS}</script></body></html>"
+    ).encode()
 
 
 def _when(created: float) -> str:
@@ -137,32 +149,40 @@ def _query(metric: str, protocol: str | None) -> str:
 def _nav(metric: str, protocol: str | None, shown: list[str]) -> str:
     """Rank-by links (keeping the protocol) and the protocol selector (keeping the metric)."""
     ranks = " ".join(f'<a href="/{_e(_query(m, protocol))}">{_e(LABELS[m])}</a>' for m in METRICS)
-    protos = " ".join(f'<a href="/{_e(_query(metric, p))}"{" aria-current=page" if p == protocol else ""}>{_e(p)}</a>'
-                      for p in ALL_PROTOCOLS if p in shown or p == protocol)
-    return (f"<p>Ranked by <b>{_e(LABELS[metric])}</b> (real-data protocols: their own "
-            f"{_e(LABELS[result_metric(metric)])}). Rank by: {ranks}. Click a column header to sort.</p>"
-            f'<nav id="protocols"><p>One ranking per protocol, never mixed. Protocol: '
-            f'<a href="/{_e(_query(metric, None))}"{" aria-current=page" if protocol is None else ""}>all</a> {protos}'
-            "</p></nav>")
+    protos = " ".join(
+        f'<a href="/{_e(_query(metric, p))}"{" aria-current=page" if p == protocol else ""}>{_e(p)}</a>'
+        for p in ALL_PROTOCOLS
+        if p in shown or p == protocol
+    )
+    return (
+        f"<p>Ranked by <b>{_e(LABELS[metric])}</b> (real-data protocols: their own "
+        f"{_e(LABELS[result_metric(metric)])}). Rank by: {ranks}. Click a column header to sort.</p>"
+        f'<nav id="protocols"><p>One ranking per protocol, never mixed. Protocol: '
+        f'<a href="/{_e(_query(metric, None))}"{" aria-current=page" if protocol is None else ""}>all</a> {protos}'
+        "</p></nav>"
+    )
 
 
 def _spare_section(sec: Section) -> str:
     """A SpaRe track and split: renders scored here against the hidden ground truth."""
     track = 1 if sec.protocol == "spare3" else 2
     split = sec.split or ""
-    parts = [f"<h2>{_e(sec.protocol)}: {_e(TRACK_NAMES.get(track, f'Track {track}'))}, {_e(split)} split</h2>",
-             f'<table class="sortable leaderboard" id="{_e(f"track{track}-{split}")}" data-track="{_e(track)}" '
-             f'data-split="{_e(split)}" data-protocol="{_e(sec.protocol)}"><thead><tr>'
-             '<th class="sortable" data-type="num" data-key="rank">#</th>'
-             '<th class="sortable t" data-type="text" data-key="method">Method</th>'
-             '<th class="sortable t" data-type="text" data-key="name">Submission</th>'
-             f'{_metric_heads()}<th class="sortable" data-type="num" data-key="created">Date</th></tr></thead><tbody>']
+    parts = [
+        f"<h2>{_e(sec.protocol)}: {_e(TRACK_NAMES.get(track, f'Track {track}'))}, {_e(split)} split</h2>",
+        f'<table class="sortable leaderboard" id="{_e(f"track{track}-{split}")}" data-track="{_e(track)}" '
+        f'data-split="{_e(split)}" data-protocol="{_e(sec.protocol)}"><thead><tr>'
+        '<th class="sortable" data-type="num" data-key="rank">#</th>'
+        '<th class="sortable t" data-type="text" data-key="method">Method</th>'
+        '<th class="sortable t" data-type="text" data-key="name">Submission</th>'
+        f'{_metric_heads()}<th class="sortable" data-type="num" data-key="created">Date</th></tr></thead><tbody>',
+    ]
     for r in sec.rows:
         parts.append(
             f'<tr data-id="{int(r["id"])}"><td data-v="{r["rank"]}">{r["rank"]}</td>'
             f'<td class="t">{_e(r["method"])}</td>'
             f'<td class="t"><a href="/submission/{int(r["id"])}">{_e(r["name"])}</a></td>{_metric_cells(r)}'
-            f'<td data-v="{float(r["created"])!r}">{_when(r["created"])}</td></tr>')
+            f'<td data-v="{float(r["created"])!r}">{_when(r["created"])}</td></tr>'
+        )
     parts.append("</tbody></table>")
     return "".join(parts) + _notes(sec.rows)
 
@@ -173,8 +193,10 @@ def _notes(rows: list[dict[str, Any]]) -> str:
 
 
 def _protocol_heading(name: str) -> str:
-    return (f"<h2>{_e(protocol_summary(name))}</h2><p>Split: {_e(PROTOCOLS[name].published)}. Results are scored "
-            "by the submitter's own `recon bench run --protocol` (results.json), on the scenes listed.</p>")
+    return (
+        f"<h2>{_e(protocol_summary(name))}</h2><p>Split: {_e(PROTOCOLS[name].published)}. Results are scored "
+        "by the submitter's own `recon bench run --protocol` (results.json), on the scenes listed.</p>"
+    )
 
 
 def _result_section(sec: Section) -> str:
@@ -189,14 +211,16 @@ def _result_section(sec: Section) -> str:
             '<th class="sortable t" data-type="text" data-key="name">Submission</th>'
             '<th class="sortable t" data-type="text" data-key="scenes">Scenes</th>'
             f'{_metric_heads(RESULT_METRICS)}<th class="sortable" data-type="num" data-key="created">Date</th>'
-            "</tr></thead><tbody>")
+            "</tr></thead><tbody>"
+        )
         for r in sec.rows:
             parts.append(
                 f'<tr data-result-id="{int(r["id"])}"><td data-v="{r["rank"]}">{r["rank"]}</td>'
                 f'<td class="t">{_e(r["method"])}</td>'
                 f'<td class="t"><a href="/result/{int(r["id"])}">{_e(r["name"])}</a></td>'
                 f'<td class="t">{_e(", ".join(r["scenes"]))}</td>{_metric_cells(r, RESULT_METRICS)}'
-                f'<td data-v="{float(r["created"])!r}">{_when(r["created"])}</td></tr>')
+                f'<td data-v="{float(r["created"])!r}">{_when(r["created"])}</td></tr>'
+            )
         parts.append("</tbody></table>")
     else:
         parts.append(f"<p class='empty'>No {_e(sec.protocol)} results submitted yet.</p>")
@@ -208,13 +232,18 @@ def _published_table(sec: Section) -> str:
     if not sec.published:
         return ""
     first = sec.published[0]
-    rows = "".join(f'<tr class="published"><td class="t">{_e(p.method)}</td><td>{_e(p.psnr)}</td>'
-                   f'<td class="t">{_e(p.label)}</td></tr>' for p in sec.published)
-    return (f"<h3 class='reference'>{_e(PUBLISHED_LABEL)}: reference rows, not ranked</h3>"
-            f"<p class='source'>{_e(first.setting)}; source: {_e(first.source)}.</p>"
-            f'<table class="reference" id="{_e(f"published-{sec.protocol}")}" data-protocol="{_e(sec.protocol)}">'
-            '<thead><tr><th class="t">Method</th><th>PSNR</th><th class="t">Kind</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table><p class='note scenes-note'>{_e(SCENES_NOTE)}</p>")
+    rows = "".join(
+        f'<tr class="published"><td class="t">{_e(p.method)}</td><td>{_e(p.psnr)}</td>'
+        f'<td class="t">{_e(p.label)}</td></tr>'
+        for p in sec.published
+    )
+    return (
+        f"<h3 class='reference'>{_e(PUBLISHED_LABEL)}: reference rows, not ranked</h3>"
+        f"<p class='source'>{_e(first.setting)}; source: {_e(first.source)}.</p>"
+        f'<table class="reference" id="{_e(f"published-{sec.protocol}")}" data-protocol="{_e(sec.protocol)}">'
+        '<thead><tr><th class="t">Method</th><th>PSNR</th><th class="t">Kind</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table><p class='note scenes-note'>{_e(SCENES_NOTE)}</p>"
+    )
 
 
 def index_page(board: Leaderboard, metric: str = DEFAULT_METRIC, protocol: str | None = None) -> bytes:
@@ -222,8 +251,10 @@ def index_page(board: Leaderboard, metric: str = DEFAULT_METRIC, protocol: str |
     followed by its published reference rows."""
     everything = board.sections(None, metric)
     sections = everything if protocol is None else board.sections(protocol, metric)
-    parts = ["<h1>Sparse-view reconstruction leaderboard</h1>",
-             _nav(metric, protocol, [s.protocol for s in everything])]
+    parts = [
+        "<h1>Sparse-view reconstruction leaderboard</h1>",
+        _nav(metric, protocol, [s.protocol for s in everything]),
+    ]
     if not any(s.rows for s in sections):
         parts.append("<p id='empty'>No submissions yet.</p>")
     for sec in sections:
@@ -237,17 +268,21 @@ def result_page(board: Leaderboard, rid: int) -> bytes | None:
     res = board.result(rid)
     if res is None:
         return None
-    parts = [f'<p><a href="/">&larr; leaderboard</a></p><h1>{_e(res["name"])}</h1>'
-             f'<p>Method <b>{_e(res["method"])}</b>, protocol {_e(res["protocol"])}, {_e(res["n_scenes"])} scenes, '
-             f"submitted {_when(res['created'])}. Scored by the submitter's run (results.json) on these scenes.</p>"]
+    parts = [
+        f'<p><a href="/">&larr; leaderboard</a></p><h1>{_e(res["name"])}</h1>'
+        f"<p>Method <b>{_e(res['method'])}</b>, protocol {_e(res['protocol'])}, {_e(res['n_scenes'])} scenes, "
+        f"submitted {_when(res['created'])}. Scored by the submitter's run (results.json) on these scenes.</p>"
+    ]
     if res.get("lpips_note"):
         parts.append(f"<p class='note'>{_e(res['lpips_note'])}</p>")
     warnings = res["info"].get("warnings")
     for w in (warnings if isinstance(warnings, list) else [])[:20]:
         parts.append(f"<p class='note warning'>Warning from the run: {_e(str(w)[:500])}</p>")
-    parts.append('<h2>Per scene</h2><table class="sortable" id="scenes"><thead><tr>'
-                 '<th class="sortable t" data-type="text" data-key="scene">Scene</th>'
-                 f"{_metric_heads(RESULT_METRICS)}</tr></thead><tbody>")
+    parts.append(
+        '<h2>Per scene</h2><table class="sortable" id="scenes"><thead><tr>'
+        '<th class="sortable t" data-type="text" data-key="scene">Scene</th>'
+        f"{_metric_heads(RESULT_METRICS)}</tr></thead><tbody>"
+    )
     for r in board.result_scene_rows(rid):
         parts.append(f'<tr><td class="t">{_e(r["scene"])}</td>{_metric_cells(r, RESULT_METRICS)}</tr>')
     parts.append("</tbody></table>")
@@ -260,27 +295,35 @@ def submission_page(board: Leaderboard, sid: int, scene: str | None = None) -> b
     sub = board.submission(sid)
     if sub is None:
         return None
-    parts = [f'<p><a href="/">&larr; leaderboard</a></p><h1>{_e(sub["name"])}</h1>'
-             f'<p>Method <b>{_e(sub["method"])}</b>, track {_e(sub["track"])}, {_e(sub["split"])} split, '
-             f'{_e(sub["n_scenes"])} scenes, {_e(sub["n_images"])} images.</p>']
+    parts = [
+        f'<p><a href="/">&larr; leaderboard</a></p><h1>{_e(sub["name"])}</h1>'
+        f"<p>Method <b>{_e(sub['method'])}</b>, track {_e(sub['track'])}, {_e(sub['split'])} split, "
+        f"{_e(sub['n_scenes'])} scenes, {_e(sub['n_images'])} images.</p>"
+    ]
     if sub.get("lpips_note"):
         parts.append(f"<p class='note'>{_e(sub['lpips_note'])}</p>")
-    parts.append('<h2>Per scene</h2><table class="sortable" id="scenes"><thead><tr>'
-                 '<th class="sortable t" data-type="text" data-key="scene">Scene</th>'
-                 f"{_metric_heads()}</tr></thead><tbody>")
+    parts.append(
+        '<h2>Per scene</h2><table class="sortable" id="scenes"><thead><tr>'
+        '<th class="sortable t" data-type="text" data-key="scene">Scene</th>'
+        f"{_metric_heads()}</tr></thead><tbody>"
+    )
     for r in board.scene_rows(sid):
-        link = f'/submission/{sid}?scene={quote(r["scene"], safe="")}'
+        link = f"/submission/{sid}?scene={quote(r['scene'], safe='')}"
         parts.append(f'<tr><td class="t"><a href="{_e(link)}">{_e(r["scene"])}</a></td>{_metric_cells(r)}</tr>')
     parts.append("</tbody></table>")
     if scene is not None:
-        parts.append(f'<h2>Scene {_e(scene)}</h2><table class="sortable" id="views"><thead><tr>'
-                     '<th class="sortable t" data-type="text" data-key="view">View</th><th>Render</th>'
-                     f'{_metric_heads()}</tr></thead><tbody>')
+        parts.append(
+            f'<h2>Scene {_e(scene)}</h2><table class="sortable" id="views"><thead><tr>'
+            '<th class="sortable t" data-type="text" data-key="view">View</th><th>Render</th>'
+            f"{_metric_heads()}</tr></thead><tbody>"
+        )
         for r in board.image_rows(sid, scene):
             base = f"/thumb/{sid}/{quote(r['scene'], safe='')}/{quote(r['view'], safe='')}"
-            parts.append(f'<tr><td class="t">{_e(r["view"])}</td>'
-                         f'<td><img src="{_e(base)}/render.png" alt="render"></td>'
-                         f'{_metric_cells(r)}</tr>')
+            parts.append(
+                f'<tr><td class="t">{_e(r["view"])}</td>'
+                f'<td><img src="{_e(base)}/render.png" alt="render"></td>'
+                f"{_metric_cells(r)}</tr>"
+            )
         parts.append("</tbody></table>")
     return _page(sub["name"], "".join(parts))
 
@@ -398,8 +441,9 @@ class LeaderboardServer(ThreadingHTTPServer):
     request_queue_size = REQUEST_QUEUE_SIZE
 
 
-def make_server(db: str | Path, host: str = "127.0.0.1", port: int = 8765,
-                timeout: float | None = REQUEST_TIMEOUT_S) -> ThreadingHTTPServer:
+def make_server(
+    db: str | Path, host: str = "127.0.0.1", port: int = 8765, timeout: float | None = REQUEST_TIMEOUT_S
+) -> ThreadingHTTPServer:
     """A threaded HTTP server over the database at ``db`` (port 0 picks a free port: see server.server_port).
 
     ``timeout``: seconds a connection may stay silent before it is dropped. Bad ports, ports in use and

@@ -11,6 +11,7 @@ the one least disturbed by it). CSR rows use magnitude pruning to the given spar
     python benchmarks/_sparse_linear.py [--repeats 5] [--quick] [--threads 1 2] [--no-torch]
                                         [--json benchmarks/results/sparse_linear.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,9 @@ def _fwd_bwd(layer_fn: Callable[[Any], Any], x: Any, grads_of: Callable[[], list
 def _time_case(dense: Any, sparse: Any, x: Any, gy: Any, repeats: int, with_torch: bool) -> dict[str, float]:
     import torch.nn.functional as F
 
-    d_fwd, d_bwd, d_prep = _fwd_bwd(lambda t: F.linear(t, dense.weight, dense.bias), x,
-                                    lambda: [dense.weight, dense.bias], gy)
+    d_fwd, d_bwd, d_prep = _fwd_bwd(
+        lambda t: F.linear(t, dense.weight, dense.bias), x, lambda: [dense.weight, dense.bias], gy
+    )
     sparse.backend = "cpp"
     s_fwd, s_bwd, s_prep = _fwd_bwd(sparse, x, lambda: [sparse.values, sparse.bias], gy)
     f = _best_ms([d_fwd, s_fwd], repeats)
@@ -145,24 +147,27 @@ def bench_sparse_linear(
             dense = torch.nn.Linear(feat, feat)
             x = torch.randn(batch, feat, generator=gen).requires_grad_(True)
             gy = torch.randn(batch, feat, generator=gen)
-            for fmt, sparsity, kw in cases:
+            for fmt, _sparsity, kw in cases:
                 if quick and fmt == "nm" and kw["n"] != 2:
                     continue
                 sparse = SparseLinear.from_dense(dense, format=fmt, **kw)
                 t = _time_case(dense, sparse, x, gy, repeats, with_torch)
-                rows.append({
-                    "format": fmt if fmt == "csr" else f"nm{kw['n']}:{kw['m']}",
-                    "sparsity": round(sparse.sparsity, 4),
-                    "batch": batch,
-                    "threads": torch.get_num_threads(),
-                    "in_features": feat,
-                    "out_features": feat,
-                    **{k: round(v, 3) for k, v in t.items()},
-                    "speedup_fwd": round(t["dense_fwd_ms"] / t["sparse_fwd_ms"], 2),
-                    "speedup_bwd": round(t["dense_bwd_ms"] / t["sparse_bwd_ms"], 2),
-                    "speedup_fwd_bwd": round((t["dense_fwd_ms"] + t["dense_bwd_ms"])
-                                             / (t["sparse_fwd_ms"] + t["sparse_bwd_ms"]), 2),
-                })
+                rows.append(
+                    {
+                        "format": fmt if fmt == "csr" else f"nm{kw['n']}:{kw['m']}",
+                        "sparsity": round(sparse.sparsity, 4),
+                        "batch": batch,
+                        "threads": torch.get_num_threads(),
+                        "in_features": feat,
+                        "out_features": feat,
+                        **{k: round(v, 3) for k, v in t.items()},
+                        "speedup_fwd": round(t["dense_fwd_ms"] / t["sparse_fwd_ms"], 2),
+                        "speedup_bwd": round(t["dense_bwd_ms"] / t["sparse_bwd_ms"], 2),
+                        "speedup_fwd_bwd": round(
+                            (t["dense_fwd_ms"] + t["dense_bwd_ms"]) / (t["sparse_fwd_ms"] + t["sparse_bwd_ms"]), 2
+                        ),
+                    }
+                )
     return rows
 
 
@@ -173,20 +178,49 @@ def break_even(rows: list[dict]) -> dict[str, Any]:
         group = [r for r in rows if r["format"] == "csr" and r["threads"] == threads and r["in_features"] == feat]
         entry: dict[str, Any] = {}
         for key in ("speedup_fwd", "speedup_bwd", "speedup_fwd_bwd"):
-            wins = [s for s in sorted({r["sparsity"] for r in group})
-                    if all(r[key] > 1.0 for r in group if r["sparsity"] == s)]
+            wins = [
+                s
+                for s in sorted({r["sparsity"] for r in group})
+                if all(r[key] > 1.0 for r in group if r["sparsity"] == s)
+            ]
             entry[key] = min(wins) if wins else None
         out[f"threads={threads} features={feat}"] = entry
     return out
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = ["format", "sparsity", "threads", "batch", "in_features", "dense_fwd_ms", "sparse_fwd_ms", "speedup_fwd",
-            "dense_bwd_ms", "sparse_bwd_ms", "speedup_bwd", "speedup_fwd_bwd"]
+    cols = [
+        "format",
+        "sparsity",
+        "threads",
+        "batch",
+        "in_features",
+        "dense_fwd_ms",
+        "sparse_fwd_ms",
+        "speedup_fwd",
+        "dense_bwd_ms",
+        "sparse_bwd_ms",
+        "speedup_bwd",
+        "speedup_fwd_bwd",
+    ]
     if rows and "torch_sparse_fwd_ms" in rows[0]:
         cols += ["torch_sparse_fwd_ms", "torch_sparse_bwd_ms"]
-    head = ["fmt", "spars", "thr", "batch", "feat", "dense_f", "sparse_f", "x_f", "dense_b", "sparse_b", "x_b", "x_fb",
-            "torch_f", "torch_b"][: len(cols)]
+    head = [
+        "fmt",
+        "spars",
+        "thr",
+        "batch",
+        "feat",
+        "dense_f",
+        "sparse_f",
+        "x_f",
+        "dense_b",
+        "sparse_b",
+        "x_b",
+        "x_fb",
+        "torch_f",
+        "torch_b",
+    ][: len(cols)]
     widths = [max(len(h), *(len(str(r[c])) for r in rows)) for h, c in zip(head, cols)]
     print("  ".join(h.rjust(w) for h, w in zip(head, widths)))
     for r in rows:
@@ -207,8 +241,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="batch 4096 only, 64 and 256 features")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="intra-op thread counts to run (default: 1 2; 1 is robust on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="intra-op thread counts to run (default: 1 2; 1 is robust on a shared machine)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the torch.sparse fallback columns")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "sparse_linear.json")
     args = parser.parse_args()
@@ -220,8 +259,9 @@ def main() -> None:
 
     rows: list[dict] = []
     for threads in args.threads:
-        rows += bench_sparse_linear(args.repeats, args.quick, with_torch=False if args.no_torch else None,
-                                    threads=threads)
+        rows += bench_sparse_linear(
+            args.repeats, args.quick, with_torch=False if args.no_torch else None, threads=threads
+        )
     if not rows:
         sys.exit(1)
     print_table(rows)

@@ -9,6 +9,7 @@ recon/bench/evaluate.py). Prints per-scene deltas and extra wall time, writes JS
     python benchmarks/diffusion.py --scenes 1 --iterations 300   # a quick look
     python benchmarks/diffusion.py --set prior_weight=0.5 --reuse-baseline   # try a setting, keep the baselines
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,9 @@ def run_one(scene: Path, prior: str, args: argparse.Namespace, overrides: dict) 
     """Reconstruct ``scene`` with ``prior`` (or reuse a finished baseline run) and score its test views."""
     extra = overrides if prior == "diffusion" else {}
     weights = {"diffusion.weights": args.prior_weights} if prior == "diffusion" and args.prior_weights else {}
-    cfg = make_config(args.preset, track=3, seed=args.seed, iterations=args.iterations, prior=prior,
-                      settings={**weights, **extra})
+    cfg = make_config(
+        args.preset, track=3, seed=args.seed, iterations=args.iterations, prior=prior, settings={**weights, **extra}
+    )
     out = args.work / f"{scene.name}_t3_{prior}{'' if prior == 'none' else args.tag}"
     metrics_file = out / "metrics.json"
     reused = False
@@ -106,8 +108,10 @@ def summarise(rows: list[dict]) -> dict:
             **{f"none_{m}": b[m] for m in METRICS},
             **{f"diffusion_{m}": a[m] for m in METRICS},
             **{f"delta_{m}": a[m] - b[m] for m in METRICS},
-            "none_wall_s": b["wall_s"], "diffusion_wall_s": a["wall_s"],
-            "extra_wall_s": a["wall_s"] - b["wall_s"], "extra_train_s": a["train_s"] - b["train_s"],
+            "none_wall_s": b["wall_s"],
+            "diffusion_wall_s": a["wall_s"],
+            "extra_wall_s": a["wall_s"] - b["wall_s"],
+            "extra_train_s": a["train_s"] - b["train_s"],
             "prior_finetune_s": (a["prior_report"] or {}).get("finetune_s"),
             "prior_repair_s": (a["prior_report"] or {}).get("repair_s"),
             "prior_loss_s": (a["prior_report"] or {}).get("loss_s"),
@@ -115,26 +119,35 @@ def summarise(rows: list[dict]) -> dict:
     mean = {}
     if per_scene:
         keys = next(iter(per_scene.values())).keys()
-        mean = {k: float(np.mean([v[k] for v in per_scene.values() if v[k] is not None]))
-                for k in keys if any(v[k] is not None for v in per_scene.values())}
+        mean = {
+            k: float(np.mean([v[k] for v in per_scene.values() if v[k] is not None]))
+            for k in keys
+            if any(v[k] is not None for v in per_scene.values())
+        }
         mean["scenes_improved_psnr"] = sum(v["delta_masked_psnr"] > 0 for v in per_scene.values())
         mean["scenes_improved_ssim"] = sum(v["delta_masked_ssim"] > 0 for v in per_scene.values())
     return {"per_scene": per_scene, "mean": mean}
 
 
 def print_table(summary: dict) -> None:
-    print(f"\n{'scene':>24} {'PSNR none':>9} {'PSNR diff':>9} {'dPSNR':>7} {'SSIM none':>9} {'SSIM diff':>9} "
-          f"{'dSSIM':>7} {'dPSNR-M':>7} {'wall none':>9} {'extra s':>8}")
+    print(
+        f"\n{'scene':>24} {'PSNR none':>9} {'PSNR diff':>9} {'dPSNR':>7} {'SSIM none':>9} {'SSIM diff':>9} "
+        f"{'dSSIM':>7} {'dPSNR-M':>7} {'wall none':>9} {'extra s':>8}"
+    )
     for s, v in summary["per_scene"].items():
-        print(f"{s:>24} {v['none_masked_psnr']:9.2f} {v['diffusion_masked_psnr']:9.2f} {v['delta_masked_psnr']:+7.2f} "
-              f"{v['none_masked_ssim']:9.4f} {v['diffusion_masked_ssim']:9.4f} {v['delta_masked_ssim']:+7.4f} "
-              f"{v['delta_psnr_in_mask']:+7.2f} {v['none_wall_s']:9.1f} {v['extra_wall_s']:+8.1f}")
+        print(
+            f"{s:>24} {v['none_masked_psnr']:9.2f} {v['diffusion_masked_psnr']:9.2f} {v['delta_masked_psnr']:+7.2f} "
+            f"{v['none_masked_ssim']:9.4f} {v['diffusion_masked_ssim']:9.4f} {v['delta_masked_ssim']:+7.4f} "
+            f"{v['delta_psnr_in_mask']:+7.2f} {v['none_wall_s']:9.1f} {v['extra_wall_s']:+8.1f}"
+        )
     m = summary["mean"]
     if m:
-        print(f"{'mean':>24} {m['none_masked_psnr']:9.2f} {m['diffusion_masked_psnr']:9.2f} "
-              f"{m['delta_masked_psnr']:+7.2f} {m['none_masked_ssim']:9.4f} {m['diffusion_masked_ssim']:9.4f} "
-              f"{m['delta_masked_ssim']:+7.4f} {m['delta_psnr_in_mask']:+7.2f} {m['none_wall_s']:9.1f} "
-              f"{m['extra_wall_s']:+8.1f}")
+        print(
+            f"{'mean':>24} {m['none_masked_psnr']:9.2f} {m['diffusion_masked_psnr']:9.2f} "
+            f"{m['delta_masked_psnr']:+7.2f} {m['none_masked_ssim']:9.4f} {m['diffusion_masked_ssim']:9.4f} "
+            f"{m['delta_masked_ssim']:+7.4f} {m['delta_psnr_in_mask']:+7.2f} {m['none_wall_s']:9.1f} "
+            f"{m['extra_wall_s']:+8.1f}"
+        )
 
 
 def main() -> None:
@@ -149,8 +162,11 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the prior runs' folder names")
     ap.add_argument("--reuse-baseline", action="store_true", help="score finished prior=none runs instead of rerunning")
     ap.add_argument("--only-baseline", action="store_true", help="run only prior=none (for a parallel --only-prior)")
-    ap.add_argument("--only-prior", action="store_true",
-                    help="run only prior=diffusion; baselines are scored from finished runs in --work (waits for them)")
+    ap.add_argument(
+        "--only-prior",
+        action="store_true",
+        help="run only prior=diffusion; baselines are scored from finished runs in --work (waits for them)",
+    )
     ap.add_argument("--width", type=int, default=400)
     ap.add_argument("--height", type=int, default=300)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/diffusion-bench/scenes"))
@@ -163,20 +179,29 @@ def main() -> None:
     rows: list[dict] = []
     for s in range(args.scenes):
         scene = scene_path(args.cache, args.first_seed + s, args.width, args.height)
-        priors = ("none",) if args.only_baseline else ("diffusion", "none") if args.only_prior else ("none", "diffusion")
+        priors = (
+            ("none",) if args.only_baseline else ("diffusion", "none") if args.only_prior else ("none", "diffusion")
+        )
         for prior in priors:
             if prior == "none" and args.only_prior:
                 wait_for_baseline(args.work / f"{scene.name}_t3_none" / "metrics.json")
                 args.reuse_baseline = True
             row = run_one(scene, prior, args, overrides)
             rows.append(row)
-            print(f"{row['scene']:>24} prior {prior:>9}: masked PSNR {row['masked_psnr']:6.2f} dB "
-                  f"SSIM-M {row['masked_ssim']:.4f} PSNR-M {row['psnr_in_mask']:6.2f}  wall {row['wall_s']:6.1f} s"
-                  f"{' (reused)' if row['reused'] else ''}", flush=True)
+            print(
+                f"{row['scene']:>24} prior {prior:>9}: masked PSNR {row['masked_psnr']:6.2f} dB "
+                f"SSIM-M {row['masked_ssim']:.4f} PSNR-M {row['psnr_in_mask']:6.2f}  wall {row['wall_s']:6.1f} s"
+                f"{' (reused)' if row['reused'] else ''}",
+                flush=True,
+            )
         summary = summarise(rows)
         result = {
-            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                        "torch": torch.__version__, "note": "2 CPU cores shared with other jobs: timings under load"},
+            "machine": {
+                "platform": platform.platform(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "note": "2 CPU cores shared with other jobs: timings under load",
+            },
             "args": {k: str(v) for k, v in vars(args).items()},
             "prior_overrides": overrides,
             "rows": rows,

@@ -9,6 +9,7 @@ timeout or a worker crash is a failure, and the worker may allocate at most --me
     python benchmarks/fuzz_readers.py [--cases 2000] [--seed 0] [--timeout 10] [--mem-gb 2]
                                       [--readers transforms,ply] [--keep-failures DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,17 +44,28 @@ def main(argv: list[str] | None = None) -> int:
 
     def progress(reader: str, i: int, r) -> None:
         if r.outcome in ("exception", "hang", "crash"):
-            print(f"  FAIL {reader} #{i} ({r.variant}) {r.outcome} {r.type}: {r.detail[:160]} <- {r.mutation[:120]}",
-                  flush=True)
+            print(
+                f"  FAIL {reader} #{i} ({r.variant}) {r.outcome} {r.type}: {r.detail[:160]} <- {r.mutation[:120]}",
+                flush=True,
+            )
         elif (i + 1) % 500 == 0:
             print(f"  {reader}: {i + 1}/{args.cases}", flush=True)
 
     started = time.time()
-    report = run_fuzz(readers, cases=args.cases, seed=args.seed, timeout_s=args.timeout,
-                      mem_bytes=int(args.mem_gb * 1024**3), keep_failures=args.keep_failures, progress=progress)
+    report = run_fuzz(
+        readers,
+        cases=args.cases,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        mem_bytes=int(args.mem_gb * 1024**3),
+        keep_failures=args.keep_failures,
+        progress=progress,
+    )
     print(format_table(report.stats))
-    print(f"worker baseline RSS {report.settings['baseline_rss_mb']:.0f} MB (libraries); 'max extra MB' is the "
-          f"largest rise above it during one case; cap {args.mem_gb:g} GB beyond the imports")
+    print(
+        f"worker baseline RSS {report.settings['baseline_rss_mb']:.0f} MB (libraries); 'max extra MB' is the "
+        f"largest rise above it during one case; cap {args.mem_gb:g} GB beyond the imports"
+    )
 
     import cv2
     import numpy
@@ -61,11 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     result = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(),
-                    "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None},
-        "versions": {"numpy": numpy.__version__, "opencv": cv2.__version__, "pycolmap": pycolmap.__version__,
-                     "pillow": Image.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        },
+        "versions": {
+            "numpy": numpy.__version__,
+            "opencv": cv2.__version__,
+            "pycolmap": pycolmap.__version__,
+            "pillow": Image.__version__,
+        },
         **report.to_json(),
         "elapsed_s": round(time.time() - started, 1),
     }

@@ -7,6 +7,7 @@ full CPU path: projection + SH (degree 3) + binning + compositing (forward), and
 
     python benchmarks/kernels.py [--repeats 5] [--ref-repeats 2] [--json benchmarks/results/kernels.json] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,14 @@ GAUSSIANS = (5_000, 20_000, 100_000)
 RESOLUTIONS = ((128, 128), (256, 256), (400, 300))
 QUICK_GAUSSIANS = (5_000, 20_000)
 QUICK_RESOLUTIONS = ((128, 128), (256, 256))
-TARGET = {"n": 20_000, "res": (256, 256), "max_fwd_bwd_s": 0.35, "min_speedup": 20.0, "mem_case": (100_000, (400, 300)), "max_mem_mb": 2048}
+TARGET = {
+    "n": 20_000,
+    "res": (256, 256),
+    "max_fwd_bwd_s": 0.35,
+    "min_speedup": 20.0,
+    "mem_case": (100_000, (400, 300)),
+    "max_mem_mb": 2048,
+}
 
 
 def make_scene(n: int, width: int, height: int, seed: int = 0, sh_degree: int = 3):
@@ -65,7 +73,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(backend: str, n: int, width: int, height: int, repeats: int, warmup: int, budget_s: float = 60.0) -> dict[str, Any]:
+def worker(
+    backend: str, n: int, width: int, height: int, repeats: int, warmup: int, budget_s: float = 60.0
+) -> dict[str, Any]:
     """Time forward and backward of ``rasterize`` for one case in this process.
 
     Stops repeating once ``budget_s`` seconds of timed runs have passed (at least one run): the PyTorch
@@ -127,7 +137,9 @@ def bench_raster(repeats: int, ref_repeats: int, quick: bool) -> list[dict[str, 
     for n in gaussians:
         for width, height in resolutions:
             k = run_case("cpp", n, width, height, repeats, warmup=1)
-            r = run_case("reference", n, width, height, ref_repeats, warmup=1 if n * width * height <= 20_000 * 65_536 else 0)
+            r = run_case(
+                "reference", n, width, height, ref_repeats, warmup=1 if n * width * height <= 20_000 * 65_536 else 0
+            )
             rows.append(
                 {
                     "n_gaussians": n,
@@ -141,7 +153,8 @@ def bench_raster(repeats: int, ref_repeats: int, quick: bool) -> list[dict[str, 
                 }
             )
             print(
-                f"  {n:>7} {width}x{height}: kernel {k['fwd_bwd_s'] * 1e3:.1f} ms, reference {r['fwd_bwd_s'] * 1e3:.0f} ms",
+                f"  {n:>7} {width}x{height}: kernel {k['fwd_bwd_s'] * 1e3:.1f} ms, "
+                f"reference {r['fwd_bwd_s'] * 1e3:.0f} ms",
                 file=sys.stderr,
                 flush=True,
             )
@@ -149,7 +162,20 @@ def bench_raster(repeats: int, ref_repeats: int, quick: bool) -> list[dict[str, 
 
 
 def print_raster_table(rows: list[dict[str, Any]]) -> None:
-    headers = ["N", "res", "isects", "fwd ms", "bwd ms", "f+b ms", "ref fwd ms", "ref bwd ms", "ref runs", "speedup", "peak MB", "ref peak MB"]
+    headers = [
+        "N",
+        "res",
+        "isects",
+        "fwd ms",
+        "bwd ms",
+        "f+b ms",
+        "ref fwd ms",
+        "ref bwd ms",
+        "ref runs",
+        "speedup",
+        "peak MB",
+        "ref peak MB",
+    ]
     body = [
         [
             f"{r['n_gaussians']:,}",
@@ -226,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "kernels.json")
     parser.add_argument("--quick", action="store_true", help="small cases only (5k/20k at 128^2/256^2)")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse linear benchmark")
-    parser.add_argument("--worker", nargs=6, metavar=("BACKEND", "N", "W", "H", "REPEATS", "WARMUP"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=6, metavar=("BACKEND", "N", "W", "H", "REPEATS", "WARMUP"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
 
     if args.worker:

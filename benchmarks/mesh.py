@@ -16,6 +16,7 @@ distance and F-score at 1% of the GT bounding-box diagonal. Prints a table, writ
 With ``--work DIR --reuse``, run folders already complete in DIR (``<scene>_gaussians|mesh|hybrid``) are
 scored and used instead of being made again (so a run split over processes can be scored in one go).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,18 @@ def scene_path(cache: Path, seed: int, width: int, height: int) -> Path:
     return path
 
 
-def derive_run(scene: Path, gauss_run: Path, out: Path, representation: str, config_kw: dict,
-               reuse: bool = False) -> dict:
+def derive_run(
+    scene: Path, gauss_run: Path, out: Path, representation: str, config_kw: dict, reuse: bool = False
+) -> dict:
     """Run folder ``out`` of ``representation`` made by the mesh stage from the Gaussians of ``gauss_run``
     (with ``reuse``, an existing complete ``out`` is taken as it is)."""
     if reuse and (out / "metrics.json").exists():
         done = json.loads((out / "metrics.json").read_text())
-        return {"info": done["mesh"], "stage_s": done["timings"]["mesh_stage_s"], "num_gaussians": done["num_gaussians"]}
+        return {
+            "info": done["mesh"],
+            "stage_s": done["timings"]["mesh_stage_s"],
+            "num_gaussians": done["num_gaussians"],
+        }
     cfg = make_config("fast", representation=representation, settings=config_kw)
     t0 = time.perf_counter()
     views = load_inputs(scene, cfg)
@@ -78,8 +84,15 @@ def derive_run(scene: Path, gauss_run: Path, out: Path, representation: str, con
     model, info = mesh_stage(init.model, init, views, cameras, masks, cfg)
     stage_s = time.perf_counter() - t0
     with atomic_output_dir(out, overwrite=True) as tmp:
-        summary = write_run_folder(tmp, model, views, cameras, masks, cfg,
-                                   {"source": str(scene), "mesh": info, "from_gaussians": str(gauss_run)})
+        summary = write_run_folder(
+            tmp,
+            model,
+            views,
+            cameras,
+            masks,
+            cfg,
+            {"source": str(scene), "mesh": info, "from_gaussians": str(gauss_run)},
+        )
         summary["timings"] = {"mesh_stage_s": stage_s}
         atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2))
     return {"info": info, "stage_s": stage_s, "num_gaussians": summary["num_gaussians"]}
@@ -108,8 +121,12 @@ def main() -> None:
         return
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    kw = {"track": args.track, "iterations": args.iterations, "mesh.hybrid_iterations": args.hybrid_iterations,
-          "mesh.method": args.mesh_method}
+    kw = {
+        "track": args.track,
+        "iterations": args.iterations,
+        "mesh.hybrid_iterations": args.hybrid_iterations,
+        "mesh.method": args.mesh_method,
+    }
     rows: list[dict] = []
     tmp_ctx = tempfile.TemporaryDirectory(prefix="recon_mesh_bench_") if args.work is None else None
     work = Path(tmp_ctx.name) if tmp_ctx is not None else args.work
@@ -124,24 +141,34 @@ def main() -> None:
                 g_sum = json.loads((g_run / "metrics.json").read_text())
             else:
                 g_sum = reconstruct(scene, g_run, make_config("fast", settings=kw), overwrite=True)
-            row["gaussians"] = {"wall_s": g_sum["timings"]["total_s"], "train_s": g_sum["timings"]["train_s"],
-                                "num_gaussians": g_sum["num_gaussians"],
-                                **score_run(g_run, scene, args.track, max_side=400).mean}
+            row["gaussians"] = {
+                "wall_s": g_sum["timings"]["total_s"],
+                "train_s": g_sum["timings"]["train_s"],
+                "num_gaussians": g_sum["num_gaussians"],
+                **score_run(g_run, scene, args.track, max_side=400).mean,
+            }
             for rep in ("mesh", "hybrid"):
                 out = work / f"{scene.name}_{rep}"
                 d = derive_run(scene, g_run, out, rep, kw, reuse=args.reuse)
-                row[rep] = {"stage_s": d["stage_s"], "num_gaussians": d["num_gaussians"], "info": d["info"],
-                            **score_run(out, scene, args.track, max_side=400).mean}
+                row[rep] = {
+                    "stage_s": d["stage_s"],
+                    "num_gaussians": d["num_gaussians"],
+                    "info": d["info"],
+                    **score_run(out, scene, args.track, max_side=400).mean,
+                }
                 if rep == "mesh":
                     v, f, _ = MeshModel.load(out / "mesh.ply").numpy()
                     row["geometry"] = mesh_scores((v, f), ground_truth_mesh(seed)).to_dict()
             rows.append(row)
             atomic_write_text(args.json.with_suffix(".partial.json"), json.dumps({"rows": rows}, indent=2))
             g, m, h, geo = row["gaussians"], row["mesh"], row["hybrid"], row["geometry"]
-            print(f"{scene.name}: chamfer {geo['chamfer']:.4f} F@1% {geo['fscore']:.3f} | masked PSNR gaussians "
-                  f"{g['masked_psnr']:.2f} hybrid {h['masked_psnr']:.2f} mesh {m['masked_psnr']:.2f} | n gaussians "
-                  f"{g['num_gaussians']} -> hybrid {h['num_gaussians']} | faces {m['info']['faces']} | s: train "
-                  f"{g['train_s']:.0f} mesh {m['stage_s']:.0f} hybrid {h['stage_s']:.0f}", flush=True)
+            print(
+                f"{scene.name}: chamfer {geo['chamfer']:.4f} F@1% {geo['fscore']:.3f} | masked PSNR gaussians "
+                f"{g['masked_psnr']:.2f} hybrid {h['masked_psnr']:.2f} mesh {m['masked_psnr']:.2f} | n gaussians "
+                f"{g['num_gaussians']} -> hybrid {h['num_gaussians']} | faces {m['info']['faces']} | s: train "
+                f"{g['train_s']:.0f} mesh {m['stage_s']:.0f} hybrid {h['stage_s']:.0f}",
+                flush=True,
+            )
     finally:
         if tmp_ctx is not None:
             tmp_ctx.cleanup()
@@ -155,23 +182,32 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
         return float(np.mean([r[path[0]][path[1]] for r in rows]))
 
     summary = {
-        "chamfer": mean(("geometry", "chamfer")), "fscore_1pct": mean(("geometry", "fscore")),
-        "psnr_gaussians": mean(("gaussians", "masked_psnr")), "psnr_hybrid": mean(("hybrid", "masked_psnr")),
-        "psnr_mesh": mean(("mesh", "masked_psnr")), "n_gaussians": mean(("gaussians", "num_gaussians")),
+        "chamfer": mean(("geometry", "chamfer")),
+        "fscore_1pct": mean(("geometry", "fscore")),
+        "psnr_gaussians": mean(("gaussians", "masked_psnr")),
+        "psnr_hybrid": mean(("hybrid", "masked_psnr")),
+        "psnr_mesh": mean(("mesh", "masked_psnr")),
+        "n_gaussians": mean(("gaussians", "num_gaussians")),
         "n_hybrid": mean(("hybrid", "num_gaussians")),
         "faces": float(np.mean([r["mesh"]["info"]["faces"] for r in rows])),
     }
     summary["hybrid_minus_gaussians_db"] = summary["psnr_hybrid"] - summary["psnr_gaussians"]
-    print(f"\n{'scene':>24} {'chamfer':>8} {'F@1%':>6} {'PSNR G':>7} {'PSNR H':>7} {'PSNR M':>7} {'#G':>6} "
-          f"{'#H':>6} {'faces':>6}")
+    print(
+        f"\n{'scene':>24} {'chamfer':>8} {'F@1%':>6} {'PSNR G':>7} {'PSNR H':>7} {'PSNR M':>7} {'#G':>6} "
+        f"{'#H':>6} {'faces':>6}"
+    )
     for r in rows:
         g, h, m, geo = r["gaussians"], r["hybrid"], r["mesh"], r["geometry"]
-        print(f"{r['scene']:>24} {geo['chamfer']:>8.4f} {geo['fscore']:>6.3f} {g['masked_psnr']:>7.2f} "
-              f"{h['masked_psnr']:>7.2f} {m['masked_psnr']:>7.2f} {g['num_gaussians']:>6d} {h['num_gaussians']:>6d} "
-              f"{m['info']['faces']:>6d}")
-    print(f"{'mean':>24} {summary['chamfer']:>8.4f} {summary['fscore_1pct']:>6.3f} {summary['psnr_gaussians']:>7.2f} "
-          f"{summary['psnr_hybrid']:>7.2f} {summary['psnr_mesh']:>7.2f} {summary['n_gaussians']:>6.0f} "
-          f"{summary['n_hybrid']:>6.0f} {summary['faces']:>6.0f}")
+        print(
+            f"{r['scene']:>24} {geo['chamfer']:>8.4f} {geo['fscore']:>6.3f} {g['masked_psnr']:>7.2f} "
+            f"{h['masked_psnr']:>7.2f} {m['masked_psnr']:>7.2f} {g['num_gaussians']:>6d} {h['num_gaussians']:>6d} "
+            f"{m['info']['faces']:>6d}"
+        )
+    print(
+        f"{'mean':>24} {summary['chamfer']:>8.4f} {summary['fscore_1pct']:>6.3f} {summary['psnr_gaussians']:>7.2f} "
+        f"{summary['psnr_hybrid']:>7.2f} {summary['psnr_mesh']:>7.2f} {summary['n_gaussians']:>6.0f} "
+        f"{summary['n_hybrid']:>6.0f} {summary['faces']:>6.0f}"
+    )
     print(f"hybrid - gaussians: {summary['hybrid_minus_gaussians_db']:+.2f} dB")
     result = {
         "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},

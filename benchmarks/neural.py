@@ -13,6 +13,7 @@ The neural run's primitive count is capped at ``--count-ratio`` x the Gaussian r
     python benchmarks/neural.py --scenes 1 --iterations 300   # a quick look
     python benchmarks/neural.py --threads 1                   # on a shared, oversubscribed machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,11 @@ def stored_floats(model: Any) -> dict[str, int]:
     """Parameter counts of a trained model (state counts)."""
     if isinstance(model, GaussianModel):
         total = sum(int(p.numel()) for p in model.splats.values())
-        return {"primitives": model.num_gaussians, "per_primitive": total // max(1, model.num_gaussians),
-                "total": total}
+        return {
+            "primitives": model.num_gaussians,
+            "per_primitive": total // max(1, model.num_gaussians),
+            "total": total,
+        }
     return model.parameter_counts()
 
 
@@ -76,8 +80,9 @@ def best_time(fn: Callable[[], Any], repeats: int) -> float:
 def render_ms(model: Any, cameras: list, repeats: int) -> float:
     """Mean over ``cameras`` of the best-of-``repeats`` time of one RGB render (ms)."""
     bg = torch.zeros(3)
-    return float(np.mean([best_time(lambda c=c: model.render(c, background=bg, render_mode="RGB"), repeats)
-                          for c in cameras]))
+    return float(
+        np.mean([best_time(lambda c=c: model.render(c, background=bg, render_mode="RGB"), repeats) for c in cameras])
+    )
 
 
 def decoder_timings(model: NeuralPrimitives, camera: Any, repeats: int) -> dict[str, Any]:
@@ -114,8 +119,10 @@ def decoder_timings(model: NeuralPrimitives, camera: Any, repeats: int) -> dict[
     # forward + backward (training-style step on fixed weights): masked dense vs SparseLinear layers
     from recon.kernels.sparse import SparseLinear
 
-    sparse_layers = {i: SparseLinear.from_mask(mlp.layers[i].weight.detach(), mlp.mask(i), mlp.layers[i].bias.detach())
-                     for i in mlp.prunable}
+    sparse_layers = {
+        i: SparseLinear.from_mask(mlp.layers[i].weight.detach(), mlp.mask(i), mlp.layers[i].bias.detach())
+        for i in mlp.prunable
+    }
 
     def step(use_sparse: bool) -> None:
         h = x.detach().requires_grad_(True)
@@ -165,8 +172,13 @@ def run_one(scene: Path, rep: str, args: argparse.Namespace, max_primitives: int
     test = resize_views(read_spare_scene(scene, track=9, split="test"), max_size=cfg.max_side)
     scores = score_model(model, test)
     row: dict[str, Any] = {
-        "scene": scene.name, "representation": rep, "wall_s": wall, "train_s": summary["timings"]["train_s"],
-        "train_psnr": summary["train_psnr"], **scores.mean, "params": stored_floats(model),
+        "scene": scene.name,
+        "representation": rep,
+        "wall_s": wall,
+        "train_s": summary["timings"]["train_s"],
+        "train_psnr": summary["train_psnr"],
+        **scores.mean,
+        "params": stored_floats(model),
         "render_ms": render_ms(model, list(test.cameras)[: args.render_views], args.repeats),
         "max_gaussians": cfg.densify.max_gaussians,
     }
@@ -182,12 +194,19 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     ap.add_argument("--feature-dim", type=int, default=8)
     ap.add_argument("--sparsity", type=float, default=None, help="decoder target sparsity (default: config's)")
-    ap.add_argument("--count-ratio", type=float, default=0.95,
-                    help="cap the neural run's primitives at this fraction of the Gaussian run's final count "
-                         "(the parameter budget); 0 = the preset's cap")
+    ap.add_argument(
+        "--count-ratio",
+        type=float,
+        default=0.95,
+        help="cap the neural run's primitives at this fraction of the Gaussian run's final count "
+        "(the parameter budget); 0 = the preset's cap",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse run folders already in --work (re-score and re-time without retraining)")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse run folders already in --work (re-score and re-time without retraining)",
+    )
     ap.add_argument("--render-views", type=int, default=3, help="test views timed for the render time")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--reps", nargs="+", default=list(REPS), choices=REPS)
@@ -214,15 +233,20 @@ def main() -> None:
             if rep == "gaussians":
                 n_gauss = row["params"]["primitives"]
             rows.append(row)
-            print(f"{row['scene']:>24} {rep:>9}: masked PSNR {row['masked_psnr']:6.2f} dB  "
-                  f"params {row['params']['total']:>8}  render {row['render_ms']:7.1f} ms  "
-                  f"train {row['train_s']:6.1f} s", flush=True)
+            print(
+                f"{row['scene']:>24} {rep:>9}: masked PSNR {row['masked_psnr']:6.2f} dB  "
+                f"params {row['params']['total']:>8}  render {row['render_ms']:7.1f} ms  "
+                f"train {row['train_s']:6.1f} s",
+                flush=True,
+            )
             atomic_write_text(args.work / "rows.partial.json", json.dumps({"rows": rows}, indent=1))
 
     print("\nper scene (track 9, masked test PSNR, stored floats, render ms/view)")
-    print(f"{'scene':>24} {'G PSNR':>7} {'N PSNR':>7} {'dPSNR':>6} {'G params':>9} {'N params':>9} {'ratio':>6} "
-          f"{'G ms':>6} {'N ms':>6} {'dec dense':>9} {'dec auto':>8} {'dec sparse':>10} {'fb dense':>8} "
-          f"{'fb sparse':>9}")
+    print(
+        f"{'scene':>24} {'G PSNR':>7} {'N PSNR':>7} {'dPSNR':>6} {'G params':>9} {'N params':>9} {'ratio':>6} "
+        f"{'G ms':>6} {'N ms':>6} {'dec dense':>9} {'dec auto':>8} {'dec sparse':>10} {'fb dense':>8} "
+        f"{'fb sparse':>9}"
+    )
     per_scene = []
     for s in range(args.scenes):
         name = f"scene_seed{args.first_seed + s}_{args.width}x{args.height}"
@@ -232,37 +256,53 @@ def main() -> None:
             continue
         d = n["decoder"]
         entry = {
-            "scene": name, "gaussians_psnr": g["masked_psnr"], "neural_psnr": n["masked_psnr"],
-            "delta_psnr": n["masked_psnr"] - g["masked_psnr"], "gaussians_params": g["params"]["total"],
-            "neural_params": n["params"]["total"], "param_ratio": n["params"]["total"] / g["params"]["total"],
-            "gaussians_render_ms": g["render_ms"], "neural_render_ms": n["render_ms"],
-            "decoder_fwd_ms_dense": d["fwd_ms_dense"], "decoder_fwd_ms_auto": d["fwd_ms_auto"],
-            "decoder_fwd_ms_sparse_all": d["fwd_ms_sparse_all"], "decoder_fwd_bwd_ms_dense": d["fwd_bwd_ms_dense"],
-            "decoder_fwd_bwd_ms_sparse_all": d["fwd_bwd_ms_sparse_all"], "decoder_rows": d["rows"],
+            "scene": name,
+            "gaussians_psnr": g["masked_psnr"],
+            "neural_psnr": n["masked_psnr"],
+            "delta_psnr": n["masked_psnr"] - g["masked_psnr"],
+            "gaussians_params": g["params"]["total"],
+            "neural_params": n["params"]["total"],
+            "param_ratio": n["params"]["total"] / g["params"]["total"],
+            "gaussians_render_ms": g["render_ms"],
+            "neural_render_ms": n["render_ms"],
+            "decoder_fwd_ms_dense": d["fwd_ms_dense"],
+            "decoder_fwd_ms_auto": d["fwd_ms_auto"],
+            "decoder_fwd_ms_sparse_all": d["fwd_ms_sparse_all"],
+            "decoder_fwd_bwd_ms_dense": d["fwd_bwd_ms_dense"],
+            "decoder_fwd_bwd_ms_sparse_all": d["fwd_bwd_ms_sparse_all"],
+            "decoder_rows": d["rows"],
             "decoder_sparsity": d["sparsity"],
         }
         per_scene.append(entry)
-        print(f"{name:>24} {entry['gaussians_psnr']:>7.2f} {entry['neural_psnr']:>7.2f} {entry['delta_psnr']:>+6.2f} "
-              f"{entry['gaussians_params']:>9} {entry['neural_params']:>9} {entry['param_ratio']:>6.3f} "
-              f"{entry['gaussians_render_ms']:>6.1f} {entry['neural_render_ms']:>6.1f} "
-              f"{d['fwd_ms_dense']:>9.3f} {d['fwd_ms_auto']:>8.3f} {d['fwd_ms_sparse_all']:>10.3f} "
-              f"{d['fwd_bwd_ms_dense']:>8.3f} {d['fwd_bwd_ms_sparse_all']:>9.3f}")
+        print(
+            f"{name:>24} {entry['gaussians_psnr']:>7.2f} {entry['neural_psnr']:>7.2f} {entry['delta_psnr']:>+6.2f} "
+            f"{entry['gaussians_params']:>9} {entry['neural_params']:>9} {entry['param_ratio']:>6.3f} "
+            f"{entry['gaussians_render_ms']:>6.1f} {entry['neural_render_ms']:>6.1f} "
+            f"{d['fwd_ms_dense']:>9.3f} {d['fwd_ms_auto']:>8.3f} {d['fwd_ms_sparse_all']:>10.3f} "
+            f"{d['fwd_bwd_ms_dense']:>8.3f} {d['fwd_bwd_ms_sparse_all']:>9.3f}"
+        )
     summary: dict[str, Any] = {}
     if per_scene:
         keys = [k for k in per_scene[0] if k != "scene"]
         summary = {k: float(np.mean([e[k] for e in per_scene])) for k in keys}
         summary["max_param_ratio"] = float(max(e["param_ratio"] for e in per_scene))
         summary["min_delta_psnr"] = float(min(e["delta_psnr"] for e in per_scene))
-        print(f"{'mean':>24} {summary['gaussians_psnr']:>7.2f} {summary['neural_psnr']:>7.2f} "
-              f"{summary['delta_psnr']:>+6.2f} {summary['gaussians_params']:>9.0f} {summary['neural_params']:>9.0f} "
-              f"{summary['param_ratio']:>6.3f} {summary['gaussians_render_ms']:>6.1f} "
-              f"{summary['neural_render_ms']:>6.1f} "
-              f"{summary['decoder_fwd_ms_dense']:>9.3f} {summary['decoder_fwd_ms_auto']:>8.3f} "
-              f"{summary['decoder_fwd_ms_sparse_all']:>10.3f} {summary['decoder_fwd_bwd_ms_dense']:>8.3f} "
-              f"{summary['decoder_fwd_bwd_ms_sparse_all']:>9.3f}")
+        print(
+            f"{'mean':>24} {summary['gaussians_psnr']:>7.2f} {summary['neural_psnr']:>7.2f} "
+            f"{summary['delta_psnr']:>+6.2f} {summary['gaussians_params']:>9.0f} {summary['neural_params']:>9.0f} "
+            f"{summary['param_ratio']:>6.3f} {summary['gaussians_render_ms']:>6.1f} "
+            f"{summary['neural_render_ms']:>6.1f} "
+            f"{summary['decoder_fwd_ms_dense']:>9.3f} {summary['decoder_fwd_ms_auto']:>8.3f} "
+            f"{summary['decoder_fwd_ms_sparse_all']:>10.3f} {summary['decoder_fwd_bwd_ms_dense']:>8.3f} "
+            f"{summary['decoder_fwd_bwd_ms_sparse_all']:>9.3f}"
+        )
     result = {
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_avg_1min_at_end": os.getloadavg()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "load_avg_1min_at_end": os.getloadavg()[0],
+        },
         "args": {k: str(v) for k, v in vars(args).items()},
         "rows": rows,
         "per_scene": per_scene,

@@ -16,6 +16,7 @@ mapped by a similarity fitted on the input cameras ("est sim"), and (b) as pose-
 run's focal scale and each test camera's pose fitted to its image with the reconstruction frozen ("est fit"; the
 ground-truth run gets the same fit, "GT fit"). Writes poses_psnr.json / poses_psnr_exif.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,28 +51,50 @@ def run_one(v: ViewSet, method: str, focal: str) -> dict:
     sec = time.perf_counter() - t
     ref = [gt[v.names.index(n)] for n in r.registered]
     e = pose_errors(r.cameras, ref)
-    return {"registered": len(r.registered), "views": len(v), "failed": r.failed,
-            "rot_median_deg": float(np.median(e["rotation_deg"])), "rot_max_deg": float(np.max(e["rotation_deg"])),
-            "center_median": float(np.median(e["center"])), "center_max": float(np.max(e["center"])),
-            "focal_est": float(r.cameras[0].fx), "focal_gt": float(gt[0].fx), "seconds": sec}
+    return {
+        "registered": len(r.registered),
+        "views": len(v),
+        "failed": r.failed,
+        "rot_median_deg": float(np.median(e["rotation_deg"])),
+        "rot_max_deg": float(np.max(e["rotation_deg"])),
+        "center_median": float(np.median(e["center"])),
+        "center_max": float(np.max(e["center"])),
+        "focal_est": float(r.cameras[0].fx),
+        "focal_gt": float(gt[0].fx),
+        "seconds": sec,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=10)
     ap.add_argument("--only", type=int, nargs="*", default=None, help="run only these scene numbers")
-    ap.add_argument("--merge", type=Path, nargs="*", default=None,
-                    help="print the table of these result files (from parallel runs) and write --out")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="print the table of these result files (from parallel runs) and write --out",
+    )
     ap.add_argument("--root", type=Path, default=Path("/tmp/recon_pose_scenes"))
     ap.add_argument("--counts", type=int, nargs="+", default=[3, 6, 9])
-    ap.add_argument("--focal", choices=["exif", "none"], default="exif",
-                    help="exif: the true focal is given as an EXIF-like prior; none: default FOV + focal search")
+    ap.add_argument(
+        "--focal",
+        choices=["exif", "none"],
+        default="exif",
+        help="exif: the true focal is given as an EXIF-like prior; none: default FOV + focal search",
+    )
     ap.add_argument("--width", type=int, default=400)
     ap.add_argument("--height", type=int, default=300)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/poses.json"))
     ap.add_argument("--no-colmap", action="store_true")
-    ap.add_argument("--psnr", type=int, nargs="*", default=None,
-                    help="instead: the PSNR check (image folder vs ground-truth poses) on these scene numbers")
+    ap.add_argument(
+        "--psnr",
+        type=int,
+        nargs="*",
+        default=None,
+        help="instead: the PSNR check (image folder vs ground-truth poses) on these scene numbers",
+    )
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--exif", action="store_true", help="PSNR check: give the photos an EXIF focal length")
     ap.add_argument("--no-raw", action="store_true", help="PSNR check: skip the run without pose refinement")
@@ -85,14 +108,29 @@ def main() -> None:
         path = args.out.with_name("poses_psnr_exif.json" if args.exif else "poses_psnr.json")
         # results of other scenes with the same settings (an earlier invocation) are kept beside the new ones
         old = json.loads(path.read_text()) if path.exists() else []
-        res = [r for r in old if r.get("iterations") == args.iterations and r.get("max_side") == args.max_side
-               and r["scene"] not in {f"s{s}" for s in args.psnr} and "psnr_est_refined_fitted" in r]
+        res = [
+            r
+            for r in old
+            if r.get("iterations") == args.iterations
+            and r.get("max_side") == args.max_side
+            and r["scene"] not in {f"s{s}" for s in args.psnr}
+            and "psnr_est_refined_fitted" in r
+        ]
         for s in args.psnr:
             scene = args.root / f"s{s}"
             if not (scene / "scene.json").exists():
                 make_scene(scene, seed=100 + s, width=args.width, height=args.height, views="splits")
-            res.append(psnr_check(scene, work, args.iterations, args.max_side, exif=args.exif, raw=not args.no_raw,
-                                  pose_lr=args.pose_lr))
+            res.append(
+                psnr_check(
+                    scene,
+                    work,
+                    args.iterations,
+                    args.max_side,
+                    exif=args.exif,
+                    raw=not args.no_raw,
+                    pose_lr=args.pose_lr,
+                )
+            )
             print(json.dumps(res[-1]), flush=True)
             res.sort(key=lambda r: int(r["scene"][1:]))
             path.write_text(json.dumps(res, indent=1))
@@ -105,25 +143,35 @@ def main() -> None:
                 seen.setdefault((r["scene"], r["count"], r["method"]), r)
         rows = list(seen.values())
         rows.sort(key=lambda r: (int(r["scene"][1:]), r["count"], r["method"]))
-        args.out.write_text(json.dumps({"focal_prior": args.focal, "size": [args.width, args.height], "runs": rows,
-                                        "summary": summarise(rows)}, indent=1))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "focal_prior": args.focal,
+                    "size": [args.width, args.height],
+                    "runs": rows,
+                    "summary": summarise(rows),
+                },
+                indent=1,
+            )
+        )
         print_table(rows)
         return
     rows = []
-    for s in (args.only if args.only is not None else range(args.scenes)):
+    for s in args.only if args.only is not None else range(args.scenes):
         scene = args.root / f"s{s}"
         if not (scene / "scene.json").exists():
             make_scene(scene, seed=100 + s, width=args.width, height=args.height, views="splits", overwrite=True)
         for count in args.counts:
             v = views_for(scene, count)
-            for method in (["auto"] if args.no_colmap else ["auto", "colmap"]):
+            for method in ["auto"] if args.no_colmap else ["auto", "colmap"]:
                 res = run_one(v, method, args.focal)
                 res.update({"scene": scene.name, "count": count, "method": method})
                 rows.append(res)
                 print(json.dumps(res), flush=True)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps({"focal_prior": args.focal, "size": [args.width, args.height],
-                                                "runs": rows}, indent=1))
+                args.out.write_text(
+                    json.dumps({"focal_prior": args.focal, "size": [args.width, args.height], "runs": rows}, indent=1)
+                )
     print_table(rows)
 
 
@@ -138,8 +186,17 @@ def _save_with_focal(path: Path, img: np.ndarray, focal_px: float) -> None:
     Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path, exif=exif)
 
 
-def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: int = 9, exif: bool = False,
-               raw: bool = True, fit_steps: int = 150, pose_lr: float | None = None) -> dict:
+def psnr_check(
+    scene: Path,
+    work: Path,
+    iterations: int,
+    max_side: int,
+    track: int = 9,
+    exif: bool = False,
+    raw: bool = True,
+    fit_steps: int = 150,
+    pose_lr: float | None = None,
+) -> dict:
     """Test-view masked PSNR of a reconstruction from a plain image folder (estimated + refined poses) vs the
     same run with ground-truth poses. The estimated frame is aligned to the ground truth by a similarity
     fitted on the input cameras; the test cameras are mapped into the estimated frame for rendering."""
@@ -162,13 +219,22 @@ def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: i
             save_image(folder / f"IMG_{k}.png", img)
         if m is not None:
             save_image(folder / "masks" / f"IMG_{k}.png", m)
-    out: dict = {"scene": scene.name, "iterations": iterations, "max_side": max_side, "track": track,
-                 "focal_prior": "exif-like FocalLengthIn35mmFilm" if exif else "none"}
+    out: dict = {
+        "scene": scene.name,
+        "iterations": iterations,
+        "max_side": max_side,
+        "track": track,
+        "focal_prior": "exif-like FocalLengthIn35mmFilm" if exif else "none",
+    }
     cfg = make_config("fast", iterations=iterations, max_side=max_side, track=track)
     gt_run = work / f"{scene.name}_gt"
     done = json.loads((gt_run / "config.json").read_text()) if (gt_run / "config.json").exists() else {}
-    if not (done.get("iterations") == iterations and done.get("max_side") == max_side and done.get("track") == track
-            and (gt_run / "splats.ply").exists()):  # the ground-truth-pose run does not change: reused
+    if not (
+        done.get("iterations") == iterations
+        and done.get("max_side") == max_side
+        and done.get("track") == track
+        and (gt_run / "splats.ply").exists()
+    ):  # the ground-truth-pose run does not change: reused
         reconstruct(scene, gt_run, cfg, overwrite=True)
     test_gt = resize_views(read_spare_scene(scene, track=track, split="test"), max_size=max_side)
     gt_model = read_ply(gt_run / "splats.ply")
@@ -176,10 +242,14 @@ def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: i
     if fit_steps:
         test_gt.cameras, _ = fit_test_cameras(gt_model, test_gt, steps=fit_steps)
         out["psnr_gt_poses_fitted"] = score_model(gt_model, test_gt).mean["masked_psnr"]
-    for refine in ((True, False) if raw else (True,)):
+    for refine in (True, False) if raw else (True,):
         run = work / f"{scene.name}_est_{'refined' if refine else 'raw'}"
-        cfg = make_config("fast", iterations=iterations, max_side=max_side,
-                          settings={"poses.refine": refine, **({"poses.lr": pose_lr} if pose_lr is not None else {})})
+        cfg = make_config(
+            "fast",
+            iterations=iterations,
+            max_side=max_side,
+            settings={"poses.refine": refine, **({"poses.lr": pose_lr} if pose_lr is not None else {})},
+        )
         summary = reconstruct(folder, run, cfg, overwrite=True)
         cams = [Camera.from_dict(d) for d in json.loads((run / "cameras.json").read_text())["cameras"]]
         gt_train = resize_views(read_spare_scene(scene, track=track, split="train"), max_size=max_side).cameras
@@ -210,16 +280,20 @@ def psnr_check(scene: Path, work: Path, iterations: int, max_side: int, track: i
 
 def print_psnr_table(res: list[dict]) -> None:
     """The end-to-end check as a table: test-view masked PSNR (dB), ground-truth vs estimated poses."""
-    print(f"{'scene':6} {'focal':6} {'GT':>7} {'GT fit':>7} {'est sim':>7} {'est fit':>7} {'gap':>6} {'rot med':>7} "
-          f"{'f est/gt':>8}")
+    print(
+        f"{'scene':6} {'focal':6} {'GT':>7} {'GT fit':>7} {'est sim':>7} {'est fit':>7} {'gap':>6} {'rot med':>7} "
+        f"{'f est/gt':>8}"
+    )
     gaps = []
     for r in res:
         fit = r.get("psnr_est_refined_fitted", float("nan"))
         gt = r.get("psnr_gt_poses_fitted", r["psnr_gt_poses"])
         gaps.append(gt - fit)
-        print(f"{r['scene']:6} {'exif' if r['focal_prior'] != 'none' else 'none':6} {r['psnr_gt_poses']:7.2f} "
-              f"{gt:7.2f} {r['psnr_est_refined']:7.2f} {fit:7.2f} {gt - fit:6.2f} "
-              f"{r['rot_median_deg_refined']:7.3f} {r['focal_refined'] / r['focal_gt']:8.3f}")
+        print(
+            f"{r['scene']:6} {'exif' if r['focal_prior'] != 'none' else 'none':6} {r['psnr_gt_poses']:7.2f} "
+            f"{gt:7.2f} {r['psnr_est_refined']:7.2f} {fit:7.2f} {gt - fit:6.2f} "
+            f"{r['rot_median_deg_refined']:7.3f} {r['focal_refined'] / r['focal_gt']:8.3f}"
+        )
     print(f"gap (GT fit - est fit): mean {np.mean(gaps):.2f} dB, max {np.max(gaps):.2f} dB over {len(res)} scenes")
 
 
@@ -231,25 +305,33 @@ def summarise(rows: list[dict]) -> list[dict]:
             if not sel:
                 continue
             ok = [r for r in sel if r["registered"] >= 2]
-            out.append({
-                "method": method, "views": count, "scenes": len(sel),
-                "all_registered": sum(r["registered"] == r["views"] for r in sel),
-                "mean_registered": float(np.mean([r["registered"] for r in sel])),
-                "rot_median_deg": float(np.median([r["rot_median_deg"] for r in ok])) if ok else None,
-                "rot_max_deg": float(np.max([r["rot_max_deg"] for r in ok])) if ok else None,
-                "center_median": float(np.median([r["center_median"] for r in ok])) if ok else None,
-                "seconds_mean": float(np.mean([r["seconds"] for r in sel])),
-            })
+            out.append(
+                {
+                    "method": method,
+                    "views": count,
+                    "scenes": len(sel),
+                    "all_registered": sum(r["registered"] == r["views"] for r in sel),
+                    "mean_registered": float(np.mean([r["registered"] for r in sel])),
+                    "rot_median_deg": float(np.median([r["rot_median_deg"] for r in ok])) if ok else None,
+                    "rot_max_deg": float(np.max([r["rot_max_deg"] for r in ok])) if ok else None,
+                    "center_median": float(np.median([r["center_median"] for r in ok])) if ok else None,
+                    "seconds_mean": float(np.mean([r["seconds"] for r in sel])),
+                }
+            )
     return out
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'method':8} {'views':>5} {'scenes':>6} {'all reg':>7} {'mean reg':>8} {'rot med':>8} {'rot max':>8} "
-          f"{'ctr med':>8} {'s':>6}")
+    print(
+        f"{'method':8} {'views':>5} {'scenes':>6} {'all reg':>7} {'mean reg':>8} {'rot med':>8} {'rot max':>8} "
+        f"{'ctr med':>8} {'s':>6}"
+    )
     f = lambda x: "   -    " if x is None else f"{x:8.3f}"
     for r in summarise(rows):
-        print(f"{r['method']:8} {r['views']:5d} {r['scenes']:6d} {r['all_registered']:7d} {r['mean_registered']:8.2f} "
-              f"{f(r['rot_median_deg'])} {f(r['rot_max_deg'])} {f(r['center_median'])} {r['seconds_mean']:6.1f}")
+        print(
+            f"{r['method']:8} {r['views']:5d} {r['scenes']:6d} {r['all_registered']:7d} {r['mean_registered']:8.2f} "
+            f"{f(r['rot_median_deg'])} {f(r['rot_max_deg'])} {f(r['center_median'])} {r['seconds_mean']:6.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Each ``--run PROTOCOL=DATA`` runs both methods with ``recon bench run --protocol
 on every scene found under DATA. Prints a table and writes benchmarks/results/real.json (per scene: PSNR, SSIM,
 wall time, mode; both methods, the difference, and the published figures of the protocol for reference).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ PUBLISHED = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", action="append", required=True, metavar="PROTOCOL=DATA",
-                    help="a protocol and the dataset folder to run it on (repeatable)")
+    ap.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="PROTOCOL=DATA",
+        help="a protocol and the dataset folder to run it on (repeatable)",
+    )
     ap.add_argument("--methods", default="gaussians,gaussians-plain", help="built-in methods to compare")
     ap.add_argument("--work", type=Path, default=Path("bench_runs/real"), help="where the runs go")
     ap.add_argument("--iterations", type=int, default=None, help="override the presets' steps (quick checks)")
@@ -44,26 +50,32 @@ def main() -> None:
     for item in args.run:
         protocol, _, data = item.partition("=")
         for method in args.methods.split(","):
-            res = run_protocol(protocol, data, method, args.work / f"{protocol}-{method}",
-                               iterations=args.iterations, progress=print)
+            res = run_protocol(
+                protocol, data, method, args.work / f"{protocol}-{method}", iterations=args.iterations, progress=print
+            )
             for scene, row in res["scenes"].items():
                 entry = table.setdefault(protocol, {}).setdefault(scene, {})
-                entry[method] = {k: row[k] for k in ("psnr", "ssim", "lpips", "wall_s", "train_s", "num_gaussians",
-                                                     "mode")}
+                entry[method] = {
+                    k: row[k] for k in ("psnr", "ssim", "lpips", "wall_s", "train_s", "num_gaussians", "mode")
+                }
                 entry[method]["warnings"] = [w for w in res["warnings"] if w.startswith(f"{scene}:")]
     methods = args.methods.split(",")
     print("\n| protocol | scene | " + " | ".join(f"{m} PSNR | {m} SSIM | {m} s" for m in methods) + " | diff dB |")
     print("|---|---|" + "---|---|---|" * len(methods) + "---|")
     for protocol, scenes in table.items():
         for scene, entry in scenes.items():
-            cells = " | ".join(f"{entry[m]['psnr']:.2f} | {entry[m]['ssim']:.4f} | {entry[m]['wall_s']:.0f}"
-                               for m in methods)
+            cells = " | ".join(
+                f"{entry[m]['psnr']:.2f} | {entry[m]['ssim']:.4f} | {entry[m]['wall_s']:.0f}" for m in methods
+            )
             diff = entry[methods[0]]["psnr"] - entry[methods[-1]]["psnr"]
             print(f"| {protocol} | {scene} | {cells} | {diff:+.2f} |")
-    out = {"table": table, "published": {p: PUBLISHED.get(p) for p in table}, "methods": methods,
-           "iterations": args.iterations,
-           "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads()}}
+    out = {
+        "table": table,
+        "published": {p: PUBLISHED.get(p) for p in table},
+        "methods": methods,
+        "iterations": args.iterations,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(out, indent=2))
     print(f"wrote {args.out}")

@@ -8,6 +8,7 @@ reports masked PSNR / SSIM (RegNeRF's DTU convention: both images masked, error 
     python benchmarks/reconstruct.py --scenes 5                 # the acceptance run
     python benchmarks/reconstruct.py --scenes 1 --tracks 3 --iterations 200   # a quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,13 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, nargs="+", default=[3, 9])
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--baseline", default="plain", help="preset to compare against ('' to skip)")
-    ap.add_argument("--baseline-tracks", type=int, nargs="+", default=[3],
-                    help="tracks on which the baseline also runs (the acceptance compares on track 3)")
+    ap.add_argument(
+        "--baseline-tracks",
+        type=int,
+        nargs="+",
+        default=[3],
+        help="tracks on which the baseline also runs (the acceptance compares on track 3)",
+    )
     ap.add_argument("--iterations", type=int, default=None, help="override the presets' iterations")
     ap.add_argument("--width", type=int, default=400)
     ap.add_argument("--height", type=int, default=300)
@@ -113,7 +119,8 @@ def main() -> None:
             }
             summary[f"track{track}/{method}"] = entry
             print(
-                f"{track:>5} {method:>8} {entry['masked_psnr']:>12.2f} {entry['psnr_in_mask']:>7.2f} {entry['masked_ssim']:>6.3f} "
+                f"{track:>5} {method:>8} {entry['masked_psnr']:>12.2f} {entry['psnr_in_mask']:>7.2f} "
+                f"{entry['masked_ssim']:>6.3f} "
                 f"{entry['wall_s_mean']:>7.1f} ({entry['wall_s_max']:.1f})"
             )
     if args.baseline:

@@ -18,6 +18,7 @@ Seed 7 is held out by default (``--val-seeds``) to measure the repair. Training 
 
 The benchmark seeds (100-104) must not be among the training seeds; the script refuses them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,12 @@ def scene_pairs(seed: int, width: int, height: int, iterations: int, noisy: int 
 
     sc = synthesize(seed, width, height)
     idx = sc.splits["track3"]["input_views"]
-    views = ViewSet(names=[str(i) for i in idx], images=[sc.images[i] for i in idx],
-                    cameras=[sc.cameras[i] for i in idx], masks=[sc.masks[i].astype(np.float32) for i in idx])
+    views = ViewSet(
+        names=[str(i) for i in idx],
+        images=[sc.images[i] for i in idx],
+        cameras=[sc.cameras[i] for i in idx],
+        masks=[sc.masks[i].astype(np.float32) for i in idx],
+    )
     cfg = make_config("fast", iterations=iterations, max_side=max(width, height), seed=seed)
     init = initialise(views, views.cameras, views.masks, cfg)
     train(init, views, views.cameras, views.masks, cfg)
@@ -144,22 +149,54 @@ def main() -> None:
     if args.data_only:
         return
     if args.evaluate is not None:
-        print(json.dumps({"model": str(args.evaluate), "seeds": args.val_seeds,
-                          **evaluate_repair(RepairModel.load(args.evaluate), val)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "model": str(args.evaluate),
+                    "seeds": args.val_seeds,
+                    **evaluate_repair(RepairModel.load(args.evaluate), val),
+                }
+            ),
+            flush=True,
+        )
         return
     model = RepairModel.load(args.init) if args.init else RepairModel.build(channels=tuple(args.channels))
     previous = model.meta.get("training")
     t = time.perf_counter()
-    losses = train_repair(model, pairs, args.steps, batch_size=args.batch, crop=args.crop, lr=args.lr,
-                          time_budget_s=args.time_budget, progress=True, object_weight=args.object_weight)
+    losses = train_repair(
+        model,
+        pairs,
+        args.steps,
+        batch_size=args.batch,
+        crop=args.crop,
+        lr=args.lr,
+        time_budget_s=args.time_budget,
+        progress=True,
+        object_weight=args.object_weight,
+    )
     seconds = time.perf_counter() - t
-    model.meta.update({
-        "trained_on": {"generator": "recon.bench.synth", "seeds": train_seeds, "size": [args.width, args.height],
-                       "recon_iterations": args.recon_iterations, "pairs": len(pairs)},
-        "training": {"steps": len(losses), "batch": args.batch, "crop": args.crop, "lr": args.lr,
-                     "object_weight": args.object_weight, "seconds": round(seconds, 1), "loss_first20": float(np.mean(losses[:20])),
-                     "loss_last20": float(np.mean(losses[-20:])), "continued_from": previous},
-    })
+    model.meta.update(
+        {
+            "trained_on": {
+                "generator": "recon.bench.synth",
+                "seeds": train_seeds,
+                "size": [args.width, args.height],
+                "recon_iterations": args.recon_iterations,
+                "pairs": len(pairs),
+            },
+            "training": {
+                "steps": len(losses),
+                "batch": args.batch,
+                "crop": args.crop,
+                "lr": args.lr,
+                "object_weight": args.object_weight,
+                "seconds": round(seconds, 1),
+                "loss_first20": float(np.mean(losses[:20])),
+                "loss_last20": float(np.mean(losses[-20:])),
+                "continued_from": previous,
+            },
+        }
+    )
     if len(val):
         model.meta["held_out"] = {"seeds": args.val_seeds, **evaluate_repair(model, val)}
     model.save(args.out)

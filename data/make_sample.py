@@ -8,6 +8,7 @@ masks and depth maps of the views the splits use (9 input views of the 9-view tr
 3-view track's, and the 10 test views), so it stays a few hundred KB. PNGs are then re-encoded at the
 highest zlib level (lossless: the pixels do not change).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "sample")
     args = parser.parse_args(argv)
-    out = make_scene(args.out, seed=SEED, width=WIDTH, height=HEIGHT, n_cameras=N_CAMERAS, views="splits",
-                     overwrite=True, name=NAME)
+    out = make_scene(
+        args.out, seed=SEED, width=WIDTH, height=HEIGHT, n_cameras=N_CAMERAS, views="splits", overwrite=True, name=NAME
+    )
     recompress_pngs(out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({size / 1024:.0f} KB)")

@@ -18,9 +18,10 @@ cluster, so it is excluded (the object's contact region stays with the object). 
 inside the frame with a colour unlike the border is kept as foreground together with the object: supply masks
 (a mask folder or alpha) when that matters. Cast shadows on the support are usually included. Measured on 35
 views of recon.bench.synth scenes (textured platforms, dark or white backdrops; ground truth = objects only,
-so platform/shadow pixels count as errors): mean IoU 0.86, 30/35 views above 0.8. Images are processed at most ``max_side`` pixels on the long side
-(speed) and the mask is resized back.
+so platform/shadow pixels count as errors): mean IoU 0.86, 30/35 views above 0.8. Images are processed at most
+``max_side`` pixels on the long side (speed) and the mask is resized back.
 """
+
 from __future__ import annotations
 
 import cv2

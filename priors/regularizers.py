@@ -13,6 +13,7 @@ Each term targets a failure mode that sparse-view methods report:
   background colour into the object's transparency (3DGS's random_background option).
 All losses return a 0-d tensor (a mean, so weights do not depend on the number of pixels or Gaussians).
 """
+
 from __future__ import annotations
 
 import math
@@ -102,9 +103,7 @@ def scale_regularizer(
     return loss
 
 
-def alpha_mask_loss(
-    alpha: torch.Tensor, mask: torch.Tensor, kind: Literal["bce", "l1"] = "bce"
-) -> torch.Tensor:
+def alpha_mask_loss(alpha: torch.Tensor, mask: torch.Tensor, kind: Literal["bce", "l1"] = "bce") -> torch.Tensor:
     """Rendered alpha [H,W] (or [...,1]) against the object mask [H,W] in [0,1]: mean BCE or mean L1."""
     a = alpha.reshape(alpha.shape[:-1]) if alpha.dim() == mask.dim() + 1 and alpha.shape[-1] == 1 else alpha
     m = mask.to(a.dtype).reshape(a.shape)

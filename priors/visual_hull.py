@@ -7,7 +7,8 @@ survives it only if the mask reaches the image border near the projection (the o
 there). Without that, regions seen by a single narrow-field camera (near the cameras, box corners) survive.
 The test is made conservative per voxel: a voxel passes a view when its projected centre lies within
 ``mask_dilate_px`` plus the voxel's own projected half-diagonal of a mask pixel (an exact distance
-transform), so thin parts are not carved away by the grid's discretisation. This is the carving GaussianObject uses to initialise from masks.
+transform), so thin parts are not carved away by the grid's discretisation. This is the carving GaussianObject
+uses to initialise from masks.
 
 When no bounds are given they are estimated from the data: the object centre is triangulated from the mask
 centroids' rays (optical axes if masks are unusable), the radius from each view's mask extent around it, a
@@ -16,6 +17,7 @@ intersection) finds the occupied region, and the final grid covers it with a mar
 With user-given bounds much larger than the object, the "seen by >= 1 view" rule keeps the parts of each
 mask's viewing cone that no other camera sees (near the cameras): pass ``min_views`` > 1 in that case.
 """
+
 from __future__ import annotations
 
 import math
@@ -298,8 +300,14 @@ def carve_visual_hull(
     bounds = np.asarray(bounds, dtype=np.float64).reshape(2, 3)
     origin, voxel, dims = _grid(bounds, resolution)
     occ = _carve(dists, cameras, origin, voxel, dims, mask_dilate_px, min_views, extend_silhouettes, max_misses)
-    return VisualHull(occupancy=torch.from_numpy(occ), origin=origin, voxel_size=voxel, masks=bmasks,
-                      cameras=list(cameras), mask_dilate_px=mask_dilate_px)
+    return VisualHull(
+        occupancy=torch.from_numpy(occ),
+        origin=origin,
+        voxel_size=voxel,
+        masks=bmasks,
+        cameras=list(cameras),
+        mask_dilate_px=mask_dilate_px,
+    )
 
 
 def _distance_to_mask(mask: np.ndarray) -> np.ndarray:
@@ -409,8 +417,17 @@ def _estimate_bounds(
         origin, voxel, dims = _grid(box, _COARSE_RES)
         # The object is in (nearly) every view; requiring that keeps the masks' cones near each camera
         # (seen by that camera alone) from inflating the box.
-        occ = _carve(dists, cameras, origin, voxel, dims, dilate_px, max(1, math.ceil(0.75 * len(cameras))),
-                     extend_silhouettes, max_misses)
+        occ = _carve(
+            dists,
+            cameras,
+            origin,
+            voxel,
+            dims,
+            dilate_px,
+            max(1, math.ceil(0.75 * len(cameras))),
+            extend_silhouettes,
+            max_misses,
+        )
         if not occ.any():
             return box
         idx = np.argwhere(occ)

@@ -5,6 +5,7 @@ world-to-camera matrix (as gsplat expects); pixel centres sit at +0.5, so the ce
 pixel is (0.5, 0.5). Other conventions (OpenGL camera-to-world of transforms.json, COLMAP qvec/tvec,
 3x4 projection matrices of DTU/SpaRe) are converted here and nowhere else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,14 +48,17 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     m10, m11, m12 = R[1]
     m20, m21, m22 = R[2]
     # Symmetric 4x4 whose top eigenvector is the quaternion (Bar-Itzhack), robust near 180 degrees.
-    Kmat = np.array(
-        [
-            [m00 - m11 - m22, 0, 0, 0],
-            [m01 + m10, m11 - m00 - m22, 0, 0],
-            [m02 + m20, m12 + m21, m22 - m00 - m11, 0],
-            [m21 - m12, m02 - m20, m10 - m01, m00 + m11 + m22],
-        ]
-    ) / 3.0
+    Kmat = (
+        np.array(
+            [
+                [m00 - m11 - m22, 0, 0, 0],
+                [m01 + m10, m11 - m00 - m22, 0, 0],
+                [m02 + m20, m12 + m21, m22 - m00 - m11, 0],
+                [m21 - m12, m02 - m20, m10 - m01, m00 + m11 + m22],
+            ]
+        )
+        / 3.0
+    )
     vals, vecs = np.linalg.eigh(Kmat)
     x, y, z, w = vecs[:, np.argmax(vals)]
     q = np.array([w, x, y, z])
@@ -248,8 +252,9 @@ class Camera:
         K = self.K.copy()
         K[0] *= width / self.width
         K[1] *= height / self.height
-        return Camera(K=K, viewmat=self.viewmat.copy(), width=width, height=height, name=self.name,
-                      extra=dict(self.extra))
+        return Camera(
+            K=K, viewmat=self.viewmat.copy(), width=width, height=height, name=self.name, extra=dict(self.extra)
+        )
 
     # ----------------------------------------------------------------- projection
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:

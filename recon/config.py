@@ -8,6 +8,7 @@ are defined here. Any field can be set by its dotted path (``densify.prune_opa``
 (:func:`make_config`) or the command line (``recon reconstruct ... --set densify.prune_opa=0.01``); the whole
 tree is recorded as config.json, and keys an old config.json holds that no field matches are reported.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,9 +101,14 @@ class ReconstructConfig:
         """Raise ValueError naming the option when a field holds an unknown choice or an impossible number."""
         from recon.representations import REPRESENTATIONS  # the one registry (it imports this module)
 
-        choices = {"representation": tuple(REPRESENTATIONS), "prior": PRIORS, "mesh.method": MESH_METHODS,
-                   "poses.method": POSE_METHODS, "mode": ("auto", "object", "scene"),
-                   "init.scene_points": ("data", "random")}
+        choices = {
+            "representation": tuple(REPRESENTATIONS),
+            "prior": PRIORS,
+            "mesh.method": MESH_METHODS,
+            "poses.method": POSE_METHODS,
+            "mode": ("auto", "object", "scene"),
+            "init.scene_points": ("data", "random"),
+        }
         for path, allowed in choices.items():
             if get_field(self, path) not in allowed:
                 raise ValueError(f"{path} must be one of {', '.join(allowed)}; got {get_field(self, path)!r}")
@@ -110,7 +116,12 @@ class ReconstructConfig:
             value = get_field(self, path)
             if value is None and path == "densify.max_gaussians":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < low
+            ):
                 raise ValueError(f"{path} must be a number >= {low}; got {value!r}")
         for path in _FRACTIONS:
             value = get_field(self, path)
@@ -141,52 +152,117 @@ class ReconstructConfig:
             except ValueError as exc:
                 unknown.append(f"{key} ({exc})")
         if unknown:
-            (report or log.warning)(f"config.json: {len(unknown)} setting(s) this version does not know were "
-                                    f"ignored: {', '.join(unknown)}")
+            (report or log.warning)(
+                f"config.json: {len(unknown)} setting(s) this version does not know were ignored: {', '.join(unknown)}"
+            )
         return config
 
 
 # Densification schedule of the CPU default: short sparse-view runs refine early and often; no opacity reset.
-FAST_DENSIFY = DensifyConfig(refine_start_iter=100, refine_stop_frac=0.7, refine_every=50, reset_every=100000,
-                             grow_grad2d=0.0002, max_gaussians=60000)
+FAST_DENSIFY = DensifyConfig(
+    refine_start_iter=100,
+    refine_stop_frac=0.7,
+    refine_every=50,
+    reset_every=100000,
+    grow_grad2d=0.0002,
+    max_gaussians=60000,
+)
 
 # Smallest sensible value of numeric fields (smaller ones train nothing or break the image pyramid).
 _MINIMUMS: dict[str, float] = {
-    "iterations": 1, "max_side": 32, "train.sh_degree": 0, "train.sh_raise_every": 1, "init.hull_resolution": 8,
-    "init.points": 1, "init.opacity": 1e-6, "loss.dssim": 0, "loss.mask": 0, "loss.opacity_entropy": 0,
-    "loss.scale": 0, "loss.max_scale_ratio": 1, "loss.depth_smooth": 0, "densify.refine_start_iter": 0,
-    "densify.refine_every": 1, "densify.reset_every": 1, "densify.grow_grad2d": 0, "densify.prune_opa": 0,
-    "densify.grow_scale3d": 0, "densify.prune_scale3d": 0, "densify.max_gaussians": 1, "poses.lr": 0,
-    "mesh.faces": 4, "mesh.hybrid_iterations": 0, "mesh.color_steps": 0, "neural.feature_dim": 1,
-    "neural.hidden": 1, "diffusion.refresh": 1, "diffusion.views": 1, "diffusion.weight": 0, "diffusion.every": 1,
-    "diffusion.sample_steps": 1, "diffusion.finetune_steps": 0, "diffusion.tile": 4,
+    "iterations": 1,
+    "max_side": 32,
+    "train.sh_degree": 0,
+    "train.sh_raise_every": 1,
+    "init.hull_resolution": 8,
+    "init.points": 1,
+    "init.opacity": 1e-6,
+    "loss.dssim": 0,
+    "loss.mask": 0,
+    "loss.opacity_entropy": 0,
+    "loss.scale": 0,
+    "loss.max_scale_ratio": 1,
+    "loss.depth_smooth": 0,
+    "densify.refine_start_iter": 0,
+    "densify.refine_every": 1,
+    "densify.reset_every": 1,
+    "densify.grow_grad2d": 0,
+    "densify.prune_opa": 0,
+    "densify.grow_scale3d": 0,
+    "densify.prune_scale3d": 0,
+    "densify.max_gaussians": 1,
+    "poses.lr": 0,
+    "mesh.faces": 4,
+    "mesh.hybrid_iterations": 0,
+    "mesh.color_steps": 0,
+    "neural.feature_dim": 1,
+    "neural.hidden": 1,
+    "diffusion.refresh": 1,
+    "diffusion.views": 1,
+    "diffusion.weight": 0,
+    "diffusion.every": 1,
+    "diffusion.sample_steps": 1,
+    "diffusion.finetune_steps": 0,
+    "diffusion.tile": 4,
 }
-_FRACTIONS = ("train.coarse_until", "densify.refine_stop_frac", "poses.refine_start", "neural.sparsity",
-              "neural.prune_start", "neural.prune_end", "diffusion.start")
+_FRACTIONS = (
+    "train.coarse_until",
+    "densify.refine_stop_frac",
+    "poses.refine_start",
+    "neural.sparsity",
+    "neural.prune_start",
+    "neural.prune_end",
+    "diffusion.start",
+)
 
 # Flat names of config.json files written before the tree (old run folders still load).
 _LEGACY: dict[str, str] = {
-    "coarse_until": "train.coarse_until", "sh_degree": "train.sh_degree", "sh_raise_every": "train.sh_raise_every",
-    "random_background": "train.random_background", "lrs": "train.lrs",
-    "use_visual_hull": "init.visual_hull", "hull_resolution": "init.hull_resolution", "init_points": "init.points",
+    "coarse_until": "train.coarse_until",
+    "sh_degree": "train.sh_degree",
+    "sh_raise_every": "train.sh_raise_every",
+    "random_background": "train.random_background",
+    "lrs": "train.lrs",
+    "use_visual_hull": "init.visual_hull",
+    "hull_resolution": "init.hull_resolution",
+    "init_points": "init.points",
     "init_opacity": "init.opacity",
-    "lambda_dssim": "loss.dssim", "use_masks": "loss.use_masks", "lambda_mask": "loss.mask",
-    "lambda_opacity_entropy": "loss.opacity_entropy", "lambda_scale": "loss.scale",
-    "max_scale_ratio": "loss.max_scale_ratio", "lambda_depth_smooth": "loss.depth_smooth",
+    "lambda_dssim": "loss.dssim",
+    "use_masks": "loss.use_masks",
+    "lambda_mask": "loss.mask",
+    "lambda_opacity_entropy": "loss.opacity_entropy",
+    "lambda_scale": "loss.scale",
+    "max_scale_ratio": "loss.max_scale_ratio",
+    "lambda_depth_smooth": "loss.depth_smooth",
     "prune_outside_hull": "loss.prune_outside_hull",
-    "refine_start": "densify.refine_start_iter", "refine_stop_frac": "densify.refine_stop_frac",
-    "refine_every": "densify.refine_every", "reset_every": "densify.reset_every",
-    "grow_grad2d": "densify.grow_grad2d", "max_gaussians": "densify.max_gaussians",
-    "poses": "poses.method", "pose_refine": "poses.refine", "pose_lr": "poses.lr",
+    "refine_start": "densify.refine_start_iter",
+    "refine_stop_frac": "densify.refine_stop_frac",
+    "refine_every": "densify.refine_every",
+    "reset_every": "densify.reset_every",
+    "grow_grad2d": "densify.grow_grad2d",
+    "max_gaussians": "densify.max_gaussians",
+    "poses": "poses.method",
+    "pose_refine": "poses.refine",
+    "pose_lr": "poses.lr",
     "pose_refine_start": "poses.refine_start",
-    "mesh_method": "mesh.method", "mesh_faces": "mesh.faces", "hybrid_iterations": "mesh.hybrid_iterations",
-    "mesh_color_steps": "mesh.color_steps", "hybrid_depth_tolerance": "mesh.hybrid_depth_tolerance",
+    "mesh_method": "mesh.method",
+    "mesh_faces": "mesh.faces",
+    "hybrid_iterations": "mesh.hybrid_iterations",
+    "mesh_color_steps": "mesh.color_steps",
+    "hybrid_depth_tolerance": "mesh.hybrid_depth_tolerance",
     "hybrid_min_weight": "mesh.hybrid_min_weight",
-    "neural_feature_dim": "neural.feature_dim", "neural_hidden": "neural.hidden", "neural_sparsity": "neural.sparsity",
-    "neural_prune_start": "neural.prune_start", "neural_prune_end": "neural.prune_end",
-    "prior_weights": "diffusion.weights", "prior_start": "diffusion.start", "prior_refresh": "diffusion.refresh",
-    "prior_views": "diffusion.views", "prior_weight": "diffusion.weight", "prior_every": "diffusion.every",
-    "prior_sample_steps": "diffusion.sample_steps", "prior_finetune_steps": "diffusion.finetune_steps",
+    "neural_feature_dim": "neural.feature_dim",
+    "neural_hidden": "neural.hidden",
+    "neural_sparsity": "neural.sparsity",
+    "neural_prune_start": "neural.prune_start",
+    "neural_prune_end": "neural.prune_end",
+    "prior_weights": "diffusion.weights",
+    "prior_start": "diffusion.start",
+    "prior_refresh": "diffusion.refresh",
+    "prior_views": "diffusion.views",
+    "prior_weight": "diffusion.weight",
+    "prior_every": "diffusion.every",
+    "prior_sample_steps": "diffusion.sample_steps",
+    "prior_finetune_steps": "diffusion.finetune_steps",
     "prior_tile": "diffusion.tile",
 }
 
@@ -312,14 +388,29 @@ def _tree(**paths: Any) -> ReconstructConfig:
 PRESETS: dict[str, ReconstructConfig] = {
     "fast": _tree(preset="fast"),
     "quality": _tree(
-        preset="quality", iterations=7000, max_side=800, train__sh_degree=3, train__sh_raise_every=1000,
-        init__hull_resolution=128, init__points=20000, densify__refine_start_iter=500, densify__refine_every=100,
-        densify__reset_every=3000, densify__max_gaussians=300000,
+        preset="quality",
+        iterations=7000,
+        max_side=800,
+        train__sh_degree=3,
+        train__sh_raise_every=1000,
+        init__hull_resolution=128,
+        init__points=20000,
+        densify__refine_start_iter=500,
+        densify__refine_every=100,
+        densify__reset_every=3000,
+        densify__max_gaussians=300000,
     ),
     # Vanilla 3DGS on the same code: no hull (random init in the camera-visible box), no masks, no priors.
     "plain": _tree(
-        preset="plain", init__visual_hull=False, init__scene_points="random", loss__use_masks=False, train__random_background=False,
-        loss__mask=0.0, loss__opacity_entropy=0.0, loss__scale=0.0, loss__depth_smooth=0.0,
+        preset="plain",
+        init__visual_hull=False,
+        init__scene_points="random",
+        loss__use_masks=False,
+        train__random_background=False,
+        loss__mask=0.0,
+        loss__opacity_entropy=0.0,
+        loss__scale=0.0,
+        loss__depth_smooth=0.0,
         loss__prune_outside_hull=False,
     ),
 }

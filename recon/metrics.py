@@ -22,6 +22,7 @@ covariances; with ``padding="valid"`` (the default for the metric) it equals
 ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
 data_range=1, channel_axis=-1)``, which crops the 5-pixel border where the window leaves the image.
 """
+
 from __future__ import annotations
 
 import math
@@ -252,8 +253,13 @@ def rgb_loss(pred: torch.Tensor, gt: torch.Tensor, lambda_dssim: float = 0.2) ->
 _ALEX_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 _LPIPS_SCALE = (0.458, 0.448, 0.450)
-_ALEX_CONVS = ((0, 3, 64, 11, 4, 2), (3, 64, 192, 5, 1, 2), (6, 192, 384, 3, 1, 1), (8, 384, 256, 3, 1, 1),
-               (10, 256, 256, 3, 1, 1))  # (torchvision index, in, out, kernel, stride, padding)
+_ALEX_CONVS = (
+    (0, 3, 64, 11, 4, 2),
+    (3, 64, 192, 5, 1, 2),
+    (6, 192, 384, 3, 1, 1),
+    (8, 384, 256, 3, 1, 1),
+    (10, 256, 256, 3, 1, 1),
+)  # (torchvision index, in, out, kernel, stride, padding)
 
 
 class _AlexLPIPS(torch.nn.Module):
@@ -310,10 +316,14 @@ def lpips_if_available(
     if weights_path is None:
         return None
     weights_path = Path(weights_path)
-    candidates = [Path(backbone_path)] if backbone_path is not None else [
-        weights_path.parent / _ALEX_BACKBONE_FILE,
-        Path(torch.hub.get_dir()) / "checkpoints" / _ALEX_BACKBONE_FILE,
-    ]
+    candidates = (
+        [Path(backbone_path)]
+        if backbone_path is not None
+        else [
+            weights_path.parent / _ALEX_BACKBONE_FILE,
+            Path(torch.hub.get_dir()) / "checkpoints" / _ALEX_BACKBONE_FILE,
+        ]
+    )
     backbone_file = next((c for c in candidates if c.is_file()), None)
     if not weights_path.is_file() or backbone_file is None:
         return None
@@ -335,7 +345,6 @@ def lpips_if_available(
         return _unbatch(net(p, g), batched)
 
     return lpips
-
 
 
 # --------------------------------------------------------------------------------------------- SpaRe "-M" metrics
@@ -384,7 +393,9 @@ def crop_to_mask_bbox(
     return pred[y0:y1, x0:x1], gt[y0:y1, x0:x1]
 
 
-def bbox_ssim(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float | None:
+def bbox_ssim(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, window: int = 11, sigma: float = 1.5
+) -> float | None:
     """SpaRe SSIM-M: full SSIM of the [H, W, 3] images cropped to the mask's bounding box (None: empty mask)."""
     crop = crop_to_mask_bbox(pred, gt, mask, min_size=window)
     if crop is None:
@@ -409,4 +420,3 @@ __all__ = [
     "crop_to_mask_bbox",
     "bbox_ssim",
 ]
-

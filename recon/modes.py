@@ -12,6 +12,7 @@ scene: everything else (forward-facing captures, rooms, photos with background):
 single object the run falls back to scene mode and says so. The decision and its reason go to run.log and
 metrics.json. Automatic segmentation is never the default: on real photos it can mask the subject away.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,9 +48,12 @@ class ModeDecision:
 
 def scene_config(config: ReconstructConfig) -> ReconstructConfig:
     """``config`` for scene mode: no masks, no hull, no hull pruning, no mask loss, a fixed black background."""
-    return replace(config, init=replace(config.init, visual_hull=False),
-                   loss=replace(config.loss, use_masks=False, prune_outside_hull=False, mask=0.0),
-                   train=replace(config.train, random_background=False))
+    return replace(
+        config,
+        init=replace(config.init, visual_hull=False),
+        loss=replace(config.loss, use_masks=False, prune_outside_hull=False, mask=0.0),
+        train=replace(config.train, random_background=False),
+    )
 
 
 def decide_mode(views: ViewSet, config: ReconstructConfig) -> ModeDecision:
@@ -67,8 +71,9 @@ def decide_mode(views: ViewSet, config: ReconstructConfig) -> ModeDecision:
         md = decide_masks(names, masks, from_input=True)
         return ModeDecision("object", "the input comes with object masks", masks, md)
     if config.mode == "auto":
-        return ModeDecision("scene", "the photos come without object masks (give masks, or --mode object to "
-                                     "segment them automatically)")
+        return ModeDecision(
+            "scene", "the photos come without object masks (give masks, or --mode object to segment them automatically)"
+        )
     masks = foreground_masks(views.images, None)
     md = decide_masks(names, masks, from_input=False)
     if not md.use:
@@ -99,8 +104,14 @@ def data_depth_range(views: ViewSet) -> tuple[float, float] | None:
     return None
 
 
-def frustum_points(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator,
-                   near_far: tuple[float, float], min_views: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def frustum_points(
+    views: ViewSet,
+    cameras: list[Camera],
+    n: int,
+    rng: np.random.Generator,
+    near_far: tuple[float, float],
+    min_views: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points through random pixels of random input views, at depths uniform in disparity between near
     and far (forward-facing scenes put most content near), coloured from their pixel, kept only where at least
     ``min_views`` input cameras see them: what one view alone sees cannot be placed, and points right in front
@@ -118,8 +129,9 @@ def frustum_points(views: ViewSet, cameras: list[Camera], n: int, rng: np.random
     return xyz[keep], rgb[keep]
 
 
-def _frustum_samples(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator,
-                     near_far: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _frustum_samples(
+    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, near_far: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     near, far = near_far
     k = rng.integers(0, len(cameras), size=n)
     out_xyz = np.empty((n, 3))

@@ -5,6 +5,7 @@ or replace any of them. Poses come from whatever reader provided them (transform
 plain image folders go through the pose estimator (recon.poses), and estimated poses are refined
 photometrically during training.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,8 @@ from renderers.types import Renderer, TrainableSplats
 log = logging.getLogger("recon")
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
-# Live-view hook: called as snapshot(step, model, stats) every `snapshot_every` steps (e.g. to stream splats to a viewer).
+# Live-view hook: called as snapshot(step, model, stats) every `snapshot_every` steps (e.g. to stream splats to a
+# viewer).
 SnapshotFn = Callable[[int, "TrainableSplats", dict[str, float]], None]
 # Extra training loss: called as extra_loss(step, model) every step; None means "nothing this step".
 ExtraLossFn = Callable[[int, "TrainableSplats"], "torch.Tensor | None"]
@@ -73,22 +75,36 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
 
     result = estimate_poses(views, method=config.poses.method, seed=config.seed)
     if result.failed:
-        msg = (f"could not register {len(result.failed)} of {len(views)} images, continuing without them: "
-               + ", ".join(result.failed))
+        msg = f"could not register {len(result.failed)} of {len(views)} images, continuing without them: " + ", ".join(
+            result.failed
+        )
         log.warning(msg)
     keep = [views.names.index(n) for n in result.registered]
     out = views.subset(keep)
     out.cameras = result.cameras
     if len(result.xyz):
         out.meta["points3d"] = (result.xyz, result.rgb)  # the SfM points: where a scene-mode run starts
-    info = {"method": result.method, "registered": result.registered, "failed": result.failed,
-            "normalisation": result.normalisation.matrix().tolist(),
-            **{k: v for k, v in result.info.items() if k in ("rms_px", "points", "focal_px", "seconds", "focal_prior")}}
-    log.info("poses (%s): %d/%d views registered, focal %.1f px, %.1f s", result.method, len(keep), len(views),
-             result.cameras[0].fx, result.info.get("seconds", 0.0))
+    info = {
+        "method": result.method,
+        "registered": result.registered,
+        "failed": result.failed,
+        "normalisation": result.normalisation.matrix().tolist(),
+        **{k: v for k, v in result.info.items() if k in ("rms_px", "points", "focal_px", "seconds", "focal_prior")},
+    }
+    log.info(
+        "poses (%s): %d/%d views registered, focal %.1f px, %.1f s",
+        result.method,
+        len(keep),
+        len(views),
+        result.cameras[0].fx,
+        result.info.get("seconds", 0.0),
+    )
     if result.info.get("focal_prior") == "none":
-        log.info("poses: the photos carry no EXIF focal length: it was estimated by bundle adjustment from a %.0f "
-                 "deg field-of-view start", DEFAULT_HFOV_DEG)
+        log.info(
+            "poses: the photos carry no EXIF focal length: it was estimated by bundle adjustment from a %.0f "
+            "deg field-of-view start",
+            DEFAULT_HFOV_DEG,
+        )
     return out, info
 
 
@@ -157,7 +173,7 @@ def initialise(
 
 # ----------------------------------------------------------------------------- stage 4: training
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else as torch understands it."""
+    """ "auto" -> CUDA when available, else CPU; anything else as torch understands it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -257,8 +273,14 @@ def train(
             bg = torch.zeros(3, device=device)
         if pose_opt is not None:
             Kt = pose_opt.scale_K((Ks_half if coarse else Ks_full)[i])
-            out = model.render((pose_opt.viewmats(i), Kt), width=cam.width, height=cam.height, background=bg,
-                               render_mode="RGB+ED", **raster_kwargs)[0]
+            out = model.render(
+                (pose_opt.viewmats(i), Kt),
+                width=cam.width,
+                height=cam.height,
+                background=bg,
+                render_mode="RGB+ED",
+                **raster_kwargs,
+            )[0]
         else:
             out = model.render(cam, background=bg, render_mode="RGB+ED", **raster_kwargs)
         target = gt if mask is None else reg.composite(gt * mask[..., None], mask, bg)
@@ -329,13 +351,25 @@ def diffusion_prior_loss(
     repair_model = load_repair_model(config.diffusion.weights, device=resolve_device(config.device))
     load_s = time.perf_counter() - t
     settings = config.diffusion
-    guidance = DiffusionGuidance(repair_model, views.images, masks if config.loss.use_masks else None, cameras,
-                                 settings, iterations=config.iterations,
-                                 scene_scale=scene_scale(scene_bounds(cameras)), out_dir=RunFolder(tmp).prior_dir,
-                                 seed=config.seed, lambda_dssim=config.loss.dssim)
-    log.info("diffusion prior: %s (%d parameters), %d pseudo views from step %d",
-             config.diffusion.weights or "bundled repair-small", repair_model.num_parameters, settings.views,
-             guidance.start)
+    guidance = DiffusionGuidance(
+        repair_model,
+        views.images,
+        masks if config.loss.use_masks else None,
+        cameras,
+        settings,
+        iterations=config.iterations,
+        scene_scale=scene_scale(scene_bounds(cameras)),
+        out_dir=RunFolder(tmp).prior_dir,
+        seed=config.seed,
+        lambda_dssim=config.loss.dssim,
+    )
+    log.info(
+        "diffusion prior: %s (%d parameters), %d pseudo views from step %d",
+        config.diffusion.weights or "bundled repair-small",
+        repair_model.num_parameters,
+        settings.views,
+        guidance.start,
+    )
 
     def report() -> dict[str, Any]:
         return {"weights": config.diffusion.weights or "bundled", "load_s": round(load_s, 3), **guidance.report()}
@@ -365,8 +399,11 @@ def train_metrics(renders: list[np.ndarray], views: ViewSet, masks: list[np.ndar
         p, s = metrics.image_psnr_ssim(torch.from_numpy(r), torch.from_numpy(views.images[k]), m)
         ps.append(p)
         ss.append(s)
-    return {"train_psnr": float(np.mean(ps)), "train_ssim": float(np.mean(ss)),
-            "train_psnr_per_view": {n: float(p) for n, p in zip(views.names, ps)}}
+    return {
+        "train_psnr": float(np.mean(ps)),
+        "train_ssim": float(np.mean(ss)),
+        "train_psnr_per_view": {n: float(p) for n, p in zip(views.names, ps)},
+    }
 
 
 SUSPECT_VIEW_DB = 5.0  # a view fitting this much worse than the median of the others is named (estimated poses)
@@ -406,13 +443,21 @@ def write_run_folder(
         save_image(run.render_path(name), img)
     scored_masks = masks if config.loss.use_masks else None
     summary.update(train_metrics(renders, views, scored_masks))
-    summary["train_psnr_over"] = ("the object masks (RegNeRF convention: both images masked, whole-image mean)"
-                                  if scored_masks is not None else "the whole image")
+    summary["train_psnr_over"] = (
+        "the object masks (RegNeRF convention: both images masked, whole-image mean)"
+        if scored_masks is not None
+        else "the whole image"
+    )
     black = black_renders(list(views.names), renders, views.images, scored_masks)
     summary["black_renders"] = black
     if black:
-        log.warning("the renders of %d of %d input views are black where the photos are not (%s): the training "
-                    "did not fit them; check the masks and poses in run.log", len(black), len(views), ", ".join(black))
+        log.warning(
+            "the renders of %d of %d input views are black where the photos are not (%s): the training "
+            "did not fit them; check the masks and poses in run.log",
+            len(black),
+            len(views),
+            ", ".join(black),
+        )
     summary["representation"] = config.representation
     summary["num_gaussians"] = int(getattr(model, "num_gaussians", 0))
     run.write_config(config)
@@ -433,7 +478,7 @@ def reconstruct(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     given_views = isinstance(source, ViewSet)
-    where = (f"{len(source)} views of {source.source}" if given_views else str(source))  # type: ignore[arg-type]
+    where = f"{len(source)} views of {source.source}" if given_views else str(source)  # type: ignore[arg-type]
     with atomic_output_dir(out, overwrite=overwrite, protect=[] if given_views else [source]) as tmp:
         handler = logging.FileHandler(RunFolder(tmp).log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -468,10 +513,13 @@ def reconstruct(
             t = time.perf_counter()
             init = initialise(views, cameras, masks, config)
             if decision.mode == "object" and init.hull is None and config.init.visual_hull:
-                log.warning("the visual hull of the masks is empty (the masks disagree with the cameras: wrong "
-                            "masks or poses?); switching to scene mode: the whole images are used, without masks")
-                decision = modes.ModeDecision("scene", "the visual hull of the masks came out empty", None,
-                                              decision.mask_decision)
+                log.warning(
+                    "the visual hull of the masks is empty (the masks disagree with the cameras: wrong "
+                    "masks or poses?); switching to scene mode: the whole images are used, without masks"
+                )
+                decision = modes.ModeDecision(
+                    "scene", "the visual hull of the masks came out empty", None, decision.mask_decision
+                )
                 config = modes.scene_config(config)
                 masks = None
                 init = initialise(views, cameras, masks, config)
@@ -485,8 +533,17 @@ def reconstruct(
                 extra_loss, prior_report = diffusion_prior_loss(views, cameras, masks, config, tmp)
                 timings["prior_setup_s"] = time.perf_counter() - t
             refine = pose_info is not None and config.poses.refine
-            result = train(init, views, cameras, masks, config, progress=progress, snapshot=snapshot,
-                           refine_poses=refine, extra_loss=extra_loss)
+            result = train(
+                init,
+                views,
+                cameras,
+                masks,
+                config,
+                progress=progress,
+                snapshot=snapshot,
+                refine_poses=refine,
+                extra_loss=extra_loss,
+            )
             timings["train_s"] = result.seconds
             model = init.model
             mesh_info: dict[str, Any] | None = None
@@ -494,13 +551,16 @@ def reconstruct(
                 t = time.perf_counter()
                 if kind.keep_trained_gaussians:  # the Gaussians the mesh came from (viewer, export)
                     model.save_run_files(tmp)
-                model, mesh_info = kind.after_training(model, init, views, result.cameras or cameras, masks, config,
-                                                       progress=progress)
+                model, mesh_info = kind.after_training(
+                    model, init, views, result.cameras or cameras, masks, config, progress=progress
+                )
                 timings["mesh_s"] = time.perf_counter() - t
             if result.cameras is not None:
                 cameras = result.cameras
-                log.info("photometric pose refinement: corrections %s deg",
-                         ", ".join(f"{x:.2f}" for x in result.pose_correction_deg or []))
+                log.info(
+                    "photometric pose refinement: corrections %s deg",
+                    ", ".join(f"{x:.2f}" for x in result.pose_correction_deg or []),
+                )
             for rec in result.history[:: max(1, len(result.history) // 20)]:
                 log.info("step %(step)d loss %(loss).4f psnr %(psnr).2f gaussians %(gaussians)d", rec)
             t = time.perf_counter()
@@ -530,15 +590,22 @@ def reconstruct(
                 suspects = poorly_fitting_views(summary["train_psnr_per_view"])
                 pose_info["poorly_fitting_views"] = suspects
                 if suspects:
-                    msg = ("these views fit much worse than the others, so their estimated poses may be wrong "
-                           "(try --poses colmap, or leave them out): "
-                           + ", ".join(f"{n} ({g:.1f} dB below the median view)" for n, g in suspects.items()))
+                    msg = (
+                        "these views fit much worse than the others, so their estimated poses may be wrong "
+                        "(try --poses colmap, or leave them out): "
+                        + ", ".join(f"{n} ({g:.1f} dB below the median view)" for n, g in suspects.items())
+                    )
                     log.warning(msg)
             timings["total_s"] = time.perf_counter() - t0
             summary["timings"] = timings
             RunFolder(tmp).write_metrics(summary)
-            log.info("done in %.1f s: %s, train PSNR %.2f dB, %d Gaussians", timings["total_s"], config.representation,
-                     summary["train_psnr"], summary["num_gaussians"])
+            log.info(
+                "done in %.1f s: %s, train PSNR %.2f dB, %d Gaussians",
+                timings["total_s"],
+                config.representation,
+                summary["train_psnr"],
+                summary["num_gaussians"],
+            )
         finally:
             log.removeHandler(handler)
             log.removeHandler(terminal)

@@ -6,6 +6,7 @@ folder holds (``load``) and how to describe a finished run in one phrase (``desc
 representation = a package under ``renderers/`` whose model satisfies ``renderers.types.Renderer`` (and
 ``TrainableSplats`` if it trains through ``recon.pipeline.train``) + one entry in :data:`REPRESENTATIONS`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,9 @@ def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> A
     """
     from renderers.neural import NeuralPrimitives, PruneSchedule
 
-    model = NeuralPrimitives.from_gaussians(init.model, feature_dim=config.neural.feature_dim, seed=config.seed,
-                                            hidden=config.neural.hidden)
+    model = NeuralPrimitives.from_gaussians(
+        init.model, feature_dim=config.neural.feature_dim, seed=config.seed, hidden=config.neural.hidden
+    )
     if config.neural.sparsity > 0:
         start = int(config.neural.prune_start * config.iterations)
         end = max(start, int(config.neural.prune_end * config.iterations))
@@ -65,8 +67,13 @@ def neural_model_from_init(init: Initialisation, config: ReconstructConfig) -> A
 
 
 def extract_mesh_stage(
-    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: ProgressFn | None = None,
+    model: Any,
+    init: Initialisation,
+    views: ViewSet,
+    cameras: list[Camera],
+    masks: list[np.ndarray] | None,
+    config: ReconstructConfig,
+    progress: ProgressFn | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """representation "mesh", after Gaussian training: a mesh extracted from the trained Gaussians (TSDF or
     Poisson), cleaned and coloured from the input views. Returns (MeshModel, info dict)."""
@@ -75,20 +82,35 @@ def extract_mesh_stage(
     use_masks = masks if config.loss.use_masks else None
     t = time.perf_counter()
     mesh = extract_mesh(model, cameras, masks=use_masks, method=config.mesh.method, target_faces=config.mesh.faces)
-    info: dict[str, Any] = {"method": config.mesh.method, "extraction": mesh.extraction.to_dict(),
-                            "faces": mesh.num_faces, "vertices": mesh.num_vertices,
-                            "extract_s": time.perf_counter() - t}
+    info: dict[str, Any] = {
+        "method": config.mesh.method,
+        "extraction": mesh.extraction.to_dict(),
+        "faces": mesh.num_faces,
+        "vertices": mesh.num_vertices,
+        "extract_s": time.perf_counter() - t,
+    }
     t = time.perf_counter()
     info["color_fit_l1"] = mesh.fit_colors(views.images, cameras, use_masks, steps=config.mesh.color_steps)
     info["color_fit_s"] = time.perf_counter() - t
-    log.info("mesh (%s): %d faces, %d vertices, colour fit L1 %.4f, %.1f s", config.mesh.method, mesh.num_faces,
-             mesh.num_vertices, info["color_fit_l1"], info["extract_s"] + info["color_fit_s"])
+    log.info(
+        "mesh (%s): %d faces, %d vertices, colour fit L1 %.4f, %.1f s",
+        config.mesh.method,
+        mesh.num_faces,
+        mesh.num_vertices,
+        info["color_fit_l1"],
+        info["extract_s"] + info["color_fit_s"],
+    )
     return mesh, info
 
 
 def hybrid_stage(
-    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: ProgressFn | None = None,
+    model: Any,
+    init: Initialisation,
+    views: ViewSet,
+    cameras: list[Camera],
+    masks: list[np.ndarray] | None,
+    config: ReconstructConfig,
+    progress: ProgressFn | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """representation "hybrid", after Gaussian training: the mesh of :func:`extract_mesh_stage` as an opaque
     surface plus the Gaussians in front of it, fine-tuned ``config.mesh.hybrid_iterations`` steps with
@@ -116,9 +138,13 @@ def hybrid_stage(
     t = time.perf_counter()
     if config.mesh.hybrid_iterations > 0:
         lrs = {**config.train.lrs, "means": config.train.lrs.get("means", DEFAULT_LRS["means"]) * 0.1}
-        tune = replace(config, iterations=config.mesh.hybrid_iterations, device="cpu",
-                       train=replace(config.train, coarse_until=0.0, sh_raise_every=1, lrs=lrs),
-                       densify=replace(config.densify, refine_stop_frac=0.0))  # no densification: the mesh covers it
+        tune = replace(
+            config,
+            iterations=config.mesh.hybrid_iterations,
+            device="cpu",
+            train=replace(config.train, coarse_until=0.0, sh_raise_every=1, lrs=lrs),
+            densify=replace(config.densify, refine_stop_frac=0.0),
+        )  # no densification: the mesh covers it
         stage_init = Initialisation(model=hybrid, hull=init.hull, scene_scale=init.scene_scale, bounds=init.bounds)
         res = train(stage_init, views, cameras, masks, tune, progress=progress)
         hybrid = stage_init.model
@@ -126,8 +152,13 @@ def hybrid_stage(
         info["pruned_floaters"] = res.pruned_floaters
     info["finetune_s"] = time.perf_counter() - t
     info["gaussians_after"] = hybrid.num_gaussians
-    log.info("hybrid: %d -> %d Gaussians in front of the mesh, fine-tuned %d steps in %.1f s",
-             info["gaussians_before"], info["gaussians_after"], config.mesh.hybrid_iterations, info["finetune_s"])
+    log.info(
+        "hybrid: %d -> %d Gaussians in front of the mesh, fine-tuned %d steps in %.1f s",
+        info["gaussians_before"],
+        info["gaussians_after"],
+        config.mesh.hybrid_iterations,
+        info["finetune_s"],
+    )
     return hybrid, info
 
 
@@ -160,14 +191,22 @@ def _faces(summary: dict[str, Any]) -> str:
 
 
 REPRESENTATIONS: dict[str, Representation] = {
-    "gaussians": Representation("gaussians", _gaussians_from_init, _load_gaussians,
-                                lambda s: f"{s['num_gaussians']} Gaussians"),
-    "mesh": Representation("mesh", _gaussians_from_init, _load_mesh, _faces, after_training=extract_mesh_stage,
-                           keep_trained_gaussians=True),
-    "hybrid": Representation("hybrid", _gaussians_from_init, _load_hybrid,
-                             lambda s: f"{_faces(s)} + {s['num_gaussians']} Gaussians", after_training=hybrid_stage),
-    "neural": Representation("neural", neural_model_from_init, _load_neural,
-                             lambda s: f"{s['num_gaussians']} neural primitives"),
+    "gaussians": Representation(
+        "gaussians", _gaussians_from_init, _load_gaussians, lambda s: f"{s['num_gaussians']} Gaussians"
+    ),
+    "mesh": Representation(
+        "mesh", _gaussians_from_init, _load_mesh, _faces, after_training=extract_mesh_stage, keep_trained_gaussians=True
+    ),
+    "hybrid": Representation(
+        "hybrid",
+        _gaussians_from_init,
+        _load_hybrid,
+        lambda s: f"{_faces(s)} + {s['num_gaussians']} Gaussians",
+        after_training=hybrid_stage,
+    ),
+    "neural": Representation(
+        "neural", neural_model_from_init, _load_neural, lambda s: f"{s['num_gaussians']} neural primitives"
+    ),
 }
 
 
@@ -176,8 +215,7 @@ def representation(name: str, where: Any = None) -> Representation:
     try:
         return REPRESENTATIONS[name]
     except KeyError:
-        raise ReconInputError(f"unknown representation {name!r} (known: {', '.join(REPRESENTATIONS)})",
-                              where) from None
+        raise ReconInputError(f"unknown representation {name!r} (known: {', '.join(REPRESENTATIONS)})", where) from None
 
 
 def load_model(run: RunFolder | Any) -> Renderer:
@@ -188,8 +226,13 @@ def load_model(run: RunFolder | Any) -> Renderer:
 
 
 def mesh_stage(
-    model: Any, init: Initialisation, views: ViewSet, cameras: list[Camera], masks: list[np.ndarray] | None,
-    config: ReconstructConfig, progress: ProgressFn | None = None,
+    model: Any,
+    init: Initialisation,
+    views: ViewSet,
+    cameras: list[Camera],
+    masks: list[np.ndarray] | None,
+    config: ReconstructConfig,
+    progress: ProgressFn | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The after-training stage of ``config.representation`` (mesh or hybrid); ValueError for one without."""
     stage = representation(config.representation).after_training

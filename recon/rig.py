@@ -3,6 +3,7 @@
 One definition for the pipeline (initialisation volume, scene scale), the mesh stage (orbit views for pruning),
 the diffusion prior (pseudo views) and pose normalisation, so they all agree on the rig's frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,15 +59,16 @@ class RigFrame:
 
     def direction(self, azimuth: float, elevation: float) -> np.ndarray:
         """Unit vector from the target at ``azimuth`` (from x towards y) and ``elevation`` (radians)."""
-        return (math.cos(elevation) * (math.cos(azimuth) * self.x + math.sin(azimuth) * self.y)
-                + math.sin(elevation) * self.up)
+        return (
+            math.cos(elevation) * (math.cos(azimuth) * self.x + math.sin(azimuth) * self.y)
+            + math.sin(elevation) * self.up
+        )
 
     def angles(self, point: np.ndarray) -> tuple[float, float]:
         """(azimuth, elevation) in radians of ``point`` seen from the target."""
         d = np.asarray(point, dtype=np.float64) - self.target
         d = d / np.linalg.norm(d)
-        return (math.atan2(float(d @ self.y), float(d @ self.x)),
-                math.asin(float(np.clip(d @ self.up, -1.0, 1.0))))
+        return (math.atan2(float(d @ self.y), float(d @ self.x)), math.asin(float(np.clip(d @ self.up, -1.0, 1.0))))
 
 
 def rig_frame(cameras: Sequence[Camera], toward: str = "mean") -> RigFrame:
@@ -114,6 +116,15 @@ def orbit_cameras(cameras: Sequence[Camera], n_azimuth: int = 8, n_elevation: in
         er = math.radians(float(np.clip(e, -85.0, 85.0)))
         for j in range(n_azimuth):
             az = 2 * math.pi * (j + 0.5 * (k % 2)) / n_azimuth
-            out.append(Camera.look_at(frame.target + frame.radius * frame.direction(az, er), frame.target, frame.up,
-                                      ref.K, ref.width, ref.height, name=f"orbit_{k}_{j}"))
+            out.append(
+                Camera.look_at(
+                    frame.target + frame.radius * frame.direction(az, er),
+                    frame.target,
+                    frame.up,
+                    ref.K,
+                    ref.width,
+                    ref.height,
+                    name=f"orbit_{k}_{j}",
+                )
+            )
     return out

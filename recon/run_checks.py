@@ -4,6 +4,7 @@ A metric over an empty mask is 100 dB; a run whose masks cover nothing trains no
 inputs into a clear error (nothing to reconstruct), a switch the log explains (automatic masks that found no
 object: train on the whole image) or a warning that names the likely cause.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,9 +32,13 @@ class MaskDecision:
     reason: str = ""
 
     def to_dict(self) -> dict:
-        return {"used": self.use, "source": self.source, "reason": self.reason,
-                "mean_coverage": float(np.mean(list(self.coverage.values()))) if self.coverage else 0.0,
-                "coverage": {k: round(v, 5) for k, v in self.coverage.items()}}
+        return {
+            "used": self.use,
+            "source": self.source,
+            "reason": self.reason,
+            "mean_coverage": float(np.mean(list(self.coverage.values()))) if self.coverage else 0.0,
+            "coverage": {k: round(v, 5) for k, v in self.coverage.items()},
+        }
 
 
 def mask_coverage(mask: np.ndarray) -> float:
@@ -53,18 +58,24 @@ def decide_masks(names: list[str], masks: list[np.ndarray], from_input: bool) ->
     source = "input" if from_input else "automatic"
     if from_input:
         if len(empty) == len(names):
-            raise ReconInputError("every mask is empty (blank mask files or fully transparent alpha): there is no "
-                                  "object to reconstruct; give real masks or images without alpha")
+            raise ReconInputError(
+                "every mask is empty (blank mask files or fully transparent alpha): there is no "
+                "object to reconstruct; give real masks or images without alpha"
+            )
         warnings = []
         if empty:
-            warnings.append(f"the masks of {len(empty)} view(s) are empty, so these views only teach the "
-                            f"background: {', '.join(empty)} (blank mask file or fully transparent alpha?)")
+            warnings.append(
+                f"the masks of {len(empty)} view(s) are empty, so these views only teach the "
+                f"background: {', '.join(empty)} (blank mask file or fully transparent alpha?)"
+            )
         return MaskDecision(use=True, source=source, coverage=cov, warnings=warnings, reason="masks from the input")
     mean = float(np.mean(list(cov.values()))) if cov else 0.0
     if mean < MIN_AUTO_MASK_FRACTION or len(empty) > len(names) // 2:
-        reason = (f"automatic segmentation found no single object (masks cover {100 * mean:.1f}% of the pixels on "
-                  f"average, {len(empty)} of {len(names)} empty): training on the whole image without masks or "
-                  f"visual hull (a scene, or an object the segmentation cannot separate; give masks to use them)")
+        reason = (
+            f"automatic segmentation found no single object (masks cover {100 * mean:.1f}% of the pixels on "
+            f"average, {len(empty)} of {len(names)} empty): training on the whole image without masks or "
+            f"visual hull (a scene, or an object the segmentation cannot separate; give masks to use them)"
+        )
         return MaskDecision(use=False, source=source, coverage=cov, warnings=[reason], reason=reason)
     warnings = []
     if empty:
@@ -72,8 +83,9 @@ def decide_masks(names: list[str], masks: list[np.ndarray], from_input: bool) ->
     return MaskDecision(use=True, source=source, coverage=cov, warnings=warnings, reason="automatic segmentation")
 
 
-def black_renders(names: list[str], renders: list[np.ndarray], images: list[np.ndarray],
-                  masks: list[np.ndarray] | None) -> list[str]:
+def black_renders(
+    names: list[str], renders: list[np.ndarray], images: list[np.ndarray], masks: list[np.ndarray] | None
+) -> list[str]:
     """Views whose render is (nearly) black where the photo is not (inside the mask when there is one)."""
     out = []
     for k, (r, im) in enumerate(zip(renders, images)):

@@ -17,6 +17,7 @@ Layout (every name used anywhere comes from here)::
 Each representation writes its own files (``save_run_files``) under these names; the model a folder holds is
 loaded by ``recon.representations.load_model(RunFolder(path))``, which dispatches on config.json.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ their activations; the helpers build per-parameter Adams, turn cameras into the 
 output into a :class:`RenderOutput`. One place for them, so the densify strategy, the trainer and every
 representation see the same interface (``renderers.types.TrainableSplats``).
 """
+
 from __future__ import annotations
 
 import math
@@ -95,7 +96,6 @@ class SplatPrimitives(nn.Module):
         return torch.sigmoid(self.splats["opacities"])
 
 
-
 def per_parameter_adams(
     splats: nn.ParameterDict, names: tuple[str, ...], rates: dict[str, float], batch_size: int = 1
 ) -> dict[str, torch.optim.Optimizer]:
@@ -121,8 +121,12 @@ def adam_betas(batch_size: int) -> tuple[float, float]:
 
 
 def raster_output(
-    render_colors: Tensor, render_alphas: Tensor, meta: dict[str, Any], render_mode: str,
-    background: Tensor | np.ndarray | Sequence[float] | None, single: bool,
+    render_colors: Tensor,
+    render_alphas: Tensor,
+    meta: dict[str, Any],
+    render_mode: str,
+    background: Tensor | np.ndarray | Sequence[float] | None,
+    single: bool,
 ) -> RenderOutput:
     """The rasteriser's [C,H,W,3(+1)] colours and [C,H,W,1] alphas as a RenderOutput, with ``background``
     (RGB [3], [C,3], per-pixel [H,W,3] or [C,H,W,3]) composited as ``rgb + bg * (1 - alpha)``; unbatched
@@ -142,6 +146,7 @@ def raster_output(
         rgb = rgb + bg * (1.0 - alpha[..., None])
     out = RenderOutput(rgb=rgb, alpha=alpha, depth=depth, meta=meta)
     return out[0] if single else out
+
 
 def camera_tensors(
     cameras: Camera | Sequence[Camera] | tuple[Tensor, Tensor],

@@ -5,6 +5,7 @@ the trainer and the densify strategy need of a splat set.
 Renderers (Gaussians, meshes, neural primitives, the hybrid) all hand back a RenderOutput, so the pipeline,
 losses, metrics and compositing code never care which representation produced the pixels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -86,8 +87,15 @@ class RenderOutput:
 class Renderer(Protocol):
     """Anything a run can hold: renders cameras into a RenderOutput and writes its own run-folder files."""
 
-    def render(self, cameras: Any, width: int | None = None, height: int | None = None, background: Any = None,
-               render_mode: str = "RGB+ED", **kwargs: Any) -> RenderOutput:
+    def render(
+        self,
+        cameras: Any,
+        width: int | None = None,
+        height: int | None = None,
+        background: Any = None,
+        render_mode: str = "RGB+ED",
+        **kwargs: Any,
+    ) -> RenderOutput:
         """One camera -> unbatched output; a list of cameras of one size -> batched output."""
         ...
 
@@ -121,5 +129,6 @@ class TrainableSplats(Renderer, Protocol):
     @property
     def opacities(self) -> Tensor: ...
 
-    def make_optimizers(self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0,
-                        batch_size: int = 1) -> dict[str, torch.optim.Optimizer]: ...
+    def make_optimizers(
+        self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0, batch_size: int = 1
+    ) -> dict[str, torch.optim.Optimizer]: ...

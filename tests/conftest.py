@@ -1,4 +1,5 @@
 """Fixtures shared by the end-to-end test files."""
+
 from __future__ import annotations
 
 import os

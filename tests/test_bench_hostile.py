@@ -1,6 +1,7 @@
 """Hostile input to the leaderboard: script in URLs and names (web page, JSON, terminal), the hidden ground truth
 (never stored, never served, erased from old databases), zip and PNG bombs (checked before anything is read or
 decoded), unusable databases, ids and ports (one-line errors), and slow clients holding the web server."""
+
 from __future__ import annotations
 
 import base64
@@ -57,13 +58,23 @@ def site(dataset: Path, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("site")
     db = root / "lb.sqlite"
     sid = submit(db, dataset, write_submission(dataset, root / "t", "test"), "plain", 1, name="plain")[0]
-    submit(db, dataset, write_submission(dataset, root / "d"), '"><script>alert(1)</script>', 1,
-           name="<img src=x onerror=alert(1)>")
+    submit(
+        db,
+        dataset,
+        write_submission(dataset, root / "d"),
+        '"><script>alert(1)</script>',
+        1,
+        name="<img src=x onerror=alert(1)>",
+    )
     server = make_server(db, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield {"db": db, "url": f"http://127.0.0.1:{server.server_port}", "sid": sid,
-           "scene": load_benchmark(dataset).scenes["test"][0]}
+    yield {
+        "db": db,
+        "url": f"http://127.0.0.1:{server.server_port}",
+        "sid": sid,
+        "scene": load_benchmark(dataset).scenes["test"][0],
+    }
     server.shutdown()
     server.server_close()
 
@@ -170,16 +181,20 @@ def test_old_database_ground_truth_thumbnails_are_erased_on_open(dataset: Path, 
 
 
 # ------------------------------------------------------------------------------------------ 3: names
-@pytest.mark.parametrize("name, message", [
-    ("\x1b[2J\x1b[Hcleared", "control character U\\+001B"),
-    ("evil\u202egnp.exe", "control character U\\+202E"),
-    ("two\nlines", "control character U\\+000A"),
-    ("A" * 201, "201 characters long, more than the limit of 200"),
-    ("A" * 100_000, "100000 characters long"),
-    ("   ", "must not be empty"),
-])
-def test_unsafe_submission_names_are_rejected_before_scoring(dataset: Path, tmp_path: Path, name: str,
-                                                             message: str) -> None:
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("\x1b[2J\x1b[Hcleared", "control character U\\+001B"),
+        ("evil\u202egnp.exe", "control character U\\+202E"),
+        ("two\nlines", "control character U\\+000A"),
+        ("A" * 201, "201 characters long, more than the limit of 200"),
+        ("A" * 100_000, "100000 characters long"),
+        ("   ", "must not be empty"),
+    ],
+)
+def test_unsafe_submission_names_are_rejected_before_scoring(
+    dataset: Path, tmp_path: Path, name: str, message: str
+) -> None:
     db = tmp_path / "lb.sqlite"
     sub = write_submission(dataset, tmp_path / "sub")
     with pytest.raises(ReconInputError, match=message) as exc:
@@ -192,8 +207,22 @@ def test_unsafe_submission_names_are_rejected_before_scoring(dataset: Path, tmp_
 
 def test_cli_rejects_a_long_name_in_one_line(dataset: Path, tmp_path: Path, capsys) -> None:
     sub = write_submission(dataset, tmp_path / "sub")
-    err = _main(["leaderboard", "submit", str(sub), "--method", "m", "--dataset", str(dataset),
-                 "--db", str(tmp_path / "lb.sqlite"), "--name", "x" * 100_000], capsys)
+    err = _main(
+        [
+            "leaderboard",
+            "submit",
+            str(sub),
+            "--method",
+            "m",
+            "--dataset",
+            str(dataset),
+            "--db",
+            str(tmp_path / "lb.sqlite"),
+            "--name",
+            "x" * 100_000,
+        ],
+        capsys,
+    )
     assert "more than the limit of 200" in err and len(err) < 200
 
 
@@ -208,8 +237,10 @@ def test_show_prints_names_as_plain_text(dataset: Path, tmp_path: Path) -> None:
         submit(db, dataset, sub, "m", 1, name=name)
     # A database written before names were checked may hold anything.
     with sqlite3.connect(db) as con:
-        con.execute("UPDATE submissions SET name = ? WHERE name = '[red]plain[/red]'",
-                    ("\x1b[2J\x1b]8;;http://evil.example\x07wipe" + "B" * 100_000,))
+        con.execute(
+            "UPDATE submissions SET name = ? WHERE name = '[red]plain[/red]'",
+            ("\x1b[2J\x1b]8;;http://evil.example\x07wipe" + "B" * 100_000,),
+        )
     con.close()
     runner = CliRunner()
     for _ in range(2):  # "[/bold]" used to break every later `show`
@@ -222,8 +253,9 @@ def test_show_prints_names_as_plain_text(dataset: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ 4: zip and PNG bombs
-def _zip_of(folder: Path, dest: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]] = (),
-            skip: str | None = None) -> Path:
+def _zip_of(
+    folder: Path, dest: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]] = (), skip: str | None = None
+) -> Path:
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*")):
             if p.is_file() and p.name != skip:
@@ -238,16 +270,20 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = zlib.compress(b"\0" * (1 + 3 * width) * 64, 9)  # a few rows; a decoder would allocate them all
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
 
 
 def _patch_central_record(path: Path, name: str, offset: int, fmt: str, value: int) -> None:
     """Overwrite a field of ``name``'s central directory record (what zipfile trusts) in place."""
     data = bytearray(path.read_bytes())
     rec = data.rfind(b"PK\x01\x02", 0, data.rfind(name.encode()))
-    assert data[rec + 46:rec + 46 + len(name)] == name.encode()
-    data[rec + offset:rec + offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    assert data[rec + 46 : rec + 46 + len(name)] == name.encode()
+    data[rec + offset : rec + offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
     path.write_bytes(bytes(data))
 
 
@@ -278,13 +314,19 @@ def _bomb_case(case: str, dataset: Path, tmp: Path) -> tuple[Path, str, dict]:
     raise AssertionError(case)
 
 
-BOMBS = ["entry_larger_than_a_png", "total_over_budget", "extra_entry", "too_many_entries", "unexpected_folder",
-         "encrypted_entry", "traversal_name"]
+BOMBS = [
+    "entry_larger_than_a_png",
+    "total_over_budget",
+    "extra_entry",
+    "too_many_entries",
+    "unexpected_folder",
+    "encrypted_entry",
+    "traversal_name",
+]
 
 
 @pytest.mark.parametrize("case", BOMBS)
-def test_zip_listing_is_checked_before_any_entry_is_read(dataset: Path, tmp_path: Path, case: str,
-                                                         monkeypatch) -> None:
+def test_zip_listing_is_checked_before_any_entry_is_read(dataset: Path, tmp_path: Path, case: str, monkeypatch) -> None:
     path, message, kwargs = _bomb_case(case, dataset, tmp_path)
     expected = expected_views(load_benchmark(dataset), "dev")
 
@@ -359,14 +401,30 @@ def test_unusable_database_is_a_one_line_error(dataset: Path, tmp_path: Path, ca
     con.close()
     before = other.read_bytes()
     (tmp_path / "adir").mkdir()
-    db = {"garbage_file": garbage, "directory": tmp_path / "adir", "under_a_file": garbage / "lb.sqlite",
-          "other_programs_sqlite": other}[case]
+    db = {
+        "garbage_file": garbage,
+        "directory": tmp_path / "adir",
+        "under_a_file": garbage / "lb.sqlite",
+        "other_programs_sqlite": other,
+    }[case]
     if db.exists():
         err = _main(["leaderboard", "show", "--db", str(db)], capsys)
         assert str(db) in err
         err = _main(["leaderboard", "serve", "--db", str(db), "--port", "0"], capsys)
-    err = _main(["leaderboard", "submit", str(write_submission(dataset, tmp_path / "sub")), "--method", "m",
-                 "--dataset", str(dataset), "--db", str(db)], capsys)
+    err = _main(
+        [
+            "leaderboard",
+            "submit",
+            str(write_submission(dataset, tmp_path / "sub")),
+            "--method",
+            "m",
+            "--dataset",
+            str(dataset),
+            "--db",
+            str(db),
+        ],
+        capsys,
+    )
     assert "database" in err or "folder" in err
     assert other.read_bytes() == before  # another program's database is not touched
 
@@ -386,8 +444,9 @@ def test_ids_beyond_sqlite_integers_are_not_found(site: dict, capsys) -> None:
 
 def test_serve_on_a_bad_or_busy_port_is_a_one_line_error(site: dict, capsys) -> None:
     for port in ("70000", "-1"):
-        assert "port must be 0-65535" in _main(["leaderboard", "serve", "--db", str(site["db"]), "--port", port],
-                                                capsys)
+        assert "port must be 0-65535" in _main(
+            ["leaderboard", "serve", "--db", str(site["db"]), "--port", port], capsys
+        )
     busy = socket.socket()
     try:
         busy.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 """Benchmark dataset, submission validation (every rejection case leaves the database untouched), leaderboard
 store (ranking, concurrent submissions, a submitter killed mid-transaction), the `recon bench/leaderboard` CLI."""
+
 from __future__ import annotations
 
 import os
@@ -85,8 +86,14 @@ def test_valid_zip_is_scored_and_stored(dataset: Path, tmp_path: Path) -> None:
     assert scores.mean["psnr_m"] == pytest.approx(floor, abs=0.5)  # the object is not saturated
     assert scores.mean["lpips"] is None and "LPIPS not computed" in scores.lpips_note
     board = Leaderboard(db)
-    assert board.counts() == {"methods": 1, "submissions": 1, "scene_scores": 2, "image_scores": 20,
-                              "protocol_results": 0, "protocol_scene_scores": 0}
+    assert board.counts() == {
+        "methods": 1,
+        "submissions": 1,
+        "scene_scores": 2,
+        "image_scores": 20,
+        "protocol_results": 0,
+        "protocol_scene_scores": 0,
+    }
     row = board.rows()[0]
     assert (row["id"], row["split"], row["track"], row["method"]) == (sid, "dev", 1, "m1")
     first = board.image_rows(sid)[0]
@@ -161,11 +168,20 @@ def _corrupt(folder: Path, case: str, tmp: Path) -> Path:
 
 
 CASES = {
-    "missing_view": "missing views", "missing_scene": "is missing", "wrong_size": "expected 64x48",
-    "corrupt_png": "corrupt PNG", "not_png": "not a PNG", "extra_file": "unexpected file",
-    "extra_view": "not a test view", "folder_symlink": "symbolic link", "folder_case_duplicate": "twice",
-    "zip_traversal": "outside the submission", "zip_absolute": "absolute", "zip_symlink": "symbolic link",
-    "zip_duplicate": "twice", "zip_garbage": "not a readable zip",
+    "missing_view": "missing views",
+    "missing_scene": "is missing",
+    "wrong_size": "expected 64x48",
+    "corrupt_png": "corrupt PNG",
+    "not_png": "not a PNG",
+    "extra_file": "unexpected file",
+    "extra_view": "not a test view",
+    "folder_symlink": "symbolic link",
+    "folder_case_duplicate": "twice",
+    "zip_traversal": "outside the submission",
+    "zip_absolute": "absolute",
+    "zip_symlink": "symbolic link",
+    "zip_duplicate": "twice",
+    "zip_garbage": "not a readable zip",
 }
 
 
@@ -231,10 +247,14 @@ def test_concurrent_submissions_both_land(dataset: Path, tmp_path: Path) -> None
     assert time.perf_counter() - t0 > 0.5  # it really waited for the lock
     t.join()
     # Two processes at once.
-    code = ("import sys; from recon.bench.leaderboard import submit; "
-            "submit(sys.argv[1], sys.argv[2], sys.argv[3], 'proc', 1, name=sys.argv[4])")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(dataset), str(s), f"proc-{k}"], cwd=ROOT)
-             for k, s in enumerate(subs)]
+    code = (
+        "import sys; from recon.bench.leaderboard import submit; "
+        "submit(sys.argv[1], sys.argv[2], sys.argv[3], 'proc', 1, name=sys.argv[4])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(db), str(dataset), str(s), f"proc-{k}"], cwd=ROOT)
+        for k, s in enumerate(subs)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     names = sorted(r["name"] for r in Leaderboard(db).rows())
     assert names == ["proc-0", "proc-1", "threaded"]
@@ -258,8 +278,9 @@ def test_killed_submitter_leaves_database_consistent(dataset: Path, tmp_path: Pa
         "lb.Leaderboard._insert_scores = slow\n"
         "lb.submit(sys.argv[1], sys.argv[2], sys.argv[3], 'victim', 1, name='victim')\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", code, str(db), str(dataset), str(sub)], cwd=ROOT,
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(db), str(dataset), str(sub)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout.readline().strip() == "inside"
     finally:
@@ -280,19 +301,48 @@ def test_cli_submit_show_and_export(dataset: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     db = tmp_path / "lb.sqlite"
     sub = zip_folder(write_submission(dataset, tmp_path / "sub"), tmp_path / "s.zip")
-    res = runner.invoke(app, ["leaderboard", "submit", str(sub), "--method", "clitest", "--dataset", str(dataset),
-                              "--db", str(db), "--name", "cli-1"])
+    res = runner.invoke(
+        app,
+        [
+            "leaderboard",
+            "submit",
+            str(sub),
+            "--method",
+            "clitest",
+            "--dataset",
+            str(dataset),
+            "--db",
+            str(db),
+            "--name",
+            "cli-1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "stored" in res.output
-    res = runner.invoke(app, ["leaderboard", "show", "--db", str(db), "--track", "1", "--metric", "ssim_m"],
-                        env={"COLUMNS": "200"})
+    res = runner.invoke(
+        app, ["leaderboard", "show", "--db", str(db), "--track", "1", "--metric", "ssim_m"], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     assert "clitest" in res.output and "SSIM-M" in res.output and "LPIPS not computed" in res.output
-    res = runner.invoke(app, ["bench", "export-inputs", "--dataset", str(dataset), "--track", "2", "--split", "test",
-                              "--out", str(tmp_path / "inputs")])
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "export-inputs",
+            "--dataset",
+            str(dataset),
+            "--track",
+            "2",
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "inputs"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     scene = load_benchmark(dataset).scenes["test"][0]
     assert len(list((tmp_path / "inputs" / scene / "images").iterdir())) == 9
+
 
 def test_cli_rejection_is_one_line_and_exit_code_2(dataset: Path, tmp_path: Path, capsys) -> None:
     from apps.cli import main
@@ -300,8 +350,19 @@ def test_cli_rejection_is_one_line_and_exit_code_2(dataset: Path, tmp_path: Path
     bad = tmp_path / "bad"
     bad.mkdir()
     with pytest.raises(SystemExit) as exc:
-        main(["leaderboard", "submit", str(bad), "--method", "x", "--dataset", str(dataset),
-              "--db", str(tmp_path / "lb.sqlite")])
+        main(
+            [
+                "leaderboard",
+                "submit",
+                str(bad),
+                "--method",
+                "x",
+                "--dataset",
+                str(dataset),
+                "--db",
+                str(tmp_path / "lb.sqlite"),
+            ]
+        )
     err = capsys.readouterr().err
     assert exc.value.code == 2
     assert err.startswith("recon: error: ") and "submission is empty" in err and err.count("\n") == 1

@@ -1,4 +1,5 @@
 """Benchmark metrics: PSNR/SSIM against scikit-image on random images, the SpaRe "-M" variants, LPIPS absence."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,9 @@ def test_psnr_ssim_match_skimage_on_random_images(seed: int) -> None:
     gt = rng.random((37, 53, 3)).astype(np.float64)
     pred = np.clip(gt + rng.normal(0, 0.1 * (seed + 1), gt.shape), 0, 1)
     want_psnr = peak_signal_noise_ratio(gt, pred, data_range=1.0)
-    want_ssim = structural_similarity(gt, pred, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                      use_sample_covariance=False)
+    want_ssim = structural_similarity(
+        gt, pred, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
     scores = score_image(pred.astype(np.float32), gt.astype(np.float32), np.ones(gt.shape[:2]))
     assert scores["psnr"] == pytest.approx(want_psnr, abs=1e-3)
     assert scores["ssim"] == pytest.approx(want_ssim, abs=1e-4)
@@ -39,8 +41,15 @@ def test_psnr_m_counts_only_mask_pixels_and_ssim_m_uses_the_bbox() -> None:
     want = -10 * np.log10(np.mean(inside.astype(np.float64) ** 2))
     assert s["psnr_m"] == pytest.approx(want, abs=1e-3)
     assert s["psnr"] < s["psnr_m"] - 5
-    want_ssim = structural_similarity(gt[10:30, 20:45], pred[10:30, 20:45], data_range=1.0, channel_axis=-1,
-                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    want_ssim = structural_similarity(
+        gt[10:30, 20:45],
+        pred[10:30, 20:45],
+        data_range=1.0,
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     assert s["ssim_m"] == pytest.approx(want_ssim, abs=1e-4)
 
 

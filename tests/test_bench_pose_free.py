@@ -1,4 +1,5 @@
 """Test-view pose fitting (pose-free evaluation): perturbed test cameras are pulled back to the true ones."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,9 @@ def test_fitting_pulls_perturbed_test_cameras_back_and_leaves_the_model_alone() 
         images = [model.render(c, background=torch.zeros(3), render_mode="RGB").rgb.clamp(0, 1).numpy() for c in truth]
     masks = [np.ones(im.shape[:2], dtype=np.float32) for im in images]
     start = [_perturb(c, 2.0, 0.03, k) for k, c in enumerate(truth)]
-    test = ViewSet(names=[c.name for c in truth], images=images, cameras=start, masks=masks, source="synthetic", meta={})
+    test = ViewSet(
+        names=[c.name for c in truth], images=images, cameras=start, masks=masks, source="synthetic", meta={}
+    )
     before = {k: v.detach().clone() for k, v in model.splats.items()}
     fitted, report = fit_test_cameras(model, test, steps=120, lr=3e-3)
     e0 = pose_errors(start, truth, sim=_IDENTITY)

@@ -3,6 +3,7 @@
 figures as labelled reference rows (page and `show`), hostile names in the new tables, `bench run --submit`.
 
 Fast: hand-made results.json files and SpaRe scores, no shared data, a server on 127.0.0.1 only."""
+
 from __future__ import annotations
 
 import base64
@@ -35,8 +36,15 @@ def results_json(protocol: str, method: str, scenes: dict[str, float], **extra: 
     """What `recon bench run --protocol` writes, with the given per-scene PSNRs."""
     rows = {s: {"psnr": p, "ssim": 0.5 + p / 100, "lpips": None, "wall_s": 1.0} for s, p in scenes.items()}
     mean = {m: sum(r[m] for r in rows.values()) / len(rows) for m in ("psnr", "ssim")}
-    return {"protocol": protocol, "method": method, "scenes": rows, "mean": {**mean, "lpips": None, "wall_s": 1.0},
-            "lpips": "LPIPS not computed: no local LPIPS weights given", "warnings": [], **extra}
+    return {
+        "protocol": protocol,
+        "method": method,
+        "scenes": rows,
+        "mean": {**mean, "lpips": None, "wall_s": 1.0},
+        "lpips": "LPIPS not computed: no local LPIPS weights given",
+        "warnings": [],
+        **extra,
+    }
 
 
 def write(path: Path, data: Any) -> Path:
@@ -47,8 +55,12 @@ def write(path: Path, data: Any) -> Path:
 def spare_scores(psnr_m: float) -> Scores:
     """SpaRe scores of one scene and one view, for a submission stored without rendering anything."""
     vals = {m: (psnr_m if m.startswith("psnr") else 0.8 if m.startswith("ssim") else None) for m in METRICS}
-    return Scores(per_image=[{"scene": "s0", "view": "cam_001_3_0000.png", **vals}], per_scene={"s0": vals},
-                  mean=dict(vals), std={m: 0.0 if vals[m] is not None else None for m in METRICS})
+    return Scores(
+        per_image=[{"scene": "s0", "view": "cam_001_3_0000.png", **vals}],
+        per_scene={"s0": vals},
+        mean=dict(vals),
+        std={m: 0.0 if vals[m] is not None else None for m in METRICS},
+    )
 
 
 def _get(url: str) -> tuple[int, bytes, dict]:
@@ -152,18 +164,23 @@ BAD_CASES: dict[str, tuple[Any, str]] = {
     "scene_without_psnr": ({**GOOD, "scenes": {"scan24": {"ssim": 0.5}}}, "scene 'scan24' lacks psnr"),
     "scene_name_control": ({**GOOD, "scenes": {"a\nb": GOOD["scenes"]["scan24"]}}, "control character U\\+000A"),
     "nan": ('{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": NaN, "ssim": 0.5}}}', "not a finite"),
-    "infinity": ('{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": Infinity, "ssim": 0.5}}}',
-                 "not a finite"),
-    "overflow": ('{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": 1e999, "ssim": 0.5}}}',
-                 "not a finite"),
-    "big_int": ('{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": 1' + "0" * 400 + ', "ssim": 0.5}}}',
-                "not a finite"),
+    "infinity": (
+        '{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": Infinity, "ssim": 0.5}}}',
+        "not a finite",
+    ),
+    "overflow": ('{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": 1e999, "ssim": 0.5}}}', "not a finite"),
+    "big_int": (
+        '{"protocol": "dtu3", "method": "m", "scenes": {"s": {"psnr": 1' + "0" * 400 + ', "ssim": 0.5}}}',
+        "not a finite",
+    ),
     "string_number": ({**GOOD, "scenes": {"s": {"psnr": "15", "ssim": 0.5}}}, "must be a number, got str"),
     "bool_number": ({**GOOD, "scenes": {"s": {"psnr": True, "ssim": 0.5}}}, "must be a number, got bool"),
     "ssim_out_of_range": ({**GOOD, "scenes": {"s": {"psnr": 15.0, "ssim": 3.0}}}, "outside \\[-1, 1\\]"),
     "no_mean": ({k: v for k, v in GOOD.items() if k != "mean"}, "lacks the mean"),
-    "mean_not_of_scenes": ({**GOOD, "mean": {"psnr": 25.0, "ssim": GOOD["mean"]["ssim"]}},
-                           "mean psnr 25.0 is not the mean of its scenes \\(16.0\\)"),
+    "mean_not_of_scenes": (
+        {**GOOD, "mean": {"psnr": 25.0, "ssim": GOOD["mean"]["ssim"]}},
+        "mean psnr 25.0 is not the mean of its scenes \\(16.0\\)",
+    ),
 }
 
 
@@ -201,8 +218,12 @@ def test_names_are_checked_and_unique_across_spare_and_protocol_rows(tmp_path: P
     db = tmp_path / "lb.sqlite"
     Leaderboard(db).add("m", "taken", 1, "dev", spare_scores(20.0))
     path = write(tmp_path / "r.json", GOOD)
-    for name, message in (("taken", "already exists"), ("x" * 201, "more than the limit of 200"),
-                          ("a\u202eb", "control character U\\+202E"), ("  ", "must not be empty")):
+    for name, message in (
+        ("taken", "already exists"),
+        ("x" * 201, "more than the limit of 200"),
+        ("a\u202eb", "control character U\\+202E"),
+        ("  ", "must not be empty"),
+    ):
         with pytest.raises(ReconInputError, match=message):
             submit_results(db, path, name=name)
     assert Leaderboard(db).counts()["protocol_results"] == 0
@@ -301,7 +322,8 @@ def test_published_rows_are_labelled_on_the_page_and_not_ranked(site: dict) -> N
     assert "No blender8 results submitted yet." in page
     published = json.loads(_get(site["url"] + "/api/published")[1])
     assert {(r["protocol"], r["method"], r["psnr"], r["label"]) for r in published} == {
-        (r.protocol, r.method, r.psnr, LABEL) for rows in PUBLISHED.values() for r in rows}
+        (r.protocol, r.method, r.psnr, LABEL) for rows in PUBLISHED.values() for r in rows
+    }
 
 
 def test_show_prints_one_table_per_protocol_and_the_reference_rows(site: dict) -> None:
@@ -317,14 +339,16 @@ def test_show_prints_one_table_per_protocol_and_the_reference_rows(site: dict) -
     assert "21.6-23.2" in out and "ReconFusion" in out and "20.74" in out and "source: the papers" in out
     assert SCENES_NOTE[:60] in out.replace("\n", " ")
     # dtu3's table ends before dtu3m's begins: their rows are never in one table
-    dtu3 = out[out.index("dtu3: DTU, 3 input views without masks"):out.index("dtu3m: DTU")]
+    dtu3 = out[out.index("dtu3: DTU, 3 input views without masks") : out.index("dtu3m: DTU")]
     assert "dtu3-high" in dtu3 and "dtu3m-best" not in dtu3
     res = runner.invoke(app, ["leaderboard", "show", "--db", str(site["db"]), "--protocol", "dtu3m", "--json"])
     sections = json.loads(res.output)
     assert [(s["protocol"], [r["name"] for r in s["rows"]], s["published"]) for s in sections] == [
-        ("dtu3m", ["dtu3m-best"], [])]
-    res = runner.invoke(app, ["leaderboard", "show", "--db", str(site["db"]), "--protocol", "dtu3"],
-                        env={"COLUMNS": "200"})
+        ("dtu3m", ["dtu3m-best"], [])
+    ]
+    res = runner.invoke(
+        app, ["leaderboard", "show", "--db", str(site["db"]), "--protocol", "dtu3"], env={"COLUMNS": "200"}
+    )
     assert "dtu3m-best" not in res.output and "spare-sub" not in res.output and "ReconFusion" in res.output
 
 
@@ -353,10 +377,14 @@ def test_hostile_names_print_as_plain_text_in_show(tmp_path: Path) -> None:
     from apps.cli import app
 
     db = tmp_path / "lb.sqlite"
-    submit_results(db, write(tmp_path / "r.json", results_json("llff3", "[bold]m[/bold]", {"[red]s": 15.0})),
-                   name="[link=http://evil.example]click[/link]")
-    res = CliRunner().invoke(app, ["leaderboard", "show", "--db", str(db), "--protocol", "llff3"],
-                             env={"COLUMNS": "300"})
+    submit_results(
+        db,
+        write(tmp_path / "r.json", results_json("llff3", "[bold]m[/bold]", {"[red]s": 15.0})),
+        name="[link=http://evil.example]click[/link]",
+    )
+    res = CliRunner().invoke(
+        app, ["leaderboard", "show", "--db", str(db), "--protocol", "llff3"], env={"COLUMNS": "300"}
+    )
     assert res.exit_code == 0, res.output
     assert "[link=http://evil.example]click[/link]" in res.output and "[bold]m[/bold]" in res.output
     assert "[red]s" in res.output and "\x1b" not in res.output
@@ -386,8 +414,21 @@ def test_bench_run_protocol_submit_stores_results_json(tmp_path: Path, monkeypat
     calls: list = []
     monkeypatch.setattr(protocol_runner, "run_protocol", _fake_run(calls))
     db = tmp_path / "lb.sqlite"
-    args = ["bench", "run", "--protocol", "dtu3", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
-            "--submit", "--db", str(db), "--name", "run-1"]
+    args = [
+        "bench",
+        "run",
+        "--protocol",
+        "dtu3",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+        "--submit",
+        "--db",
+        str(db),
+        "--name",
+        "run-1",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "result #1 stored" in res.output and calls == ["dtu3"]
@@ -406,12 +447,27 @@ def test_bench_run_protocol_submit_stores_results_json(tmp_path: Path, monkeypat
 # ------------------------------------------------------------------------------------------ in a real browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_page_with_protocols_loads_in_headless_chromium(site: dict, tmp_path: Path) -> None:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-           site["url"] + "/"]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        site["url"] + "/",
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
-    for tid in ("track1-dev", "protocol-dtu3", "protocol-dtu3m", "protocol-llff3", "published-dtu3",
-                "published-blender8"):
+    for tid in (
+        "track1-dev",
+        "protocol-dtu3",
+        "protocol-dtu3m",
+        "protocol-llff3",
+        "published-dtu3",
+        "published-blender8",
+    ):
         assert f'id="{tid}"' in dom, tid
     assert dom.count('<tr class="published">') == sum(len(r) for r in PUBLISHED.values())
     assert dom.count("<tr data-result-id=") == 5

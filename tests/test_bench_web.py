@@ -4,6 +4,7 @@ real headless browser (Debian's chromium + chromedriver): it loads, shows the da
 The browser tests skip (saying why) only when chromium or chromedriver is missing; install them with
 ``apt-get install -y chromium chromium-driver``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,8 @@ from recon.bench.leaderboard import Leaderboard, submit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 
 
@@ -34,8 +36,9 @@ def board(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("web")
     data = make_dataset(root / "data", n_dev=1, n_test=0, width=64, height=48)
     db = root / "lb.sqlite"
-    results = run_benchmark(data, "gaussians", 1, "dev", root / "run", iterations=30, db=db,
-                            submission_name="bench-run")
+    results = run_benchmark(
+        data, "gaussians", 1, "dev", root / "run", iterations=30, db=db, submission_name="bench-run"
+    )
     bench = load_benchmark(data)
     for method, offset in (("zeta-offset", 30), ("alpha-offset", 4)):
         sub = root / method
@@ -50,8 +53,14 @@ def board(tmp_path_factory) -> dict:
     server = make_server(db, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield {"db": db, "url": f"http://127.0.0.1:{server.server_port}", "results": results, "run": root / "run",
-           "scene": bench.scenes["dev"][0], "root": root}
+    yield {
+        "db": db,
+        "url": f"http://127.0.0.1:{server.server_port}",
+        "results": results,
+        "run": root / "run",
+        "scene": bench.scenes["dev"][0],
+        "root": root,
+    }
     server.shutdown()
     server.server_close()
 
@@ -98,9 +107,18 @@ def test_pages_and_thumbnails_over_http(board: dict) -> None:
 
 @needs_chromium
 def test_page_loads_in_headless_chromium_with_all_rows(board: dict, tmp_path: Path) -> None:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-           board["url"] + "/"]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        board["url"] + "/",
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
     assert 'id="track1-dev"' in dom
     names = {r["name"] for r in Leaderboard(board["db"]).rows()}
@@ -119,8 +137,15 @@ def test_clicking_a_column_header_sorts_the_table(board: dict, tmp_path: Path) -
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     try:

@@ -1,4 +1,5 @@
 """Camera conversions: OpenGL c2w, COLMAP, 3x4 projection, look-at, projection and the pixel-centre convention."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The settings tree: every field reachable by its dotted path, presets as trees, old config.json files."""
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,20 @@ def test_every_field_is_settable_from_a_string() -> None:
     paths = field_paths(base)
     assert "densify.prune_opa" in paths and "densify.absgrad" in paths and "diffusion.tile" in paths
     assert len(paths) > 55
-    choices = {"representation": "mesh", "prior": "diffusion", "mesh.method": "poisson", "poses.method": "colmap",
-               "preset": "quality", "device": "cpu", "track": "9", "diffusion.weights": "/some/folder",
-               "densify.max_gaussians": "1234", "densify.refine_stop_frac": "0.5", "mode": "scene",
-               "init.scene_points": "random"}
+    choices = {
+        "representation": "mesh",
+        "prior": "diffusion",
+        "mesh.method": "poisson",
+        "poses.method": "colmap",
+        "preset": "quality",
+        "device": "cpu",
+        "track": "9",
+        "diffusion.weights": "/some/folder",
+        "densify.max_gaussians": "1234",
+        "densify.refine_stop_frac": "0.5",
+        "mode": "scene",
+        "init.scene_points": "random",
+    }
     for path in paths:
         text = choices.get(path, _example(get_field(base, path)))
         config = make_config("fast", settings={path: text})
@@ -52,17 +63,20 @@ def test_components_own_their_defaults() -> None:
     assert PRESETS["plain"].loss.use_masks is False and PRESETS["plain"].init.visual_hull is False
 
 
-@pytest.mark.parametrize("settings,message", [
-    ({"densify.nope": "1"}, "unknown setting 'densify.nope'"),
-    ({"densify.prune_opa": "abc"}, "densify.prune_opa takes a number"),
-    ({"iterations": "2.5"}, "iterations takes a whole number"),
-    ({"loss.use_masks": "maybe"}, "loss.use_masks takes true or false"),
-    ({"densify": "1"}, "densify is a group of settings"),
-    ({"train.coarse_until": "1.5"}, "train.coarse_until must be a fraction"),
-    ({"mesh.method": "marching"}, "mesh.method must be one of"),
-    ({"init.points": "0"}, "init.points must be a number >= 1"),
-    ({"train.lrs": "[1, 2]"}, "train.lrs takes a JSON object"),
-])
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"densify.nope": "1"}, "unknown setting 'densify.nope'"),
+        ({"densify.prune_opa": "abc"}, "densify.prune_opa takes a number"),
+        ({"iterations": "2.5"}, "iterations takes a whole number"),
+        ({"loss.use_masks": "maybe"}, "loss.use_masks takes true or false"),
+        ({"densify": "1"}, "densify is a group of settings"),
+        ({"train.coarse_until": "1.5"}, "train.coarse_until must be a fraction"),
+        ({"mesh.method": "marching"}, "mesh.method must be one of"),
+        ({"init.points": "0"}, "init.points must be a number >= 1"),
+        ({"train.lrs": "[1, 2]"}, "train.lrs takes a JSON object"),
+    ],
+)
 def test_bad_settings_name_the_path(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make_config("fast", settings=settings)
@@ -76,12 +90,25 @@ def test_parse_settings() -> None:
 
 def test_old_flat_config_json_loads_and_unknown_keys_are_reported() -> None:
     said: list[str] = []
-    old = {"preset": "fast", "iterations": 60, "init_points": 1500, "refine_start": 20, "prior_start": 0.5,
-           "lambda_dssim": 0.3, "pose_refine": False, "mesh_method": "poisson", "gone_setting": 1}
+    old = {
+        "preset": "fast",
+        "iterations": 60,
+        "init_points": 1500,
+        "refine_start": 20,
+        "prior_start": 0.5,
+        "lambda_dssim": 0.3,
+        "pose_refine": False,
+        "mesh_method": "poisson",
+        "gone_setting": 1,
+    }
     config = ReconstructConfig.from_dict(old, report=said.append)
     assert (config.iterations, config.init.points, config.densify.refine_start_iter) == (60, 1500, 20)
     assert (config.diffusion.start, config.loss.dssim, config.poses.refine, config.mesh.method) == (
-        0.5, 0.3, False, "poisson")
+        0.5,
+        0.3,
+        False,
+        "poisson",
+    )
     assert len(said) == 1 and "gone_setting" in said[0]
 
 
@@ -95,10 +122,31 @@ def test_set_field_returns_a_copy() -> None:
 def test_cli_set_reaches_the_run_and_config_json(tiny_scene: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-c", "from apps.cli import main; main()", "reconstruct", str(tiny_scene),
-                           "--out", str(out), "--track", "3", "--iterations", "3", "--set", "densify.prune_opa=0.02",
-                           "--set", "init.points=300", "--set", "train.lrs={\"means\": 0.0001}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from apps.cli import main; main()",
+            "reconstruct",
+            str(tiny_scene),
+            "--out",
+            str(out),
+            "--track",
+            "3",
+            "--iterations",
+            "3",
+            "--set",
+            "densify.prune_opa=0.02",
+            "--set",
+            "init.points=300",
+            "--set",
+            'train.lrs={"means": 0.0001}',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((out / "config.json").read_text())
     assert saved["densify"]["prune_opa"] == 0.02 and saved["init"]["points"] == 300

@@ -1,5 +1,6 @@
 """The repair model (priors/diffusion): training lowers its loss, save/load round-trips exactly, a model trained
 for a few dozen steps on a known corruption repairs it, sampling handles any image size."""
+
 from __future__ import annotations
 
 from pathlib import Path

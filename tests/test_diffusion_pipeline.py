@@ -1,6 +1,7 @@
 """The diffusion prior through the pipeline: reconstruct(prior="diffusion") on a tiny scene with a tiny repair model
 (built and saved by the test), repaired pseudo views and the report in the run folder; pseudo-view geometry;
 tile-sparse repair touches only the chosen tiles."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,26 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_reconstruct_with_diffusion_prior_writes_repairs(tiny_scene: Path, tiny_weights: Path, tmp_path: Path) -> None:
-    cfg = make_config('fast', iterations=30, track=3, prior='diffusion', settings={"init.points": 600, "init.hull_resolution": 32, "densify.refine_start_iter": 10, "densify.refine_every": 10, "diffusion.weights": str(tiny_weights), "diffusion.start": 0.5, "diffusion.refresh": 10, "diffusion.views": 3, "diffusion.every": 2, "diffusion.sample_steps": 2, "diffusion.finetune_steps": 3, "diffusion.tile": 16})
+    cfg = make_config(
+        "fast",
+        iterations=30,
+        track=3,
+        prior="diffusion",
+        settings={
+            "init.points": 600,
+            "init.hull_resolution": 32,
+            "densify.refine_start_iter": 10,
+            "densify.refine_every": 10,
+            "diffusion.weights": str(tiny_weights),
+            "diffusion.start": 0.5,
+            "diffusion.refresh": 10,
+            "diffusion.views": 3,
+            "diffusion.every": 2,
+            "diffusion.sample_steps": 2,
+            "diffusion.finetune_steps": 3,
+            "diffusion.tile": 16,
+        },
+    )
     out = tmp_path / "run"
     summary = reconstruct(tiny_scene, out, cfg)
     rep = summary["prior"]
@@ -40,7 +60,9 @@ def test_reconstruct_with_diffusion_prior_writes_repairs(tiny_scene: Path, tiny_
 
 
 def test_missing_weights_folder_is_an_input_error(tiny_scene: Path, tmp_path: Path) -> None:
-    cfg = make_config('fast', iterations=5, track=3, prior='diffusion', settings={"diffusion.weights": str(tmp_path / 'nope')})
+    cfg = make_config(
+        "fast", iterations=5, track=3, prior="diffusion", settings={"diffusion.weights": str(tmp_path / "nope")}
+    )
     with pytest.raises(ReconInputError, match="nope"):
         reconstruct(tiny_scene, tmp_path / "run", cfg)
 

@@ -3,6 +3,7 @@ one-line ReconInputErrors, and the harness itself must see hangs, crashes and me
 
 benchmarks/fuzz_readers.py runs the same engine with 2,000 cases per reader.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ CASES_PER_READER = 60
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz")
-    return run_fuzz(READERS, cases=CASES_PER_READER, seed=7, timeout_s=30.0, workdir=work,
-                    keep_failures=work / "failures")
+    return run_fuzz(
+        READERS, cases=CASES_PER_READER, seed=7, timeout_s=30.0, workdir=work, keep_failures=work / "failures"
+    )
 
 
 def test_every_reader_ends_in_a_result_or_a_one_line_error(report):

@@ -1,4 +1,5 @@
 """GaussianModel: initialisation from points, activations, optimisers, checkpoints and rendering."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,7 +47,12 @@ def test_from_points_initialises_like_3dgs():
     assert m.num_gaussians == n == len(m)
     shapes = {k: tuple(v.shape) for k, v in m.splats.items()}
     assert shapes == {
-        "means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, 15, 3)
+        "means": (n, 3),
+        "quats": (n, 4),
+        "scales": (n, 3),
+        "opacities": (n,),
+        "sh0": (n, 1, 3),
+        "shN": (n, 15, 3),
     }
     # on a regular grid every point's 3 nearest neighbours are one spacing away
     assert torch.allclose(m.scales, torch.full((n, 3), 0.1), rtol=1e-5)
@@ -176,7 +182,9 @@ def test_render_single_and_batched_cameras():
     batch = m.render(cams)
     assert batch.batched and batch.rgb.shape == (2, 32, 48, 3)
     assert torch.allclose(batch[0].rgb, out.rgb, atol=1e-5)
-    pair = m.render((torch.tensor(np.stack([c.viewmat for c in cams])), torch.tensor(np.stack([c.K for c in cams]))), 48, 32)
+    pair = m.render(
+        (torch.tensor(np.stack([c.viewmat for c in cams])), torch.tensor(np.stack([c.K for c in cams]))), 48, 32
+    )
     assert torch.allclose(pair.rgb, batch.rgb, atol=1e-6)
     with pytest.raises(ValueError, match="one image size"):
         m.render([cam, front_camera(width=50)])

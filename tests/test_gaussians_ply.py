@@ -1,4 +1,5 @@
 """3DGS PLY export/import (de-facto layout, round trip, tolerant reader, clear errors) and .splat export."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -95,8 +96,14 @@ def test_open3d_reads_our_file_as_3dgs(tmp_path):
         assert torch.allclose(back.splats[k], v.detach(), atol=1e-6), k
 
 
-def _write_custom_ply(path, fields: list[tuple[str, str]], columns: dict[str, np.ndarray],
-                      fmt: str = "binary_little_endian", pre: str = "", pre_bytes: bytes = b"") -> None:
+def _write_custom_ply(
+    path,
+    fields: list[tuple[str, str]],
+    columns: dict[str, np.ndarray],
+    fmt: str = "binary_little_endian",
+    pre: str = "",
+    pre_bytes: bytes = b"",
+) -> None:
     n = len(next(iter(columns.values())))
     header = ["ply", f"format {fmt} 1.0", "comment written by a test"] + ([pre] if pre else [])
     header += [f"element vertex {n}"] + [f"property {t} {name}" for name, t in fields] + ["end_header"]
@@ -192,13 +199,19 @@ def test_hostile_files_are_one_line_errors(tmp_path):
         "nonnumeric.ply": (head + "property float x\nend_header\nabc\n", "a vertex value is not a number"),
         "shortprop.ply": (head + "property float\nend_header\n", "malformed PLY header line 'property float'"),
         "bareprop.ply": (head + "property\nend_header\n", "malformed PLY header line 'property'"),
-        "negative.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex -5\nproperty float x\nend_header\n",
-                         "count must be a whole number"),
+        "negative.ply": (
+            "ply\nformat binary_little_endian 1.0\nelement vertex -5\nproperty float x\nend_header\n",
+            "count must be a whole number",
+        ),
         "twice.ply": (head + "property float x\nproperty float x\nend_header\n1 2\n", "property listed twice"),
-        "noprops.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex 3\nend_header\n",
-                        "vertex element has no properties"),
-        "huge.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex 4611686018427387904\nproperty float x\n"
-                     "end_header\n", "truncated PLY: 4611686018427387904 vertices need"),
+        "noprops.ply": (
+            "ply\nformat binary_little_endian 1.0\nelement vertex 3\nend_header\n",
+            "vertex element has no properties",
+        ),
+        "huge.ply": (
+            "ply\nformat binary_little_endian 1.0\nelement vertex 4611686018427387904\nproperty float x\nend_header\n",
+            "truncated PLY: 4611686018427387904 vertices need",
+        ),
     }
     for name, (text, fragment) in cases.items():
         (tmp_path / name).write_text(text)
@@ -275,8 +288,9 @@ def _has_rasterize() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _has_rasterize(),
-                    reason="recon.kernels.rasterize is not available yet (written by another helper)")
+@pytest.mark.skipif(
+    not _has_rasterize(), reason="recon.kernels.rasterize is not available yet (written by another helper)"
+)
 def test_round_trip_renders_identically(tmp_path):
     m = random_model(n=60, sh_degree=3, seed=1)
     with torch.no_grad():

@@ -3,6 +3,7 @@
 These tests drive the strategy with a hand-made rasterizer ``meta`` (a means2d tensor whose gradient we
 choose), so they need no rasterizer.
 """
+
 from __future__ import annotations
 
 import math
@@ -267,7 +268,9 @@ def test_schedule_respects_start_stop_and_interval():
 
 def test_scene_scale_changes_clone_versus_split():
     model = make_model(2, log_scale=math.log(0.05))
-    stats = _refine_once(model, None, DensifyStrategy(DensifyConfig(refine_start_iter=100), scene_scale=10.0), torch.ones(2))
+    stats = _refine_once(
+        model, None, DensifyStrategy(DensifyConfig(refine_start_iter=100), scene_scale=10.0), torch.ones(2)
+    )
     assert stats["cloned"] == 2 and stats["split"] == 0  # 0.05 <= 0.01 * 10
 
 
@@ -316,7 +319,9 @@ def _has_rasterize() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _has_rasterize(), reason="recon.kernels.rasterize is not available yet (written by another helper)")
+@pytest.mark.skipif(
+    not _has_rasterize(), reason="recon.kernels.rasterize is not available yet (written by another helper)"
+)
 def test_short_training_loop_with_real_renders_densifies_and_fits():
     """Render -> loss -> backward -> Adam -> strategy, with several refine steps inside the loop."""
     import numpy as np
@@ -330,8 +335,9 @@ def test_short_training_loop_with_real_renders_densifies_and_fits():
     rng = np.random.default_rng(0)
     model = GaussianModel.from_points(rng.uniform(-0.4, 0.4, (30, 3)), rng.random((30, 3)), sh_degree=1)
     opts = model.make_optimizers(lrs={"sh0": 2e-2, "means": 1e-3})
-    cfg = DensifyConfig(refine_start_iter=4, refine_every=5, reset_every=1000, refine_stop_iter=30, grow_grad2d=1e-5,
-                        max_gaussians=80)
+    cfg = DensifyConfig(
+        refine_start_iter=4, refine_every=5, reset_every=1000, refine_stop_iter=30, grow_grad2d=1e-5, max_gaussians=80
+    )
     s = DensifyStrategy(cfg, scene_scale=1.0)
     losses, grown = [], 0
     for step in range(40):

@@ -1,4 +1,5 @@
 """COLMAP models: write a text model, read it back through pycolmap (text and binary), layouts and bad input."""
+
 from __future__ import annotations
 
 import math
@@ -160,8 +161,9 @@ def test_missing_images_and_counts(tmp_path):
 def test_non_perspective_camera_rejected(tmp_path):
     scene = make_scene(tmp_path / "scene")
     replace_camera_line(scene / "sparse" / "0", 3, f"3 EQUIRECTANGULAR {W} {H} {W} {H}")
-    with pytest.raises(ReconInputError,
-                       match="camera 3 \\(EQUIRECTANGULAR, used by img_10.png\\) is not a perspective"):
+    with pytest.raises(
+        ReconInputError, match="camera 3 \\(EQUIRECTANGULAR, used by img_10.png\\) is not a perspective"
+    ):
         read_colmap(scene)
 
 
@@ -193,8 +195,10 @@ def test_binary_model_round_trip_still_reads(tmp_path):
     assert_cameras_close(ring_cameras(), read_colmap(model).cameras)
 
 
-@pytest.mark.parametrize("name, what", [("points3D", "points"), ("cameras", "cameras"), ("images", "images"),
-                                        ("frames", "frames"), ("rigs", "rigs")])
+@pytest.mark.parametrize(
+    "name, what",
+    [("points3D", "points"), ("cameras", "cameras"), ("images", "images"), ("frames", "frames"), ("rigs", "rigs")],
+)
 def test_binary_counts_are_checked_against_the_file_size(tmp_path, name, what):
     """8 bytes declaring 2^62 records made pycolmap allocate without end; now a one-line error, at once."""
     import struct
@@ -203,8 +207,11 @@ def test_binary_counts_are_checked_against_the_file_size(tmp_path, name, what):
     model = binary_scene(tmp_path / "s")
     (model / f"{name}.bin").write_bytes(struct.pack("<Q", 2**62))
     t0 = time.perf_counter()
-    with pytest.raises(ReconInputError, match=rf"{name}.bin: declares 4611686018427387904 {what}, but the file has "
-                                              r"room for at most 0"):
+    with pytest.raises(
+        ReconInputError,
+        match=rf"{name}.bin: declares 4611686018427387904 {what}, but the file has "
+        r"room for at most 0",
+    ):
         read_colmap(model)
     assert time.perf_counter() - t0 < 5.0
 
@@ -215,8 +222,11 @@ def test_binary_record_fields_are_bounded(tmp_path):
     model = binary_scene(tmp_path / "s")
     point = struct.pack("<Q3d3BdQ", 1, 0.0, 0.0, 0.0, 1, 2, 3, 0.5, 2**40)
     (model / "points3D.bin").write_bytes(struct.pack("<Q", 1) + point)
-    with pytest.raises(ReconInputError, match=r"points3D.bin: point 1 track: 1099511627776 entries of 8 bytes do "
-                                              r"not fit in the 0 bytes left"):
+    with pytest.raises(
+        ReconInputError,
+        match=r"points3D.bin: point 1 track: 1099511627776 entries of 8 bytes do "
+        r"not fit in the 0 bytes left",
+    ):
         read_colmap(model)
 
     model = binary_scene(tmp_path / "s2")
@@ -262,8 +272,11 @@ def test_zero_quaternion_is_an_error(tmp_path):
     scene = make_scene(tmp_path / "s")
     model = scene / "sparse" / "0"
     edit_image_line(model, 2, lambda t: t.__setitem__(slice(1, 5), ["0", "0", "0", "0"]))
-    with pytest.raises(ReconInputError, match=r"0: image img_2.png: rotation quaternion \[0.0, 0.0, 0.0, 0.0\] is "
-                                              r"zero or not finite"):
+    with pytest.raises(
+        ReconInputError,
+        match=r"0: image img_2.png: rotation quaternion \[0.0, 0.0, 0.0, 0.0\] is "
+        r"zero or not finite",
+    ):
         read_colmap(model)
     binary = tmp_path / "b" / "sparse" / "0"
     binary.mkdir(parents=True)
@@ -283,36 +296,59 @@ def test_non_unit_quaternion_is_normalised_with_a_warning(tmp_path, caplog):
     assert_cameras_close(ring_cameras(), vs.cameras)
 
 
-@pytest.mark.parametrize("line", [f"2 OPENCV_FISHEYE {W} {H} 39 39.5 16.25 11.75 0.1 0 0 0",
-                                  f"2 FOV {W} {H} 39 39.5 16.25 11.75 0.5",
-                                  f"2 SIMPLE_RADIAL_FISHEYE {W} {H} 39 16.25 11.75 0.1",
-                                  f"2 THIN_PRISM_FISHEYE {W} {H} 39 39 16 12 0 0 0 0 0 0 0 0"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"2 OPENCV_FISHEYE {W} {H} 39 39.5 16.25 11.75 0.1 0 0 0",
+        f"2 FOV {W} {H} 39 39.5 16.25 11.75 0.5",
+        f"2 SIMPLE_RADIAL_FISHEYE {W} {H} 39 16.25 11.75 0.1",
+        f"2 THIN_PRISM_FISHEYE {W} {H} 39 39 16 12 0 0 0 0 0 0 0 0",
+    ],
+)
 def test_fisheye_and_wide_angle_models_are_refused(tmp_path, line):
     scene = make_scene(tmp_path / "s")
     replace_camera_line(scene / "sparse" / "0", 2, line)
     model = line.split()[1]
-    with pytest.raises(ReconInputError, match=rf"camera 2 \({model}, used by img_2.png\) is a fisheye or wide-angle "
-                                              r"model; only pinhole-based models .* undistort the images first"):
+    with pytest.raises(
+        ReconInputError,
+        match=rf"camera 2 \({model}, used by img_2.png\) is a fisheye or wide-angle "
+        r"model; only pinhole-based models .* undistort the images first",
+    ):
         read_colmap(scene)
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} 0 0 16.25 11.75"),
-         r"image img_2.png \(camera 2\): focal length must be positive, got fx=0"),
-        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} -39 -39 16.25 11.75"),
-         "focal length must be positive"),
-        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} 0.0001 0.0001 16.25 11.75"),
-         "field of view .* is outside"),
-        (lambda m: replace_camera_line(m, 2, f"2 PINHOLE 0 {H} 39 39 16.25 11.75"),
-         "camera 2: image width must be a whole number of pixels in 1..1000000, got 0"),
-        (lambda m: edit_image_line(m, 2, lambda t: t.__setitem__(5, "1e308")), r"image img_2.png \(camera 2\): "
-                                                                                r"translation .* beyond 1e\+07"),
-        (lambda m: (m / "images.txt").write_text((m / "images.txt").read_text().replace("img_2.png", "img_1.png")),
-         r"image img_1.png appears twice in the model \(image ids"),
-        (lambda m: (m / "images.txt").write_bytes((m / "images.txt").read_bytes().replace(b"img_2", b"img_\xff")),
-         r"images.txt: not UTF-8 text"),
+        (
+            lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} 0 0 16.25 11.75"),
+            r"image img_2.png \(camera 2\): focal length must be positive, got fx=0",
+        ),
+        (
+            lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} -39 -39 16.25 11.75"),
+            "focal length must be positive",
+        ),
+        (
+            lambda m: replace_camera_line(m, 2, f"2 PINHOLE {W} {H} 0.0001 0.0001 16.25 11.75"),
+            "field of view .* is outside",
+        ),
+        (
+            lambda m: replace_camera_line(m, 2, f"2 PINHOLE 0 {H} 39 39 16.25 11.75"),
+            "camera 2: image width must be a whole number of pixels in 1..1000000, got 0",
+        ),
+        (
+            lambda m: edit_image_line(m, 2, lambda t: t.__setitem__(5, "1e308")),
+            r"image img_2.png \(camera 2\): "
+            r"translation .* beyond 1e\+07",
+        ),
+        (
+            lambda m: (m / "images.txt").write_text((m / "images.txt").read_text().replace("img_2.png", "img_1.png")),
+            r"image img_1.png appears twice in the model \(image ids",
+        ),
+        (
+            lambda m: (m / "images.txt").write_bytes((m / "images.txt").read_bytes().replace(b"img_2", b"img_\xff")),
+            r"images.txt: not UTF-8 text",
+        ),
     ],
 )
 def test_bad_cameras_and_poses_are_one_line_errors(tmp_path, edit, message):

@@ -1,4 +1,5 @@
 """The image loader (recon.io.images), image folders (recon.io.image_folder), detection and the CLI error path."""
+
 from __future__ import annotations
 
 import math
@@ -345,8 +346,13 @@ def test_size_options_applied_after_readers_without_them():
 
     def reader(path, split="train"):  # like read_spare_scene: no size options
         seen["split"] = split
-        return ViewSet(names=["a", "b"], images=[np.ones((H, W, 3), np.float32)] * 2, cameras=[cam, cam],
-                       masks=[mask, mask], meta={"exif_focal_px": [30.0, None]})
+        return ViewSet(
+            names=["a", "b"],
+            images=[np.ones((H, W, 3), np.float32)] * 2,
+            cameras=[cam, cam],
+            masks=[mask, mask],
+            meta={"exif_focal_px": [30.0, None]},
+        )
 
     vs = _call(reader, "scene", {"downscale": 2.0, "max_size": None, "split": "test", "masks_dir": None})
     assert seen["split"] == "test"
@@ -403,8 +409,7 @@ def test_cli_input_error_in_subprocess(tmp_path):
     )
     bad = tmp_path / "broken_input"
     bad.mkdir()
-    proc = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("recon: error:") and "broken_input" in lines[0]
@@ -422,8 +427,9 @@ def png_bytes(width: int, height: int, rows: bytes | None = None, color_type: in
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows or b""))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows or b"")) + chunk(b"IEND", b"")
+    )
 
 
 def big_blank_png(side: int) -> bytes:
@@ -470,8 +476,11 @@ def test_png_header_declaring_60000x60000_is_refused_before_decoding(tmp_path, m
     decoded = []
     monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(a))
     for fn in (load_image, load_mask, image_size):
-        with pytest.raises(ReconInputError, match=r"bomb.png: image is 60000x60000 \(3600 megapixels\), over the "
-                                                  r"100-megapixel limit") as err:
+        with pytest.raises(
+            ReconInputError,
+            match=r"bomb.png: image is 60000x60000 \(3600 megapixels\), over the "
+            r"100-megapixel limit",
+        ) as err:
             fn(bomb)
         assert "\n" not in str(err.value)
     assert not decoded
@@ -509,8 +518,10 @@ def test_pixel_budget_is_one_module_constant(tmp_path, monkeypatch):
         (png_bytes(0, 24), "header declares a 0x24 image"),
         (b"\xff\xd8\xff\xda\x00\x02", "no frame header"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated JPEG header"),
-        (b"\xff\xd8\xff\xc0\x00\x11\x08\xea\x60\xea\x60\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xd9",
-         r"image is 60000x60000"),
+        (
+            b"\xff\xd8\xff\xc0\x00\x11\x08\xea\x60\xea\x60\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xd9",
+            r"image is 60000x60000",
+        ),
         (b"\x00" * 100, "cannot decode image"),
         (png_bytes(32, 24), "cannot decode image"),  # header fine, no pixel data
     ],

@@ -1,4 +1,5 @@
 """Readers for the real datasets' own layouts (LLFF, DTU IDR/NeuS and RegNeRF/MVSNet, Blender) on tiny files."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,17 @@ def llff_row(cam: Camera, near: float = 1.0, far: float = 9.0) -> np.ndarray:
 
 def forward_cameras(n: int = 3) -> list[Camera]:
     K = intrinsics(FULL_F, FULL_F, FULL_W / 2, FULL_H / 2)
-    return [Camera.look_at(np.array([0.3 * i - 0.3, 0.1 * i, 0.0]), np.array([0.0, 0.0, 5.0]),
-                           np.array([0.0, -1.0, 0.0]), K, FULL_W, FULL_H) for i in range(n)]
+    return [
+        Camera.look_at(
+            np.array([0.3 * i - 0.3, 0.1 * i, 0.0]),
+            np.array([0.0, 0.0, 5.0]),
+            np.array([0.0, -1.0, 0.0]),
+            K,
+            FULL_W,
+            FULL_H,
+        )
+        for i in range(n)
+    ]
 
 
 def make_llff(root: Path, folders=("images_10",), names=("a.png", "b.png", "c.png"), table=None) -> list[Camera]:
@@ -153,8 +163,15 @@ def world_point() -> np.ndarray:
     return (SCALE_MAT[:3, :3] @ POINT_UNIT[0] + SCALE_MAT[:3, 3])[None]
 
 
-def make_idr(root: Path, size: tuple[int, int], n: int = 3, mask_digits: int = 3, k_scale: float = 1.0,
-             npz_name: str = "cameras_sphere.npz", solid: bool = False) -> list[Camera]:
+def make_idr(
+    root: Path,
+    size: tuple[int, int],
+    n: int = 3,
+    mask_digits: int = 3,
+    k_scale: float = 1.0,
+    npz_name: str = "cameras_sphere.npz",
+    solid: bool = False,
+) -> list[Camera]:
     cams = dtu_world_cameras(n)
     arrays = {}
     for i, c in enumerate(cams):
@@ -171,7 +188,7 @@ def make_idr(root: Path, size: tuple[int, int], n: int = 3, mask_digits: int = 3
         img = np.full((h, w, 3), 40 * i, np.uint8) if solid else noise(i, w, h)
         write_png(root / "image" / f"{i:06d}.png", img)
         mask = np.zeros((h, w), np.uint8)
-        mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+        mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 255
         write_png(root / "mask" / f"{i:0{mask_digits}d}.png", mask)
     return cams
 

@@ -1,4 +1,5 @@
 """transforms.json: nerfstudio / instant-ngp / Blender reading, writing, round trips and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def ring_cameras(n: int = 3, w: int = W, h: int = H) -> list[Camera]:
     return cams
 
 
-def write_images(folder: Path, n: int = 3, w: int = W, h: int = H, alpha: bool = False,
-                 prefix: str = "f") -> list[Path]:
+def write_images(
+    folder: Path, n: int = 3, w: int = W, h: int = H, alpha: bool = False, prefix: str = "f"
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     out = []
@@ -37,7 +39,7 @@ def write_images(folder: Path, n: int = 3, w: int = W, h: int = H, alpha: bool =
         arr = rng.integers(0, 256, size=(h, w, 4 if alpha else 3), dtype=np.uint8)
         if alpha:
             arr[..., 3] = 0
-            arr[h // 4: 3 * h // 4, w // 4: 3 * w // 4, 3] = 255
+            arr[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4, 3] = 255
         p = folder / f"{prefix}{i}.png"
         Image.fromarray(arr).save(p)
         out.append(p)
@@ -81,8 +83,12 @@ def test_write_from_viewset_with_masks_round_trip(tmp_path):
     imgs = write_images(tmp_path / "data" / "rgb")
     masks = write_images(tmp_path / "data" / "masks", prefix="m")
     cams = ring_cameras()
-    vs = ViewSet(names=[p.name for p in imgs], images=[np.zeros((H, W, 3), np.float32)] * 3, cameras=cams,
-                 meta={"image_paths": [str(p) for p in imgs]})
+    vs = ViewSet(
+        names=[p.name for p in imgs],
+        images=[np.zeros((H, W, 3), np.float32)] * 3,
+        cameras=cams,
+        meta={"image_paths": [str(p) for p in imgs]},
+    )
     out = write_transforms(tmp_path / "out", vs, mask_paths=masks)
     assert out == tmp_path / "out" / "transforms.json"
     assert json.loads(out.read_text())["frames"][0]["file_path"] == "../data/rgb/f0.png"
@@ -117,7 +123,13 @@ def test_global_intrinsics_per_frame_override_and_distortion_warning(tmp_path, c
     write_images(tmp_path / "images", n=2)
     cams = ring_cameras(2)
     data = {
-        "fl_x": 30.0, "fl_y": 31.0, "cx": 16.5, "cy": 11.5, "w": W, "h": H, "k1": 0.05,
+        "fl_x": 30.0,
+        "fl_y": 31.0,
+        "cx": 16.5,
+        "cy": 11.5,
+        "w": W,
+        "h": H,
+        "k1": 0.05,
         "frames": [frame("images/f0.png", cams[0]), frame("images/f1.png", cams[1], fl_x=35.0, cx=15.0)],
     }
     with caplog.at_level("WARNING"):
@@ -132,8 +144,12 @@ def test_origin_projects_to_principal_point(tmp_path):
     write_images(tmp_path, n=2)
     c2w = np.eye(4)
     c2w[2, 3] = 4.0
-    data = {"fl_x": 30.0, "cx": 16.0, "cy": 12.0,
-            "frames": [{"file_path": f"f{i}.png", "transform_matrix": c2w.tolist()} for i in range(2)]}
+    data = {
+        "fl_x": 30.0,
+        "cx": 16.0,
+        "cy": 12.0,
+        "frames": [{"file_path": f"f{i}.png", "transform_matrix": c2w.tolist()} for i in range(2)],
+    }
     vs = read_transforms(dump(tmp_path / "transforms.json", data))
     uv, z = vs.cameras[0].project(np.zeros((1, 3)))
     np.testing.assert_allclose(uv[0], [16.0, 12.0])
@@ -226,8 +242,15 @@ def _scene(tmp_path: Path) -> tuple[Path, dict]:
     """A valid 3-frame transforms.json (global intrinsics) and its data, for one edit per test case."""
     write_images(tmp_path / "images")
     frames = [frame(f"images/f{i}.png", c) for i, c in enumerate(ring_cameras())]
-    return tmp_path / "transforms.json", {"fl_x": 40.0, "fl_y": 40.0, "cx": 16.0, "cy": 12.0, "w": W, "h": H,
-                                          "frames": frames}
+    return tmp_path / "transforms.json", {
+        "fl_x": 40.0,
+        "fl_y": 40.0,
+        "cx": 16.0,
+        "cy": 12.0,
+        "w": W,
+        "h": H,
+        "frames": frames,
+    }
 
 
 def _matrix(data: dict, fn) -> None:
@@ -244,36 +267,50 @@ def _no_focal(data: dict, angle: float) -> None:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda d: _matrix(d, lambda m: m.__setitem__((slice(0, 3), slice(0, 3)), 2 * m[:3, :3])),
-         r"frame 1: 'transform_matrix': rotation is not orthonormal \(\|R\^T R - I\| up to 3"),
+        (
+            lambda d: _matrix(d, lambda m: m.__setitem__((slice(0, 3), slice(0, 3)), 2 * m[:3, :3])),
+            r"frame 1: 'transform_matrix': rotation is not orthonormal \(\|R\^T R - I\| up to 3",
+        ),
         (lambda d: _matrix(d, lambda m: m.__setitem__((0, 1), m[0, 1] + 0.3)), "rotation is not orthonormal"),
-        (lambda d: _matrix(d, lambda m: m.__setitem__((slice(0, 3), 0), -m[:3, 0])),
-         r"frame 1: 'transform_matrix': rotation is a reflection \(determinant < 0"),
-        (lambda d: _matrix(d, lambda m: m.__setitem__((0, 3), 1e308)),
-         r"camera position .* beyond 1e\+07 world units"),
+        (
+            lambda d: _matrix(d, lambda m: m.__setitem__((slice(0, 3), 0), -m[:3, 0])),
+            r"frame 1: 'transform_matrix': rotation is a reflection \(determinant < 0",
+        ),
+        (lambda d: _matrix(d, lambda m: m.__setitem__((0, 3), 1e308)), r"camera position .* beyond 1e\+07 world units"),
         (lambda d: _matrix(d, lambda m: m.__setitem__(3, [0.5, 0, 0, 2])), r"bottom row is \[0.5, 0.0, 0.0, 2.0\]"),
         (lambda d: d.update(fl_x=0), "frame 0: focal length must be positive, got fx=0"),
         (lambda d: d.update(fl_x=-40.0, fl_y=-40.0), "focal length must be positive, got fx=-40"),
         (lambda d: d.update(fl_x=float("nan")), "'fl_x' must be finite, got nan"),
-        (lambda d: d.update(fl_x=1e-9),
-         r"horizontal field of view 180 degrees \(focal 1e-09 px for 32 px\) is outside"),
+        (
+            lambda d: d.update(fl_x=1e-9),
+            r"horizontal field of view 180 degrees \(focal 1e-09 px for 32 px\) is outside",
+        ),
         (lambda d: d.update(fl_y=1e308), "vertical field of view .* is outside 0.01..170 degrees"),
         (lambda d: d.update(cx=1e308), "principal point cx=1e\\+308 is far outside the 32 px image"),
         (lambda d: d.update(w=1e18, h=7.5e17), "image width must be a whole number of pixels in 1..1000000"),
         (lambda d: d.update(w=32.5), "image width must be a whole number"),
-        (lambda d: _no_focal(d, math.pi), r"'camera_angle_x' must be a field of view in radians between 0 and 2.9671 "
-                                          r"\(170 degrees\), got 3.14159"),
+        (
+            lambda d: _no_focal(d, math.pi),
+            r"'camera_angle_x' must be a field of view in radians between 0 and 2.9671 "
+            r"\(170 degrees\), got 3.14159",
+        ),
         (lambda d: _no_focal(d, 0.0), "'camera_angle_x' must be a field of view .* got 0"),
         (lambda d: _no_focal(d, 4.0), "'camera_angle_x' must be a field of view .* got 4"),
         (lambda d: (d.pop("fl_y"), d.update(camera_angle_y=-1.0)), "'camera_angle_y' must be a field of view"),
-        (lambda d: d.update(camera_model="OPENCV_FISHEYE", k4=0.1),
-         "camera_model 'OPENCV_FISHEYE' is not supported: only pinhole models"),
+        (
+            lambda d: d.update(camera_model="OPENCV_FISHEYE", k4=0.1),
+            "camera_model 'OPENCV_FISHEYE' is not supported: only pinhole models",
+        ),
         (lambda d: d.update(camera_model="EQUIRECTANGULAR"), "camera_model 'EQUIRECTANGULAR' is not supported"),
         (lambda d: d.update(camera_model=42), "'camera_model' must be a string, got 42"),
-        (lambda d: d["frames"][1].update(file_path="images/f0.png"),
-         r"frame 1: image images/f0.png is already used by frame 0 \(every frame must be a different image\)"),
-        (lambda d: d["frames"][2].update(file_path="./images/../images/f0.png"),
-         "frame 2: image .* is already used by frame 0"),
+        (
+            lambda d: d["frames"][1].update(file_path="images/f0.png"),
+            r"frame 1: image images/f0.png is already used by frame 0 \(every frame must be a different image\)",
+        ),
+        (
+            lambda d: d["frames"][2].update(file_path="./images/../images/f0.png"),
+            "frame 2: image .* is already used by frame 0",
+        ),
     ],
 )
 def test_bad_cameras_are_one_line_errors(tmp_path, edit, message):
@@ -332,8 +369,11 @@ def test_hostile_json(tmp_path, monkeypatch):
         read_transforms(path)
     monkeypatch.setattr(jsonfile, "MAX_JSON_BYTES", 100)
     dump(path, data)
-    with pytest.raises(ReconInputError, match=r"transforms.json: transforms file is too large \(\d+ bytes; the limit "
-                                              r"is 100\)"):
+    with pytest.raises(
+        ReconInputError,
+        match=r"transforms.json: transforms file is too large \(\d+ bytes; the limit "
+        r"is 100\)",
+    ):
         read_transforms(path)
     monkeypatch.undo()
     path.unlink()

@@ -1,5 +1,6 @@
 """CPU Gaussian rasteriser: the C++ kernel against the PyTorch reference (outputs and every gradient),
 projection/binning/SH against direct formulas, compositing semantics, edge cases and the fallback path."""
+
 from __future__ import annotations
 
 import math
@@ -122,9 +123,13 @@ def test_kernel_matches_float64_reference():
     outs = {}
     for backend, dt in (("cpp", torch.float32), ("reference", torch.float64)):
         leaves = [p.to(dt).clone().requires_grad_(True) for p in params]
-        colors, alphas, _ = rasterize(*leaves, vm.to(dt), K.to(dt), W, H, sh_degree=2, render_mode="RGB+ED", backend=backend)
+        colors, alphas, _ = rasterize(
+            *leaves, vm.to(dt), K.to(dt), W, H, sh_degree=2, render_mode="RGB+ED", backend=backend
+        )
         g = torch.Generator().manual_seed(2)
-        loss = (colors * torch.randn(colors.shape, generator=g).to(dt)).sum() + (alphas * torch.randn(alphas.shape, generator=g).to(dt)).sum()
+        loss = (colors * torch.randn(colors.shape, generator=g).to(dt)).sum() + (
+            alphas * torch.randn(alphas.shape, generator=g).to(dt)
+        ).sum()
         loss.backward()
         outs[backend] = [colors.detach(), alphas.detach()] + [p.grad for p in leaves]
     names = ("colors", "alphas", "means", "quats", "scales", "opacities", "sh")
@@ -279,7 +284,9 @@ def test_single_gaussian_compositing_rule(backend):
     opac = torch.tensor([0.6])
     color = torch.tensor([[0.2, 0.5, 0.9]])
     bg = torch.tensor([[0.1, 0.1, 0.1]])
-    colors, alphas, meta = rasterize(means, quats, scales, opac, color, vm[None], K[None], W, H, backgrounds=bg, backend=backend)
+    colors, alphas, meta = rasterize(
+        means, quats, scales, opac, color, vm[None], K[None], W, H, backgrounds=bg, backend=backend
+    )
     assert torch.allclose(alphas[0, 10, 10, 0], torch.tensor(0.6), atol=1e-6)
     assert torch.allclose(colors[0, 10, 10], 0.6 * color[0] + 0.4 * bg[0], atol=1e-6)
     # off-centre pixel: alpha = opacity * exp(-0.5 d^T conic d)
@@ -375,13 +382,15 @@ def test_cpp_projection_sh_and_binning_match_torch():
     means, quats, scales, opac, coeffs = params
     scales[:10, 0] = 0.0  # degenerate
     means[10:15] = -vm[0, :3, :3].T @ vm[0, :3, 3]  # at the first camera centre
-    g = torch.Generator().manual_seed(3)
     for aa in (False, True):
         outs = {}
         for name, fn in (("cpp", cpu_raster.project_gaussians_cpu), ("torch", project_gaussians)):
             leaves = [x.clone().requires_grad_(True) for x in (means, quats, scales)]
             p = fn(*leaves, opac[None].expand(2, -1), vm, K, W, H, calc_compensations=aa)
-            w = [torch.randn(t.shape, generator=torch.Generator().manual_seed(i)) for i, t in enumerate((p.means2d, p.conics, p.depths))]
+            w = [
+                torch.randn(t.shape, generator=torch.Generator().manual_seed(i))
+                for i, t in enumerate((p.means2d, p.conics, p.depths))
+            ]
             loss = sum((t * wi).sum() for t, wi in zip((p.means2d, p.conics, p.depths), w))
             if aa:
                 loss = loss + (p.compensations * 3.0).sum()
@@ -390,7 +399,9 @@ def test_cpp_projection_sh_and_binning_match_torch():
         (pc, gc), (pt, gt) = outs["cpp"], outs["torch"]
         assert torch.equal(pc.radii, pt.radii)
         assert (pc.radii[:, 10:15] == 0).all()
-        for a, b, n in zip((pc.means2d, pc.conics, pc.depths), (pt.means2d, pt.conics, pt.depths), ("m2d", "conic", "depth")):
+        for a, b, n in zip(
+            (pc.means2d, pc.conics, pc.depths), (pt.means2d, pt.conics, pt.depths), ("m2d", "conic", "depth")
+        ):
             assert_close(a.detach(), b.detach(), n, rel=1e-5)
         for a, b, n in zip(gc, gt, ("means", "quats", "scales")):
             assert_close(a, b, f"projection grad {n}", rel=1e-5)

@@ -1,4 +1,5 @@
 """Sparse ops: active-row gather/scatter and the sparse linear layer (C++ kernel and PyTorch fallbacks)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Foreground masks: alpha pass-through and automatic segmentation of synthetic object photos."""
+
 from __future__ import annotations
 
 import cv2

@@ -1,4 +1,5 @@
 """Mesh extraction from Gaussians (TSDF and Poisson) and the geometry scores."""
+
 from __future__ import annotations
 
 import numpy as np

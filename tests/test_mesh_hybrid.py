@@ -1,4 +1,5 @@
 """Gaussian + mesh hybrid: far-depth compositing, gradients, pruning, training hooks, run-folder round trip."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """reconstruct() with representation "mesh" and "hybrid" on a tiny generated scene: run folder, reload, scoring."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,21 @@ def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("representation", ["mesh", "hybrid"])
 def test_reconstruct_mesh_and_hybrid(tiny_scene: Path, tmp_path: Path, representation: str) -> None:
-    cfg = make_config('fast', iterations=80, track=9, representation=representation, settings={"init.points": 1500, "init.hull_resolution": 48, "densify.refine_start_iter": 20, "densify.refine_every": 20, "train.sh_raise_every": 20, "mesh.faces": 3000, "mesh.hybrid_iterations": 15})
+    cfg = make_config(
+        "fast",
+        iterations=80,
+        track=9,
+        representation=representation,
+        settings={
+            "init.points": 1500,
+            "init.hull_resolution": 48,
+            "densify.refine_start_iter": 20,
+            "densify.refine_every": 20,
+            "train.sh_raise_every": 20,
+            "mesh.faces": 3000,
+            "mesh.hybrid_iterations": 15,
+        },
+    )
     out = tmp_path / "run"
     summary = reconstruct(tiny_scene, out, cfg)
     info = summary["mesh"]

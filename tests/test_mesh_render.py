@@ -1,4 +1,5 @@
 """MeshModel ray-cast rendering: conventions agree with the scene generator's own ray caster; colour gradients."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Metrics: PSNR conventions, SSIM against scikit-image (or a float64 reference), losses, optional LPIPS."""
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,13 @@ def test_ssim_matches_reference() -> None:
         ref = _ssim_reference_f64(pred.numpy(), gt.numpy())
     else:
         ref = structural_similarity(
-            pred.numpy().astype(np.float64), gt.numpy().astype(np.float64), gaussian_weights=True, sigma=1.5,
-            use_sample_covariance=False, data_range=1.0, channel_axis=-1,
+            pred.numpy().astype(np.float64),
+            gt.numpy().astype(np.float64),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=-1,
         )
     assert 0.2 < ref < 0.95  # a non-trivial pair
     assert ours == pytest.approx(ref, abs=1e-3)

@@ -1,4 +1,5 @@
 """Object or scene: a forward-facing capture without masks never ends in silent nonsense."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def test_photos_without_masks_are_a_scene_and_masks_make_an_object() -> None:
 
 def test_frustum_points_lie_between_near_and_far_and_take_pixel_colours(tmp_path: Path) -> None:
     cams = _forward_facing_scene(tmp_path / "s")
-    views = ViewSet(names=["x"], images=[np.full((48, 64, 3), 0.25, np.float32)], cameras=cams[:1],
-                    meta={"near_far": [(2.0, 6.0)]})
+    views = ViewSet(
+        names=["x"], images=[np.full((48, 64, 3), 0.25, np.float32)], cameras=cams[:1], meta={"near_far": [(2.0, 6.0)]}
+    )
     assert data_depth_range(views) == (2.0, 6.0)
     pts, rgb = frustum_points(views, cams[:1], 500, np.random.default_rng(0), (2.0, 6.0))
     z = (pts @ cams[0].R.T + cams[0].t)[:, 2]
@@ -68,9 +70,25 @@ def test_forward_facing_toy_scene_is_never_masked_away(tmp_path: Path, mode: str
     _forward_facing_scene(tmp_path / "ff")
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run(RECON + ["reconstruct", str(tmp_path / "ff"), "--out", str(out), "--iterations", "30",
-                                   "--set", f"mode={mode}", "--set", "init.points=800"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        RECON
+        + [
+            "reconstruct",
+            str(tmp_path / "ff"),
+            "--out",
+            str(out),
+            "--iterations",
+            "30",
+            "--set",
+            f"mode={mode}",
+            "--set",
+            "init.points=800",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"]["mode"] == "scene", metrics["mode"]

@@ -1,4 +1,5 @@
 """Neural primitives: gradients, visible-only decoding, densification rows, save/load, baking, pruning."""
+
 from __future__ import annotations
 
 import math
@@ -88,8 +89,14 @@ def test_only_visible_primitives_are_decoded(monkeypatch: pytest.MonkeyPatch) ->
     out = m.render(cam, background=torch.zeros(3), render_mode="RGB")
     assert rows == [m.decoded_rows] and 0 < m.decoded_rows <= 100
     # the cheap test is a superset of what the rasteriser keeps, so skipping the others changes nothing
-    vis = visible_mask(m.means.detach(), m.scales.detach(), torch.tensor(cam.viewmat, dtype=torch.float32)[None],
-                       torch.tensor(cam.K, dtype=torch.float32)[None], W, H)
+    vis = visible_mask(
+        m.means.detach(),
+        m.scales.detach(),
+        torch.tensor(cam.viewmat, dtype=torch.float32)[None],
+        torch.tensor(cam.K, dtype=torch.float32)[None],
+        W,
+        H,
+    )
     kept = out.meta["radii"] > 0
     assert bool(kept.any()) and not bool((kept & ~vis).any())
     everything = lambda means, *a, **k: torch.ones(1, means.shape[0], dtype=torch.bool)

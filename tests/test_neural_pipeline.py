@@ -1,5 +1,6 @@
 """Neural primitives through the pipeline: reconstruct(representation="neural") with densification and pruning,
 the run folder (neural.pt + baked splats.ply), loading and scoring."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,21 @@ from renderers.neural import NeuralPrimitives
 @pytest.fixture(scope="module")
 def neural_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "neural"
-    cfg = make_config('fast', iterations=40, track=3, representation='neural', settings={"init.points": 1000, "init.hull_resolution": 48, "densify.refine_start_iter": 10, "densify.refine_every": 10, "neural.sparsity": 0.8, "neural.prune_start": 0.2, "neural.prune_end": 0.6})
+    cfg = make_config(
+        "fast",
+        iterations=40,
+        track=3,
+        representation="neural",
+        settings={
+            "init.points": 1000,
+            "init.hull_resolution": 48,
+            "densify.refine_start_iter": 10,
+            "densify.refine_every": 10,
+            "neural.sparsity": 0.8,
+            "neural.prune_start": 0.2,
+            "neural.prune_end": 0.6,
+        },
+    )
     return out, reconstruct(tiny_scene, out, cfg)
 
 
@@ -41,7 +56,20 @@ def test_neural_run_folder_loads_and_scores(neural_run: tuple[Path, dict], tiny_
 def test_train_densifies_neural_primitives(tiny_scene: Path) -> None:
     from recon.pipeline import initialise, load_inputs, object_masks
 
-    cfg = make_config('fast', iterations=30, track=3, representation='neural', settings={"init.points": 600, "init.hull_resolution": 32, "densify.refine_start_iter": 5, "densify.refine_every": 5, "densify.grow_grad2d": 1e-06, "neural.feature_dim": 6})
+    cfg = make_config(
+        "fast",
+        iterations=30,
+        track=3,
+        representation="neural",
+        settings={
+            "init.points": 600,
+            "init.hull_resolution": 32,
+            "densify.refine_start_iter": 5,
+            "densify.refine_every": 5,
+            "densify.grow_grad2d": 1e-06,
+            "neural.feature_dim": 6,
+        },
+    )
     views = load_inputs(tiny_scene, cfg)
     masks = object_masks(views)
     init = initialise(views, views.cameras, masks, cfg)

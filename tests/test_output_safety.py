@@ -1,4 +1,5 @@
 """A user's files are never lost: the output folder's final move, --overwrite guards, bad --out paths, signals."""
+
 from __future__ import annotations
 
 import os
@@ -136,14 +137,17 @@ def test_bad_out_paths_fail_before_any_work(tiny_scene: Path, tmp_path: Path) ->
     assert a_file.read_text() == "x"
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--iterations", "0"], "iterations"),
-    (["--iterations", "-5"], "iterations"),
-    (["--max-side", "1"], "max_side"),
-    (["--track", "4"], "track"),
-    (["--view", "--port", "70000"], "--port"),
-    (["--view", "--host", "no-such-host.invalid"], "--host"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--iterations", "0"], "iterations"),
+        (["--iterations", "-5"], "iterations"),
+        (["--max-side", "1"], "max_side"),
+        (["--track", "4"], "track"),
+        (["--view", "--port", "70000"], "--port"),
+        (["--view", "--host", "no-such-host.invalid"], "--host"),
+    ],
+)
 def test_bad_numbers_on_the_command_line(tiny_scene: Path, tmp_path: Path, args: list[str], expected: str) -> None:
     line = _one_line_error(_recon("reconstruct", str(tiny_scene), "--out", str(tmp_path / "r"), *args))
     assert expected in line
@@ -167,8 +171,13 @@ def test_sigterm_and_sighup_remove_the_partial_folder(tiny_scene: Path, tmp_path
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         out = tmp_path / f"run{int(sig)}"
-        proc = subprocess.Popen(RECON + ["reconstruct", str(tiny_scene), "--out", str(out), "--iterations", "100000"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            RECON + ["reconstruct", str(tiny_scene), "--out", str(out), "--iterations", "100000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         deadline = time.time() + 120
         while not list(tmp_path.glob(f".run{int(sig)}.*.partial")) and time.time() < deadline:
             time.sleep(0.2)
@@ -190,7 +199,10 @@ def test_export_to_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     write_ply(run / "splats.ply", GaussianModel.from_points(np.zeros((4, 3)), np.full((4, 3), 0.5)))
-    for to, expected in (("/proc/recon-x.splat", "cannot write"), (str(tmp_path), "unknown export format"),
-                         (str(run / "splats.ply" / "x.ply"), "cannot write")):
+    for to, expected in (
+        ("/proc/recon-x.splat", "cannot write"),
+        (str(tmp_path), "unknown export format"),
+        (str(run / "splats.ply" / "x.ply"), "cannot write"),
+    ):
         line = _one_line_error(_recon("export", str(run), "--to", to))
         assert expected in line, line

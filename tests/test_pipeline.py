@@ -1,4 +1,5 @@
 """End-to-end: `recon reconstruct` on a tiny generated scene, outputs, export, and bad-input errors."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,18 @@ RECON = [sys.executable, "-c", "from apps.cli import main; main()"]
 @pytest.fixture(scope="module")
 def tiny_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "run"
-    cfg = make_config('fast', iterations=60, track=3, settings={"init.points": 1500, "init.hull_resolution": 48, "densify.refine_start_iter": 20, "densify.refine_every": 20, "train.sh_raise_every": 20})
+    cfg = make_config(
+        "fast",
+        iterations=60,
+        track=3,
+        settings={
+            "init.points": 1500,
+            "init.hull_resolution": 48,
+            "densify.refine_start_iter": 20,
+            "densify.refine_every": 20,
+            "train.sh_raise_every": 20,
+        },
+    )
     summary = reconstruct(tiny_scene, out, cfg)
     return out, summary
 
@@ -71,8 +83,9 @@ def test_existing_output_is_not_overwritten(tiny_scene: Path, tmp_path: Path) ->
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    proc = subprocess.run(RECON + ["reconstruct", str(tiny_scene), "--out", str(out), "--iterations", "2"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        RECON + ["reconstruct", str(tiny_scene), "--out", str(out), "--iterations", "2"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "exists and is not empty" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -86,8 +99,9 @@ def test_unposed_featureless_folder_gives_one_clear_line(tmp_path: Path) -> None
     folder = tmp_path / "photos"
     for i in range(3):
         save_image(folder / f"IMG_{i}.png", np.full((24, 32, 3), 0.2 * i, dtype=np.float32))
-    proc = subprocess.run(RECON + ["reconstruct", str(folder), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        RECON + ["reconstruct", str(folder), "--out", str(tmp_path / "o")], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("recon: error:") and "photos" in lines[-1]
@@ -109,8 +123,9 @@ def test_unposed_folder_is_posed_and_reconstructed(tmp_path: Path) -> None:
         save_image(folder / f"IMG_{k}.png", img)
     save_image(folder / "IMG_9.png", np.random.default_rng(0).random((180, 240, 3)).astype(np.float32))
     out = tmp_path / "run"
-    proc = subprocess.run(RECON + ["reconstruct", str(folder), "--out", str(out), "--iterations", "20"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        RECON + ["reconstruct", str(folder), "--out", str(out), "--iterations", "20"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert "IMG_9.png" in proc.stderr and "could not register" in proc.stderr
     cams = json.loads((out / "cameras.json").read_text())["cameras"]
@@ -132,18 +147,24 @@ def test_a_view_fitting_far_worse_than_the_others_is_named() -> None:
 
 
 def test_missing_input_and_unknown_preset(tmp_path: Path) -> None:
-    proc = subprocess.run(RECON + ["reconstruct", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        RECON + ["reconstruct", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run(RECON + ["reconstruct", str(tmp_path), "--out", str(tmp_path / "o"), "--preset", "turbo"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        RECON + ["reconstruct", str(tmp_path), "--out", str(tmp_path / "o"), "--preset", "turbo"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "turbo" in proc.stderr
 
 
 def test_export_splat_and_bad_suffix(tiny_run: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = tiny_run
     n = read_ply(out / "splats.ply").num_gaussians
-    proc = subprocess.run(RECON + ["export", str(out), "--to", str(tmp_path / "m.splat")], capture_output=True, text=True)
+    proc = subprocess.run(
+        RECON + ["export", str(out), "--to", str(tmp_path / "m.splat")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "m.splat").stat().st_size == 32 * n
     proc = subprocess.run(RECON + ["export", str(out), "--to", str(tmp_path / "m.obj")], capture_output=True, text=True)

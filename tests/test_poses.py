@@ -1,4 +1,5 @@
 """Pose estimation for unposed views: alignment maths, SE(3) corrections, and SfM on a tiny generated scene."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -157,8 +158,9 @@ def test_bundle_adjustment_recovers_a_wrong_focal() -> None:
     K0 = Ks.copy()
     K0[:, 0, 0] *= 0.9  # 10% too short, as a default field of view typically is
     K0[:, 1, 1] *= 0.9
-    c, p, K = bundle_adjust(c0, K0, pts + rng.normal(scale=0.02, size=pts.shape), obs, fixed=[0],
-                            refine_focal=True, max_nfev=200)
+    c, p, K = bundle_adjust(
+        c0, K0, pts + rng.normal(scale=0.02, size=pts.shape), obs, fixed=[0], refine_focal=True, max_nfev=200
+    )
     assert K[0, 0, 0] == pytest.approx(300.0, rel=0.01)
     assert np.sqrt(np.mean(reprojection_errors(c, K, p, obs) ** 2)) < 0.05
 
@@ -189,8 +191,11 @@ def test_bundle_adjustment_walks_the_focal_valley_from_a_structure_fitted_to_the
 def test_tracks_join_pair_matches_and_drop_ambiguous_ones() -> None:
     from recon.poses.incremental import Tracks
 
-    matches = {(0, 1): np.array([[0, 0], [1, 1], [2, 2]]), (1, 2): np.array([[0, 5], [1, 6]]),
-               (0, 2): np.array([[1, 7]])}  # keypoint 1 of image 0 reaches image 2 twice (6 and 7): ambiguous
+    matches = {
+        (0, 1): np.array([[0, 0], [1, 1], [2, 2]]),
+        (1, 2): np.array([[0, 5], [1, 6]]),
+        (0, 2): np.array([[1, 7]]),
+    }  # keypoint 1 of image 0 reaches image 2 twice (6 and 7): ambiguous
     t = Tracks.build([3, 3, 8], matches)
     assert t.n == 2
     tr0 = t.lookup[0][0]

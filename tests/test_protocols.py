@@ -1,4 +1,5 @@
 """The standard real-data protocols: published index lists and metric conventions, checked by hand."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Regularisers: values at known points, gradients finite and pointing the designed way."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,7 @@ def test_depth_smoothness_zero_for_constant_and_scale_free() -> None:
     a = R.depth_smoothness(ramp, flat)
     assert a.item() > 0
     assert R.depth_smoothness(ramp * 7.0, flat).item() == pytest.approx(a.item(), rel=1e-5)  # normalised
-    assert R.depth_smoothness(ramp * 7.0, flat, normalize=False).item() == pytest.approx(7.0 * a.item() * 1.5,
-                                                                                          rel=1e-5)
+    assert R.depth_smoothness(ramp * 7.0, flat, normalize=False).item() == pytest.approx(7.0 * a.item() * 1.5, rel=1e-5)
 
 
 def test_depth_smoothness_is_edge_aware_and_alpha_weighted() -> None:

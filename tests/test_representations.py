@@ -1,4 +1,5 @@
 """The representation registry: adding one is one entry; every built-in one satisfies the protocols."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,16 +31,18 @@ def test_built_in_models_satisfy_the_protocols() -> None:
     assert set(REPRESENTATIONS) == {"gaussians", "mesh", "hybrid", "neural"}
 
 
-def test_a_fifth_representation_is_one_registry_entry(tiny_scene: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fifth_representation_is_one_registry_entry(
+    tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     made: list[int] = []
 
     def create(init, config):  # Gaussians whose colour stays view-independent
         made.append(init.model.num_gaussians)
         return GaussianModel({k: v.detach() for k, v in init.model.splats.items()}, active_sh_degree=0)
 
-    entry = Representation("flat", create, REPRESENTATIONS["gaussians"].load,
-                           lambda s: f"{s['num_gaussians']} flat Gaussians")
+    entry = Representation(
+        "flat", create, REPRESENTATIONS["gaussians"].load, lambda s: f"{s['num_gaussians']} flat Gaussians"
+    )
     monkeypatch.setitem(representations.REPRESENTATIONS, "flat", entry)
     cfg = make_config("fast", iterations=5, track=3, representation="flat", settings={"init.points": 300})
     summary = reconstruct(tiny_scene, tmp_path / "run", cfg)

@@ -1,4 +1,5 @@
 """recon.rig: one definition of the rig's look-at point, up, frame, working volume and orbits."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,10 @@ from recon.rig import look_at_point, meeting_point, orbit_cameras, rig_frame, ri
 def _ring(n: int = 6, radius: float = 4.0, height: float = 1.0, target=(0.2, -0.1, 0.3)) -> list[Camera]:
     K = intrinsics(100.0, 100.0, 40.0, 30.0)
     t = np.asarray(target)
-    return [Camera.look_at(t + [radius * math.cos(a), radius * math.sin(a), height], t, [0, 0, 1], K, 80, 60)
-            for a in np.linspace(0, 2 * math.pi, n, endpoint=False)]
+    return [
+        Camera.look_at(t + [radius * math.cos(a), radius * math.sin(a), height], t, [0, 0, 1], K, 80, 60)
+        for a in np.linspace(0, 2 * math.pi, n, endpoint=False)
+    ]
 
 
 def test_look_at_point_up_and_frame_of_a_ring() -> None:
@@ -39,7 +42,9 @@ def test_scene_bounds_and_scale() -> None:
     cams = _ring()
     b = scene_bounds(cams)
     half = math.hypot(4.0, 1.0) * 40.0 / 100.0
-    assert b[0] == pytest.approx(np.array([0.2, -0.1, 0.3]) - half) and b[1] == pytest.approx(np.array([0.2, -0.1, 0.3]) + half)
+    assert b[0] == pytest.approx(np.array([0.2, -0.1, 0.3]) - half) and b[1] == pytest.approx(
+        np.array([0.2, -0.1, 0.3]) + half
+    )
     assert scene_scale(b) == pytest.approx(half * math.sqrt(3))
 
 

@@ -1,4 +1,5 @@
 """No run reports success for nonsense: empty masks, automatic masks that found nothing, black renders."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """SpaRe-style scene IO: layout, split files, camera round trip, DTU-style inputs, and user errors."""
+
 from __future__ import annotations
 
 import json
@@ -163,8 +164,9 @@ def test_dtu_layout_with_separate_calibration(tmp_path):
         cv2.imwrite(str(scan / image_name(i, "dtu")), np.full((H, W, 3), i, np.uint8))
     write_split(tmp_path / "split.json", {"scan1": {**TRACK3, "dataset": "DTU"}})
     assert is_scene(scan)
-    vs = read_spare_scene(scan, split_file=tmp_path / "split.json", calibration_dir=calib,
-                          calibration_size=(4 * W, 4 * H))
+    vs = read_spare_scene(
+        scan, split_file=tmp_path / "split.json", calibration_dir=calib, calibration_size=(4 * W, 4 * H)
+    )
     assert vs.names[0] == "rect_010_3_r5000" and vs.meta["dataset"] == "DTU"
     pts = np.random.default_rng(2).uniform(-0.5, 0.5, (50, 3))
     for cam in vs.cameras:
@@ -225,8 +227,10 @@ def test_read_split_rejects_malformed(tmp_path, content, message):
 
 def test_read_split_accepts_spare_form(tmp_path):
     path = tmp_path / "Track1_split_test.json"
-    path.write_text('{"scan63": {"input_views": [25, 22, 28], "test_views": [1, 2], "dataset": "DTU"},'
-                    ' "Amplifier": {"input_views": [0, 4, 8], "test_views": [3]}}')
+    path.write_text(
+        '{"scan63": {"input_views": [25, 22, 28], "test_views": [1, 2], "dataset": "DTU"},'
+        ' "Amplifier": {"input_views": [0, 4, 8], "test_views": [3]}}'
+    )
     entries = read_split(path)
     assert entries["scan63"]["input_views"] == [25, 22, 28]
     assert entries["Amplifier"]["dataset"] == ""
@@ -373,8 +377,11 @@ def test_plain_folder_with_cameras_subfolder_is_not_a_scene(tmp_path):
 def test_split_with_one_input_view_is_refused(scene):
     path, _, _ = scene
     write_split(path / "splits" / "track3.json", {"toy": {"input_views": [9], "test_views": [0, 5]}})
-    with pytest.raises(ReconInputError, match=r"track3.json: scene 'toy': input_views has only 1 view; at least 2 are "
-                                              r"needed"):
+    with pytest.raises(
+        ReconInputError,
+        match=r"track3.json: scene 'toy': input_views has only 1 view; at least 2 are "
+        r"needed",
+    ):
         read_spare_scene(path)
     from recon.io.image_folder import MIN_VIEWS
 
@@ -386,14 +393,20 @@ def test_sheared_and_far_projection_matrices_are_refused(scene):
     shear = np.eye(3)
     shear[0, 1] = 0.4
     write_projection(path / "cameras" / "pos_010.txt", shear @ cams[9].to_projection())
-    with pytest.raises(ReconInputError, match=r"pos_010.txt: projection matrix: intrinsics are skewed \(sheared pixel "
-                                              r"axes, skew 12.4 px\)"):
+    with pytest.raises(
+        ReconInputError,
+        match=r"pos_010.txt: projection matrix: intrinsics are skewed \(sheared pixel "
+        r"axes, skew 12.4 px\)",
+    ):
         read_spare_scene(path)
     far = cams[9].to_projection()
     far[:, 3] = 1e300
     write_projection(path / "cameras" / "pos_010.txt", far)
-    with pytest.raises(ReconInputError, match=r"pos_010.txt: projection matrix: camera centre .* is not finite or "
-                                              r"beyond 1e\+07 world units"):
+    with pytest.raises(
+        ReconInputError,
+        match=r"pos_010.txt: projection matrix: camera centre .* is not finite or "
+        r"beyond 1e\+07 world units",
+    ):
         read_spare_scene(path)
 
 

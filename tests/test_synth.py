@@ -1,4 +1,5 @@
 """Synthetic SpaRe-style scenes: determinism, splits, ground truth and camera accuracy, shapes, textures, CLI."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -180,8 +181,21 @@ def test_cli_make_scene(tmp_path, capsys):
     from apps.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["make-scene", "--seed", "3", "--out", str(tmp_path / "c"), "--width", "40", "--height", "30",
-              "--cameras", "52"])
+        main(
+            [
+                "make-scene",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / "c"),
+                "--width",
+                "40",
+                "--height",
+                "30",
+                "--cameras",
+                "52",
+            ]
+        )
     assert exc.value.code in (0, None)
     vs = read_spare_scene(tmp_path / "c", split="all")
     assert len(vs) == 52 and vs.images[0].shape == (30, 40, 3)
@@ -206,8 +220,14 @@ def test_cup_is_concave_and_torus_has_a_hole():
 
 @pytest.mark.parametrize(
     "mesh",
-    [shapes.superquadric(0.3, 0.2, 0.25, 0.4, 1.5), shapes.box(0.3, 0.2, 0.1), shapes.torus(0.3, 0.1),
-     shapes.cylinder(0.05, 0.5), shapes.cup(0.1, 0.15, 0.3, 0.02, 0.7), shapes.cone(0.2, 0.4)],
+    [
+        shapes.superquadric(0.3, 0.2, 0.25, 0.4, 1.5),
+        shapes.box(0.3, 0.2, 0.1),
+        shapes.torus(0.3, 0.1),
+        shapes.cylinder(0.05, 0.5),
+        shapes.cup(0.1, 0.15, 0.3, 0.02, 0.7),
+        shapes.cone(0.2, 0.4),
+    ],
 )
 def test_vertex_normals_agree_with_faces(mesh):
     v, t = mesh.vertices, mesh.triangles

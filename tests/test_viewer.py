@@ -8,6 +8,7 @@ screenshots are kept as artifacts in ``$RECON_TEST_ARTIFACTS`` (default: the tes
 ``viewer_sample.png``, ``viewer_mesh.png``, ``viewer_hybrid.png``, ``viewer_neural.png``, ``viewer_radius4.png``
 and ``viewer_goto_test3.png``.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,8 @@ from renderers.gaussians.model import GaussianModel
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,19 @@ def live_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     from apps.viewer import start_live
 
     out = tmp_path_factory.mktemp("viewer") / "run"
-    cfg = make_config("fast", iterations=100, track=3, max_side=160,
-                      settings={"init.points": 1500, "init.hull_resolution": 40, "densify.refine_start_iter": 30,
-                                "densify.refine_every": 30, "train.sh_raise_every": 50})
+    cfg = make_config(
+        "fast",
+        iterations=100,
+        track=3,
+        max_side=160,
+        settings={
+            "init.points": 1500,
+            "init.hull_resolution": 40,
+            "densify.refine_start_iter": 30,
+            "densify.refine_every": 30,
+            "train.sh_raise_every": 50,
+        },
+    )
     viewer = start_live(port=_free_port(), say=lambda _s: None)
     seen: list[int] = []
 
@@ -55,8 +67,12 @@ def live_training(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
 
     try:
         reconstruct(SAMPLE, out, cfg, progress=viewer.progress, snapshot=snapshot)
-        info = {"snapshots": seen, "train_text": viewer.gui_train.content, "curve": viewer.gui_curve.image.copy(),
-                "history": list(viewer.history)}
+        info = {
+            "snapshots": seen,
+            "train_text": viewer.gui_train.content,
+            "curve": viewer.gui_curve.image.copy(),
+            "history": list(viewer.history),
+        }
     finally:
         viewer.server.stop()
     return out, info
@@ -121,8 +137,12 @@ def test_cli_view_of_a_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", "from apps.cli import main; main()", "view", str(tmp_path / "x")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from apps.cli import main; main()", "view", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"recon: error: {tmp_path / 'x'}: run folder not found"
 
@@ -199,8 +219,15 @@ def test_live_mode_streams_training(live_training: tuple[Path, dict]) -> None:
 
 # ----------------------------------------------------------------------------- every representation
 REPRESENTATIONS = ("mesh", "hybrid", "neural")
-TINY = {"init.points": 800, "init.hull_resolution": 32, "densify.refine_start_iter": 10, "densify.refine_every": 10,
-        "train.sh_raise_every": 10, "mesh.faces": 2000, "mesh.hybrid_iterations": 5}
+TINY = {
+    "init.points": 800,
+    "init.hull_resolution": 32,
+    "densify.refine_start_iter": 10,
+    "densify.refine_every": 10,
+    "train.sh_raise_every": 10,
+    "mesh.faces": 2000,
+    "mesh.hybrid_iterations": 5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +235,9 @@ def rep_runs(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     """Tiny mesh, hybrid and neural runs of the tiny scene (30 steps, a few seconds each)."""
     root = tmp_path_factory.mktemp("representations")
     for rep in REPRESENTATIONS:
-        reconstruct(tiny_scene, root / rep, make_config("fast", iterations=30, track=3, representation=rep,
-                                                        settings=TINY))
+        reconstruct(
+            tiny_scene, root / rep, make_config("fast", iterations=30, track=3, representation=rep, settings=TINY)
+        )
     return {rep: root / rep for rep in REPRESENTATIONS}
 
 
@@ -294,8 +322,17 @@ def _blender_world_copy(run: Path, dst: Path, radius: float = 4.0) -> Path:
         g.splats["means"].copy_(torch.tensor(s * (g.means.detach().numpy() - c) @ Q.T, dtype=torch.float32))
         g.splats["scales"].add_(float(np.log(s)))
         w, x, y, z = torch.nn.functional.normalize(g.splats["quats"], dim=-1).unbind(-1)
-        g.splats["quats"].copy_(torch.stack([qw * w - qx * x - qy * y - qz * z, qw * x + qx * w + qy * z - qz * y,
-                                             qw * y - qx * z + qy * w + qz * x, qw * z + qx * y - qy * x + qz * w], -1))
+        g.splats["quats"].copy_(
+            torch.stack(
+                [
+                    qw * w - qx * x - qy * y - qz * z,
+                    qw * x + qx * w + qy * z - qz * y,
+                    qw * y - qx * z + qy * w + qz * x,
+                    qw * z + qx * y - qy * x + qz * w,
+                ],
+                -1,
+            )
+        )
         g.splats["shN"].zero_()  # view-dependent colour would need its SH rotated too
     write_ply(dst / "splats.ply", g)
     cams = []
@@ -350,10 +387,20 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--window-size=1280,720",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--window-size=1280,720",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     yield driver
@@ -395,7 +442,7 @@ def live_page(sample_run: Path, browser):
 def _scene_region(img: np.ndarray) -> np.ndarray:
     """Where the object is drawn in the home view: the middle of the canvas, left of the GUI panel."""
     h, w = img.shape[:2]
-    return img[h // 5: 4 * h // 5, w // 5: int(0.7 * w)].astype(np.float32)
+    return img[h // 5 : 4 * h // 5, w // 5 : int(0.7 * w)].astype(np.float32)
 
 
 def test_browser_draws_the_splats_and_the_gui(live_page) -> None:
@@ -503,8 +550,11 @@ def test_go_to_camera_moves_the_browser_there(live_page) -> None:
 
     def at(cam: Camera) -> bool:
         c = client.camera
-        return (np.allclose(c.position, cam.center, atol=1e-6) and abs(c.fov - cam.fov_y) < 1e-6
-                and np.allclose(qvec_to_rotmat(np.asarray(c.wxyz)), cam.R.T, atol=1e-6))
+        return (
+            np.allclose(c.position, cam.center, atol=1e-6)
+            and abs(c.fov - cam.fov_y) < 1e-6
+            and np.allclose(qvec_to_rotmat(np.asarray(c.wxyz)), cam.R.T, atol=1e-6)
+        )
 
     before = _settled_until(driver, lambda s: _drawn(s) > 0.02)
     test3 = viewer.contents.test_cameras[3]

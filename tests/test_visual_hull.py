@@ -1,4 +1,5 @@
 """Visual hull: carve analytic sphere silhouettes, check containment, volume, sampling, colours, view counts."""
+
 from __future__ import annotations
 
 import math

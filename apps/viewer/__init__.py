@@ -5,6 +5,7 @@ layer when the run folder has no points.ply, prints the URL and keeps serving. T
 (what a run folder holds, any representation), ``scene`` (the layers, GUI and live-training hooks),
 ``layers`` (Gaussians and cameras as viser nodes), ``framing`` (where the browser's camera starts and goes).
 """
+
 from __future__ import annotations
 
 import socket
@@ -71,8 +72,10 @@ def start_server(port: int = 8080, host: str = DEFAULT_HOST, say: Callable[[str]
     if port and actual != port:  # lost a race for the port: viser moved on by itself
         say(f"port {port} is in use; using port {actual} instead")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        say(f"warning: the viewer listens on {host}, without authentication: anyone who can reach this machine "
-            f"there can see the run's photos, cameras and reconstruction")
+        say(
+            f"warning: the viewer listens on {host}, without authentication: anyone who can reach this machine "
+            f"there can see the run's photos, cameras and reconstruction"
+        )
     return server
 
 
@@ -97,8 +100,9 @@ def hull_points(contents: RunContents, n: int = 4000) -> tuple[np.ndarray, np.nd
     return pts.numpy(), rgb.numpy()
 
 
-def open_viewer(run: str | Path, port: int = 8080, host: str = DEFAULT_HOST,
-                say: Callable[[str], None] = print) -> Viewer:
+def open_viewer(
+    run: str | Path, port: int = 8080, host: str = DEFAULT_HOST, say: Callable[[str], None] = print
+) -> Viewer:
     """Load a run folder (clear ReconInputError when missing/broken), serve it, print the URL; returns the Viewer."""
     contents = load_run(run)  # fail before taking a port
     server = start_server(port, host, say=say)

@@ -5,6 +5,7 @@ axes, COLMAP worlds are arbitrary), so nothing here assumes an up axis or a scal
 the cameras, the orbit distance from where the content is, and the start view is an input camera's own pose,
 which by construction sees the object from outside it.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,9 @@ def view_from_camera(cam: Camera, up: np.ndarray, centre: np.ndarray | None = No
     level = abs(float(right @ up)) < math.sin(math.radians(LEVEL_TOLERANCE_DEG))
     own_up = -cam.R[1]
     orbit_up = up if level and abs(float(forward @ up)) < 0.999 and float(own_up @ up) > 0 else own_up
-    return ViewPose(position=pos, wxyz=wxyz, look_at=pos + depth * forward, up=np.asarray(orbit_up, np.float64),
-                    fov=cam.fov_y)
+    return ViewPose(
+        position=pos, wxyz=wxyz, look_at=pos + depth * forward, up=np.asarray(orbit_up, np.float64), fov=cam.fov_y
+    )
 
 
 def view_from_bounds(lo: np.ndarray, hi: np.ndarray, up: np.ndarray, fov: float = math.radians(50.0)) -> ViewPose:

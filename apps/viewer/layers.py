@@ -5,6 +5,7 @@ just its camera-to-world rotation (as a w x y z quaternion) and its centre. Spla
 3x3 covariances R S S R^T (activated scales and unit quaternions), DC colours (sh0 * C0 + 0.5, clipped)
 and opacities. viser is imported only by the functions that take a scene.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,12 +80,17 @@ def frustum_scale(cameras: Sequence[Camera]) -> float:
     return max(spread * 0.1, 1e-3)
 
 
-def add_splats(scene: Any, name: str, model: GaussianModel, scale: float = 1.0, min_opacity: float = 0.0,
-               visible: bool = True) -> Any:
+def add_splats(
+    scene: Any, name: str, model: GaussianModel, scale: float = 1.0, min_opacity: float = 0.0, visible: bool = True
+) -> Any:
     """Add (or replace) the Gaussians as a viser splat node; returns the handle."""
     arr = splat_arrays(model, scale=scale, min_opacity=min_opacity)
     return scene.add_gaussian_splats(
-        name, centers=arr.centers, covariances=arr.covariances, rgbs=arr.rgbs, opacities=arr.opacities,
+        name,
+        centers=arr.centers,
+        covariances=arr.covariances,
+        rgbs=arr.rgbs,
+        opacities=arr.opacities,
         visible=visible,
     )
 
@@ -116,12 +122,22 @@ def add_frustums(
                 arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             f = thumb_side / max(arr.shape[:2])
             if f < 1.0:
-                arr = cv2.resize(arr, (max(1, round(arr.shape[1] * f)), max(1, round(arr.shape[0] * f))),
-                                 interpolation=cv2.INTER_AREA)
+                arr = cv2.resize(
+                    arr,
+                    (max(1, round(arr.shape[1] * f)), max(1, round(arr.shape[0] * f))),
+                    interpolation=cv2.INTER_AREA,
+                )
             img = arr
         handle = scene.add_camera_frustum(
-            f"{prefix}/{k:03d}", fov=cam.fov_y, aspect=cam.width / cam.height, scale=size, color=color,
-            image=img, wxyz=wxyz, position=pos, thickness=size * 0.03,
+            f"{prefix}/{k:03d}",
+            fov=cam.fov_y,
+            aspect=cam.width / cam.height,
+            scale=size,
+            color=color,
+            image=img,
+            wxyz=wxyz,
+            position=pos,
+            thickness=size * 0.03,
         )
         if on_click is not None:
             handle.on_click(lambda event, cam=cam: on_click(event.client, cam))
@@ -134,7 +150,8 @@ def add_mesh(scene: Any, name: str, vertices: np.ndarray, faces: np.ndarray, col
     if colors is not None:
         import trimesh
 
-        mesh = trimesh.Trimesh(vertices, faces, vertex_colors=(np.clip(colors, 0, 1) * 255).astype(np.uint8),
-                               process=False)
+        mesh = trimesh.Trimesh(
+            vertices, faces, vertex_colors=(np.clip(colors, 0, 1) * 255).astype(np.uint8), process=False
+        )
         return scene.add_mesh_trimesh(name, mesh)
     return scene.add_mesh_simple(name, vertices, faces, color=(200, 200, 200))

@@ -7,6 +7,7 @@ Gaussians, or for a mesh run the Gaussians its mesh was fused from), the mesh (m
 content's points for framing. The input images come from the run's source when it can still
 be read (else renders/), test cameras from the source when it is a benchmark scene.
 """
+
 from __future__ import annotations
 
 import logging
@@ -131,9 +132,17 @@ def load_run(run_dir: str | Path, with_source: bool = True) -> RunContents:
         raise ReconInputError("splats.ply holds no Gaussians", run.splats)
     cameras = run.read_cameras()
     metrics = run.read_metrics()
-    out = RunContents(run_dir=run.path, model=model, cameras=cameras, images=[None] * len(cameras),
-                      representation=run.representation(), gaussians=gaussians, mesh=mesh_arrays(model),
-                      metrics=metrics, config=config)
+    out = RunContents(
+        run_dir=run.path,
+        model=model,
+        cameras=cameras,
+        images=[None] * len(cameras),
+        representation=run.representation(),
+        gaussians=gaussians,
+        mesh=mesh_arrays(model),
+        metrics=metrics,
+        config=config,
+    )
     for k, cam in enumerate(cameras):
         render = run.render_path(cam.name)
         if render.exists():

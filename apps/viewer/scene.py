@@ -6,6 +6,7 @@ input/test camera N", a "render from this view" button that renders the browser'
 model (colour + depth, savable), and live-training hooks (``progress`` / ``snapshot``) that stream splats, a
 loss curve and the Gaussian count while training. Every browser opens on the first input camera's own view.
 """
+
 from __future__ import annotations
 
 import threading
@@ -67,8 +68,9 @@ class Viewer:
 
     def __init__(self, server: Any, device: str | torch.device | None = None, max_render_side: int = 640) -> None:
         self.server = server
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.max_render_side = max_render_side
         self.model: Any = None  # renders "render from this view": the run's own model (any representation)
         self.gaussians: GaussianModel | None = None  # drawn as splats
@@ -165,26 +167,45 @@ class Viewer:
         size = frustum_scale(contents.cameras + contents.test_cameras)
         self._inside_radius = 0.5 * size
         self._layers["cameras"] = add_frustums(
-            scene, "/cameras/input", contents.cameras, contents.images, color=(30, 90, 230), scale=size,
-            on_click=lambda client, cam: self._clicked(client, "input", cam))
+            scene,
+            "/cameras/input",
+            contents.cameras,
+            contents.images,
+            color=(30, 90, 230),
+            scale=size,
+            on_click=lambda client, cam: self._clicked(client, "input", cam),
+        )
         if contents.test_cameras:
             self._layers["test_cameras"] = add_frustums(
-                scene, "/cameras/test", contents.test_cameras, contents.test_images or None, color=(230, 60, 40),
-                scale=size * 0.8, on_click=lambda client, cam: self._clicked(client, "test", cam))
+                scene,
+                "/cameras/test",
+                contents.test_cameras,
+                contents.test_images or None,
+                color=(230, 60, 40),
+                scale=size * 0.8,
+                on_click=lambda client, cam: self._clicked(client, "test", cam),
+            )
         if contents.mesh is not None:
             self._layers["mesh"] = [add_mesh(scene, "/mesh", *contents.mesh)]
         pts = points if points is not None else contents.points
         if pts is not None:
             xyz, rgb = pts
-            self._layers["points"] = [scene.add_point_cloud(
-                "/points", points=np.asarray(xyz, np.float32), colors=np.asarray(rgb, np.float32),
-                point_size=size * 0.02)]
+            self._layers["points"] = [
+                scene.add_point_cloud(
+                    "/points",
+                    points=np.asarray(xyz, np.float32),
+                    colors=np.asarray(rgb, np.float32),
+                    point_size=size * 0.02,
+                )
+            ]
         for key, box in self.gui_layers.items():
             has = self.gaussians is not None if key == "splats" else bool(self._layers.get(key))
             box.disabled = not has  # nothing to show for that layer
         self._camera_choices = {
             f"{kind} camera {k}" + (f" ({cam.name})" if cam.name else ""): (kind, k)
-            for kind, cams in self.cameras.items() for k, cam in enumerate(cams)}
+            for kind, cams in self.cameras.items()
+            for k, cam in enumerate(cams)
+        }
         self.gui_camera.options = tuple(self._camera_choices) or (NO_CAMERA,)
         self.gui_goto.disabled = not self._camera_choices
         self.gui_info.content = self._describe(contents)
@@ -235,12 +256,18 @@ class Viewer:
                 self.num_shown = 0
                 self.gui_count.content = "no Gaussians in this run"
                 return
-            arr = splat_arrays(self.gaussians, scale=float(self.gui_scale.value),
-                               min_opacity=float(self.gui_opacity.value))
+            arr = splat_arrays(
+                self.gaussians, scale=float(self.gui_scale.value), min_opacity=float(self.gui_opacity.value)
+            )
             visible = bool(self.gui_layers["splats"].value)
             self.splat_handle = self.server.scene.add_gaussian_splats(
-                "/splats", centers=arr.centers, covariances=arr.covariances, rgbs=arr.rgbs,
-                opacities=arr.opacities, visible=visible)
+                "/splats",
+                centers=arr.centers,
+                covariances=arr.covariances,
+                rgbs=arr.rgbs,
+                opacities=arr.opacities,
+                visible=visible,
+            )
             self.num_shown = len(arr)
             self.gui_count.content = f"{self.num_shown} of {self.gaussians.num_gaussians} Gaussians shown"
 
@@ -262,7 +289,7 @@ class Viewer:
     def go_to(self, kind: str, index: int, clients: list[Any] | None = None) -> ViewPose:
         """Move every connected browser (or ``clients``) to input/test camera ``index``."""
         view = self.view_of(kind, index)
-        for client in (clients if clients is not None else list(self.server.get_clients().values())):
+        for client in clients if clients is not None else list(self.server.get_clients().values()):
             self.set_view(client, view)
         self._on_camera_update(None)
         label = next((name for name, choice in self._camera_choices.items() if choice == (kind, index)), None)
@@ -296,8 +323,12 @@ class Viewer:
                 positions.append(np.asarray(client.camera.position, dtype=np.float64))
             except AssertionError:  # a browser that has not sent its camera yet
                 continue
-        inside = {(kind, k) for kind, cams in self.cameras.items() for k, cam in enumerate(cams)
-                  if any(np.linalg.norm(p - cam.center) < self._inside_radius for p in positions)}
+        inside = {
+            (kind, k)
+            for kind, cams in self.cameras.items()
+            for k, cam in enumerate(cams)
+            if any(np.linalg.norm(p - cam.center) < self._inside_radius for p in positions)
+        }
         with self._inside_lock:
             changed = inside ^ self._inside
             self._inside = inside

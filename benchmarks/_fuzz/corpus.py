@@ -4,6 +4,7 @@ Each reader has one or two variants (e.g. per-frame intrinsics and Blender's cam
 transforms.json) so that more of each reader's paths are reached. A Seed names the entry the reader is given
 and the files worth mutating, with a kind that picks the mutators and a weight.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,18 @@ from pathlib import Path
 import numpy as np
 
 #: Readers the fuzzer knows, in table order (new ones go at the end: a reader's number seeds its cases).
-READERS = ("transforms", "colmap_text", "colmap_binary", "spare", "images", "ply", "llff", "dtu_idr", "dtu_rect",
-           "blender")
+READERS = (
+    "transforms",
+    "colmap_text",
+    "colmap_binary",
+    "spare",
+    "images",
+    "ply",
+    "llff",
+    "dtu_idr",
+    "dtu_rect",
+    "blender",
+)
 W, H = 32, 24
 
 
@@ -55,8 +66,7 @@ def _ring(n: int, width: int = W, height: int = H):
 def _pattern(i: int, channels: int = 3, dtype=np.uint8, width: int = W, height: int = H) -> np.ndarray:
     rng = np.random.default_rng(100 + i)
     top = 255 if dtype == np.uint8 else 65535
-    return rng.integers(0, top + 1, size=(height, width, channels) if channels > 1 else (height, width),
-                        dtype=dtype)
+    return rng.integers(0, top + 1, size=(height, width, channels) if channels > 1 else (height, width), dtype=dtype)
 
 
 def _png(path: Path, arr: np.ndarray) -> None:
@@ -96,9 +106,17 @@ def _transforms(root: Path, variant: str) -> Seed:
         data = json.loads(out.read_text())
         data.update({"k1": 0.01, "p1": 0.0})
         out.write_text(json.dumps(data, indent=1))
-        return Seed("transforms", variant, ".", "views", (
-            Target("transforms.json", "json", 6.0), Target("images/f1.png", "image", 2.0),
-            Target("masks/m2.png", "image", 1.0)))
+        return Seed(
+            "transforms",
+            variant,
+            ".",
+            "views",
+            (
+                Target("transforms.json", "json", 6.0),
+                Target("images/f1.png", "image", 2.0),
+                Target("masks/m2.png", "image", 1.0),
+            ),
+        )
     frames = []
     for i, cam in enumerate(cams):
         rgba = _pattern(i, 4)
@@ -109,8 +127,13 @@ def _transforms(root: Path, variant: str) -> Seed:
         frames.append({"file_path": f"./train/r_{i}", "rotation": 0.1, "transform_matrix": c2w})
     angle = 2 * math.atan(W / (2 * 30.0))
     (root / "transforms_train.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}, indent=1))
-    return Seed("transforms", variant, ".", "views", (
-        Target("transforms_train.json", "json", 6.0), Target("train/r_0.png", "image", 2.0)))
+    return Seed(
+        "transforms",
+        variant,
+        ".",
+        "views",
+        (Target("transforms_train.json", "json", 6.0), Target("train/r_0.png", "image", 2.0)),
+    )
 
 
 def _colmap_text_model(model: Path) -> None:
@@ -120,17 +143,21 @@ def _colmap_text_model(model: Path) -> None:
     cams = _ring(3)
     pts = np.array([[0.1, 0.2, -0.1], [-0.3, 0.1, 0.2], [0.0, 0.0, 0.0], [0.2, -0.2, 0.1]])
     model.mkdir(parents=True, exist_ok=True)
-    cam_lines = [f"1 PINHOLE {W} {H} {cams[0].fx} {cams[0].fy} {cams[0].cx} {cams[0].cy}",
-                 f"2 SIMPLE_RADIAL {W} {H} {cams[1].fx} {cams[1].cx} {cams[1].cy} 0.01",
-                 f"3 OPENCV {W} {H} {cams[2].fx} {cams[2].fy} {cams[2].cx} {cams[2].cy} 0.01 0 0 0"]
+    cam_lines = [
+        f"1 PINHOLE {W} {H} {cams[0].fx} {cams[0].fy} {cams[0].cx} {cams[0].cy}",
+        f"2 SIMPLE_RADIAL {W} {H} {cams[1].fx} {cams[1].cx} {cams[1].cy} 0.01",
+        f"3 OPENCV {W} {H} {cams[2].fx} {cams[2].fy} {cams[2].cx} {cams[2].cy} 0.01 0 0 0",
+    ]
     img_lines = []
     for i, cam in enumerate(cams, start=1):
         q, t = rotmat_to_qvec(cam.R), cam.t
         uv, _ = cam.project(pts)
         obs = " ".join(f"{u:.4f} {v:.4f} {j + 1}" for j, (u, v) in enumerate(uv))
         img_lines += [f"{i} {' '.join(repr(float(x)) for x in (*q, *t))} {i} img_{i}.png", obs]
-    pt_lines = [f"{j + 1} {p[0]} {p[1]} {p[2]} 200 100 50 0.5 " + " ".join(f"{i} {j}" for i in (1, 2, 3))
-                for j, p in enumerate(pts)]
+    pt_lines = [
+        f"{j + 1} {p[0]} {p[1]} {p[2]} 200 100 50 0.5 " + " ".join(f"{i} {j}" for i in (1, 2, 3))
+        for j, p in enumerate(pts)
+    ]
     (model / "cameras.txt").write_text("# cameras\n" + "\n".join(cam_lines) + "\n")
     (model / "images.txt").write_text("# images\n" + "\n".join(img_lines) + "\n")
     (model / "points3D.txt").write_text("# points\n" + "\n".join(pt_lines) + "\n")
@@ -140,9 +167,18 @@ def _colmap_text_model(model: Path) -> None:
 
 def _colmap_text(root: Path, variant: str) -> Seed:
     _colmap_text_model(root / "sparse" / "0")
-    return Seed("colmap_text", variant, ".", "views", (
-        Target("sparse/0/cameras.txt", "text", 3.0), Target("sparse/0/images.txt", "text", 4.0),
-        Target("sparse/0/points3D.txt", "text", 2.0), Target("images/img_2.png", "image", 1.0)))
+    return Seed(
+        "colmap_text",
+        variant,
+        ".",
+        "views",
+        (
+            Target("sparse/0/cameras.txt", "text", 3.0),
+            Target("sparse/0/images.txt", "text", 4.0),
+            Target("sparse/0/points3D.txt", "text", 2.0),
+            Target("images/img_2.png", "image", 1.0),
+        ),
+    )
 
 
 def _colmap_binary(root: Path, variant: str) -> Seed:
@@ -160,9 +196,14 @@ def _colmap_binary(root: Path, variant: str) -> Seed:
         d.rmdir()
     names = [p.name for p in sorted(model.iterdir())]
     weights = {"cameras.bin": 3.0, "images.bin": 3.0, "points3D.bin": 3.0, "rigs.bin": 1.0, "frames.bin": 1.5}
-    return Seed("colmap_binary", variant, ".", "views",
-                tuple(Target(f"sparse/0/{n}", "binary", weights.get(n, 1.0)) for n in names)
-                + (Target("images/img_1.png", "image", 0.5),))
+    return Seed(
+        "colmap_binary",
+        variant,
+        ".",
+        "views",
+        tuple(Target(f"sparse/0/{n}", "binary", weights.get(n, 1.0)) for n in names)
+        + (Target("images/img_1.png", "image", 0.5),),
+    )
 
 
 def _spare(root: Path, variant: str) -> Seed:
@@ -173,12 +214,21 @@ def _spare(root: Path, variant: str) -> Seed:
     masks = {i: _pattern(20 + i, 1) > 100 for i in range(6)}
     depths = {i: np.where(masks[i], 2.0 + 0.1 * i, 0.0) for i in range(6)}
     scene = root / "toy"  # the folder name is the scene's name when there is no scene.json
-    write_spare_scene(scene, cams, images, name="toy", masks=masks, depths=depths,
-                      splits={"track3": {"input_views": [1, 2, 3], "test_views": [0, 5]}})
-    targets = [Target("toy/splits/track3.json", "json", 3.0),
-               Target(f"toy/cameras/{camera_file_name(2)}", "text", 3.0),
-               Target(f"toy/images/{image_name(1)}", "image", 1.5),
-               Target(f"toy/masks/{image_name(3)}", "image", 1.0)]
+    write_spare_scene(
+        scene,
+        cams,
+        images,
+        name="toy",
+        masks=masks,
+        depths=depths,
+        splits={"track3": {"input_views": [1, 2, 3], "test_views": [0, 5]}},
+    )
+    targets = [
+        Target("toy/splits/track3.json", "json", 3.0),
+        Target(f"toy/cameras/{camera_file_name(2)}", "text", 3.0),
+        Target(f"toy/images/{image_name(1)}", "image", 1.5),
+        Target(f"toy/masks/{image_name(3)}", "image", 1.0),
+    ]
     if variant == "no_scene_json":
         (scene / "scene.json").unlink()
     else:
@@ -196,14 +246,24 @@ def _images(root: Path, variant: str) -> Seed:
         _png(folder / "d.png", gray16)
         for stem in "abcd":
             _png(folder / "masks" / f"{stem}.png", (_pattern(30, 1) > 100).astype(np.uint8) * 255)
-        return Seed("images", variant, "photos", "views", (
-            Target("photos/a.png", "image", 2.0), Target("photos/b.jpg", "image", 2.0),
-            Target("photos/c.png", "image", 1.0), Target("photos/d.png", "image", 1.0),
-            Target("photos/masks/b.png", "image", 1.0)))
+        return Seed(
+            "images",
+            variant,
+            "photos",
+            "views",
+            (
+                Target("photos/a.png", "image", 2.0),
+                Target("photos/b.jpg", "image", 2.0),
+                Target("photos/c.png", "image", 1.0),
+                Target("photos/d.png", "image", 1.0),
+                Target("photos/masks/b.png", "image", 1.0),
+            ),
+        )
     for i in range(3):
         _jpeg_with_exif(folder / f"IMG_{i + 1}.jpg", _pattern(i, width=H, height=W), orientation=6)
-    return Seed("images", variant, "photos", "views", tuple(
-        Target(f"photos/IMG_{i + 1}.jpg", "image") for i in range(3)))
+    return Seed(
+        "images", variant, "photos", "views", tuple(Target(f"photos/IMG_{i + 1}.jpg", "image") for i in range(3))
+    )
 
 
 def _ply(root: Path, variant: str) -> Seed:
@@ -214,9 +274,14 @@ def _ply(root: Path, variant: str) -> Seed:
 
     g = torch.Generator().manual_seed(0)
     n, k = 4, 4
-    params = {"means": torch.randn(n, 3, generator=g), "quats": torch.randn(n, 4, generator=g),
-              "scales": torch.randn(n, 3, generator=g) - 3, "opacities": torch.randn(n, generator=g),
-              "sh0": torch.randn(n, 1, 3, generator=g), "shN": 0.1 * torch.randn(n, k - 1, 3, generator=g)}
+    params = {
+        "means": torch.randn(n, 3, generator=g),
+        "quats": torch.randn(n, 4, generator=g),
+        "scales": torch.randn(n, 3, generator=g) - 3,
+        "opacities": torch.randn(n, generator=g),
+        "sh0": torch.randn(n, 1, 3, generator=g),
+        "shN": 0.1 * torch.randn(n, k - 1, 3, generator=g),
+    }
     model = GaussianModel(params, active_sh_degree=1)
     if variant == "binary":
         write_ply(root / "splats.ply", model)
@@ -242,8 +307,13 @@ def _llff(root: Path, variant: str) -> Seed:
         rows.append(np.concatenate([m.reshape(-1), [0.5, 6.0]]))
         _png(root / "images" / f"img{i}.png", _pattern(i))
     np.save(root / "poses_bounds.npy", np.array(rows))
-    return Seed("llff", variant, ".", "recon.io.llff:read_llff", (
-        Target("poses_bounds.npy", "binary", 3.0), Target("images/img1.png", "image", 1.0)))
+    return Seed(
+        "llff",
+        variant,
+        ".",
+        "recon.io.llff:read_llff",
+        (Target("poses_bounds.npy", "binary", 3.0), Target("images/img1.png", "image", 1.0)),
+    )
 
 
 def _dtu_idr(root: Path, variant: str) -> Seed:
@@ -259,9 +329,17 @@ def _dtu_idr(root: Path, variant: str) -> Seed:
         _png(root / "image" / f"{i:06d}.png", _pattern(i))
         _png(root / "mask" / f"{i:03d}.png", (_pattern(40 + i, 1) > 100).astype(np.uint8) * 255)
     np.savez(root / "cameras_sphere.npz", **arrays)
-    return Seed("dtu_idr", variant, ".", "recon.io.dtu:read_dtu", (
-        Target("cameras_sphere.npz", "npz", 3.0), Target("image/000001.png", "image", 1.0),
-        Target("mask/002.png", "image", 1.0)))
+    return Seed(
+        "dtu_idr",
+        variant,
+        ".",
+        "recon.io.dtu:read_dtu",
+        (
+            Target("cameras_sphere.npz", "npz", 3.0),
+            Target("image/000001.png", "image", 1.0),
+            Target("mask/002.png", "image", 1.0),
+        ),
+    )
 
 
 def _dtu_rect(root: Path, variant: str) -> Seed:
@@ -269,13 +347,28 @@ def _dtu_rect(root: Path, variant: str) -> Seed:
     for i, cam in enumerate(_ring(3)):
         _png(root / "scan1" / f"rect_{i + 1:03d}_3_r5000.png", _pattern(i))
         _png(root / "idrmasks" / "scan1" / "mask" / f"{i:03d}.png", (_pattern(50 + i, 1) > 100).astype(np.uint8) * 255)
-        lines = ["extrinsic", *(" ".join(repr(float(x)) for x in row) for row in cam.viewmat), "", "intrinsic",
-                 *(" ".join(repr(float(x)) for x in row) for row in cam.K), "", "1.5 0.01"]
+        lines = [
+            "extrinsic",
+            *(" ".join(repr(float(x)) for x in row) for row in cam.viewmat),
+            "",
+            "intrinsic",
+            *(" ".join(repr(float(x)) for x in row) for row in cam.K),
+            "",
+            "1.5 0.01",
+        ]
         (root / "Cameras").mkdir(exist_ok=True)
         (root / "Cameras" / f"{i:08d}_cam.txt").write_text("\n".join(lines) + "\n")
-    return Seed("dtu_rect", variant, "scan1", "recon.io.dtu:read_dtu", (
-        Target("Cameras/00000001_cam.txt", "text", 3.0), Target("scan1/rect_002_3_r5000.png", "image", 1.0),
-        Target("idrmasks/scan1/mask/000.png", "image", 1.0)))
+    return Seed(
+        "dtu_rect",
+        variant,
+        "scan1",
+        "recon.io.dtu:read_dtu",
+        (
+            Target("Cameras/00000001_cam.txt", "text", 3.0),
+            Target("scan1/rect_002_3_r5000.png", "image", 1.0),
+            Target("idrmasks/scan1/mask/000.png", "image", 1.0),
+        ),
+    )
 
 
 def _blender(root: Path, variant: str) -> Seed:

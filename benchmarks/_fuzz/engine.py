@@ -6,6 +6,7 @@ ReconInputError naming a file), ``exception`` (anything else, a multi-line error
 died: a signal or an abort in native code). Only the first two are acceptable. Case i of a reader uses the
 random generator seeded with (seed, reader number, i), so any case can be rebuilt from the report.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,12 +80,21 @@ class Worker:
 
     def start(self) -> None:
         root = Path(__file__).resolve().parents[2]
-        env = dict(os.environ, MALLOC_ARENA_MAX="2", OMP_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        env = dict(
+            os.environ,
+            MALLOC_ARENA_MAX="2",
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        )
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks._fuzz.worker", str(self.mem_bytes)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                     cwd=root)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._fuzz.worker", str(self.mem_bytes)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=root,
+        )
         self._buf = b""
         line = self._read_line(self.start_timeout)
         if line is None:
@@ -209,8 +219,16 @@ class FuzzReport:
         return {"settings": self.settings, "readers": readers}
 
 
-def _fuzz_reader(reader: str, worker: Worker, work: Path, cases: int, seed: int, timeout_s: float,
-                 keep_failures: Path | None, progress: Callable[[str, int, CaseResult], None] | None) -> ReaderStats:
+def _fuzz_reader(
+    reader: str,
+    worker: Worker,
+    work: Path,
+    cases: int,
+    seed: int,
+    timeout_s: float,
+    keep_failures: Path | None,
+    progress: Callable[[str, int, CaseResult], None] | None,
+) -> ReaderStats:
     """``cases`` mutated inputs for one reader, after checking that its unmutated seeds read as valid."""
     rid = READERS.index(reader)
     seed_root = work / "seeds" / reader
@@ -229,9 +247,18 @@ def _fuzz_reader(reader: str, worker: Worker, work: Path, cases: int, seed: int,
         folder, s = seeds[i % len(seeds)]
         note = make_case(folder, s, case_dir, rng)
         out = worker.run(s.call, str(case_dir / s.entry), timeout_s)
-        r = CaseResult(reader=reader, index=i, variant=s.variant, mutation=note[:300], outcome=out["outcome"],
-                       type=out.get("type", ""), detail=out.get("detail", ""), seconds=out.get("seconds", timeout_s),
-                       peak_rss_mb=out.get("peak_rss_mb", 0.0), extra_mb=out.get("extra_mb", 0.0))
+        r = CaseResult(
+            reader=reader,
+            index=i,
+            variant=s.variant,
+            mutation=note[:300],
+            outcome=out["outcome"],
+            type=out.get("type", ""),
+            detail=out.get("detail", ""),
+            seconds=out.get("seconds", timeout_s),
+            peak_rss_mb=out.get("peak_rss_mb", 0.0),
+            extra_mb=out.get("extra_mb", 0.0),
+        )
         st.add(r)
         if r.outcome in BAD_OUTCOMES and keep_failures is not None:
             _keep(case_dir, Path(keep_failures) / f"{reader}-{i:05d}")
@@ -245,8 +272,13 @@ def _keep(case_dir: Path, dest: Path) -> None:
     """A copy of a failed case's input (FIFOs and devices left out)."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(case_dir, dest, symlinks=True, ignore_dangling_symlinks=True,
-                    ignore=lambda d, names: [n for n in names if _is_special(Path(d) / n)])
+    shutil.copytree(
+        case_dir,
+        dest,
+        symlinks=True,
+        ignore_dangling_symlinks=True,
+        ignore=lambda d, names: [n for n in names if _is_special(Path(d) / n)],
+    )
 
 
 def run_fuzz(
@@ -275,9 +307,14 @@ def run_fuzz(
         worker.stop()
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    settings = {"cases_per_reader": cases, "seed": seed, "timeout_s": timeout_s,
-                "mem_cap_mb_beyond_imports": mem_bytes // 2**20, "baseline_rss_mb": worker.baseline_rss_mb,
-                "seconds": round(time.perf_counter() - t_start, 1)}
+    settings = {
+        "cases_per_reader": cases,
+        "seed": seed,
+        "timeout_s": timeout_s,
+        "mem_cap_mb_beyond_imports": mem_bytes // 2**20,
+        "baseline_rss_mb": worker.baseline_rss_mb,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
     return FuzzReport(stats, settings)
 
 
@@ -287,10 +324,14 @@ def _is_special(path: Path) -> bool:
 
 def format_table(stats: list[ReaderStats]) -> str:
     """Fixed-width table: reader, cases, valid, one-line errors, other exceptions, hangs, crashes, memory."""
-    head = (f"{'reader':<14} {'cases':>6} {'valid':>6} {'1-line err':>10} {'other exc':>9} {'hangs':>6} "
-            f"{'crashes':>7} {'peak RSS MB':>11} {'max extra MB':>12} {'seconds':>8}")
+    head = (
+        f"{'reader':<14} {'cases':>6} {'valid':>6} {'1-line err':>10} {'other exc':>9} {'hangs':>6} "
+        f"{'crashes':>7} {'peak RSS MB':>11} {'max extra MB':>12} {'seconds':>8}"
+    )
     rows = [head, "-" * len(head)]
     for s in stats:
-        rows.append(f"{s.reader:<14} {s.cases:>6} {s.valid:>6} {s.input_error:>10} {s.exception:>9} {s.hang:>6} "
-                    f"{s.crash:>7} {s.peak_rss_mb:>11.0f} {s.max_extra_mb:>12.0f} {s.seconds:>8.1f}")
+        rows.append(
+            f"{s.reader:<14} {s.cases:>6} {s.valid:>6} {s.input_error:>10} {s.exception:>9} {s.hang:>6} "
+            f"{s.crash:>7} {s.peak_rss_mb:>11.0f} {s.max_extra_mb:>12.0f} {s.seconds:>8.1f}"
+        )
     return "\n".join(rows)

@@ -3,6 +3,7 @@
 Each mutator takes the file's bytes and a numpy Generator and returns (new bytes, a short description), so a
 failing case can be named and replayed from its seed alone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,16 +21,54 @@ import numpy as np
 Mutator = Callable[[bytes, np.random.Generator], tuple[bytes, str]]
 
 # Integers that break size arithmetic: zero, sign and width boundaries, counts that dwarf any file.
-INTERESTING_INTS = (0, 1, 2, 0x7F, 0x80, 0xFF, 0xFFFF, 2**31 - 1, 2**31, 2**32 - 1, 2**40, 2**62, 2**63 - 1,
-                    2**64 - 1)
+INTERESTING_INTS = (0, 1, 2, 0x7F, 0x80, 0xFF, 0xFFFF, 2**31 - 1, 2**31, 2**32 - 1, 2**40, 2**62, 2**63 - 1, 2**64 - 1)
 # Number spellings for text files: huge, tiny, negative, zero, non-finite, overlong.
-INTERESTING_NUMBERS = ("0", "-0", "-1", "1e308", "-1e308", "1e999", "1e-320", "nan", "NaN", "inf", "-inf",
-                       "Infinity", "4611686018427387904", "18446744073709551616", "0.5", "1e-9", "3.14159",
-                       "1" * 40)
+INTERESTING_NUMBERS = (
+    "0",
+    "-0",
+    "-1",
+    "1e308",
+    "-1e308",
+    "1e999",
+    "1e-320",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "4611686018427387904",
+    "18446744073709551616",
+    "0.5",
+    "1e-9",
+    "3.14159",
+    "1" * 40,
+)
 # Replacement values for JSON nodes ("__DEEP__" is expanded to arrays nested thousands deep).
-JSON_VALUES: tuple[Any, ...] = (None, True, False, 0, -1, 1, 2**64, -(2**63), 1e308, -1e308, 1e-320,
-                                float("nan"), float("inf"), float("-inf"), "", "x", "../../etc/passwd",
-                                "x" * 5000, [], {}, [0] * 1000, [[1, 0], [0, 1]], "__DEEP__")
+JSON_VALUES: tuple[Any, ...] = (
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2**64,
+    -(2**63),
+    1e308,
+    -1e308,
+    1e-320,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "",
+    "x",
+    "../../etc/passwd",
+    "x" * 5000,
+    [],
+    {},
+    [0] * 1000,
+    [[1, 0], [0, 1]],
+    "__DEEP__",
+)
 _NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -90,7 +129,7 @@ def overwrite_int(data: bytes, rng: np.random.Generator, header_bias: float = 0.
     if rng.random() < 0.5:
         at -= at % width  # aligned, as record fields usually are
     buf = bytearray(data)
-    buf[at:at + width] = struct.pack(fmt, value)
+    buf[at : at + width] = struct.pack(fmt, value)
     return bytes(buf), f"int{8 * width}{endian}={value} at {at}"
 
 
@@ -102,12 +141,19 @@ def overwrite_double(data: bytes, rng: np.random.Generator, header_bias: float =
     value = float(rng.choice(INTERESTING_DOUBLES))
     at = _pos(data, rng, header_bias) if data else 0
     buf = bytearray(data)
-    buf[at:at + 8] = struct.pack("<d", value)
+    buf[at : at + 8] = struct.pack("<d", value)
     return bytes(buf), f"double={value} at {at}"
 
 
-BYTE_MUTATORS: tuple[Mutator, ...] = (flip_bits, truncate, insert_random, duplicate_chunk, delete_chunk,
-                                      overwrite_int, overwrite_double)
+BYTE_MUTATORS: tuple[Mutator, ...] = (
+    flip_bits,
+    truncate,
+    insert_random,
+    duplicate_chunk,
+    delete_chunk,
+    overwrite_int,
+    overwrite_double,
+)
 
 
 def _dimension(rng: np.random.Generator) -> int:
@@ -260,17 +306,49 @@ def mutate_npz_member(data: bytes, rng: np.random.Generator) -> tuple[bytes, str
 
 #: Mutators per kind of file, with their weights.
 BY_KIND: dict[str, tuple[tuple[Mutator, float], ...]] = {
-    "json": ((mutate_json, 0.55), (replace_numbers, 0.25), (truncate, 0.05), (flip_bits, 0.05),
-             (duplicate_chunk, 0.05), (insert_random, 0.05)),
-    "text": ((replace_numbers, 0.45), (edit_lines, 0.25), (flip_bits, 0.1), (truncate, 0.1),
-             (duplicate_chunk, 0.05), (insert_random, 0.05)),
-    "binary": ((overwrite_int, 0.3), (overwrite_double, 0.15), (flip_bits, 0.15), (truncate, 0.1),
-               (insert_random, 0.1), (duplicate_chunk, 0.1), (delete_chunk, 0.1)),
+    "json": (
+        (mutate_json, 0.55),
+        (replace_numbers, 0.25),
+        (truncate, 0.05),
+        (flip_bits, 0.05),
+        (duplicate_chunk, 0.05),
+        (insert_random, 0.05),
+    ),
+    "text": (
+        (replace_numbers, 0.45),
+        (edit_lines, 0.25),
+        (flip_bits, 0.1),
+        (truncate, 0.1),
+        (duplicate_chunk, 0.05),
+        (insert_random, 0.05),
+    ),
+    "binary": (
+        (overwrite_int, 0.3),
+        (overwrite_double, 0.15),
+        (flip_bits, 0.15),
+        (truncate, 0.1),
+        (insert_random, 0.1),
+        (duplicate_chunk, 0.1),
+        (delete_chunk, 0.1),
+    ),
     "npz": ((mutate_npz_member, 0.7), (flip_bits, 0.1), (truncate, 0.1), (overwrite_int, 0.1)),
-    "image": ((image_dimensions, 0.2), (overwrite_int, 0.2), (flip_bits, 0.2), (truncate, 0.1),
-              (insert_random, 0.1), (duplicate_chunk, 0.1), (delete_chunk, 0.1)),
-    "ply": ((replace_numbers, 0.3), (edit_lines, 0.15), (overwrite_int, 0.2), (flip_bits, 0.15), (truncate, 0.1),
-            (duplicate_chunk, 0.1)),
+    "image": (
+        (image_dimensions, 0.2),
+        (overwrite_int, 0.2),
+        (flip_bits, 0.2),
+        (truncate, 0.1),
+        (insert_random, 0.1),
+        (duplicate_chunk, 0.1),
+        (delete_chunk, 0.1),
+    ),
+    "ply": (
+        (replace_numbers, 0.3),
+        (edit_lines, 0.15),
+        (overwrite_int, 0.2),
+        (flip_bits, 0.15),
+        (truncate, 0.1),
+        (duplicate_chunk, 0.1),
+    ),
 }
 # Byte mutators of images aim at the header half the time: the sizes live there.
 _HEADER_BIAS = {"image": 0.5, "binary": 0.2, "ply": 0.3}
@@ -288,7 +366,7 @@ def fix_png_crcs(data: bytes) -> bytes:
         end = pos + 12 + length
         if end > len(buf):
             break
-        struct.pack_into(">I", buf, end - 4, zlib.crc32(bytes(buf[pos + 4:end - 4])))
+        struct.pack_into(">I", buf, end - 4, zlib.crc32(bytes(buf[pos + 4 : end - 4])))
         pos = end
     return bytes(buf)
 

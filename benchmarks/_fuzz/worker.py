@@ -6,6 +6,7 @@ a reader that tries to allocate gigabytes fails with MemoryError instead of taki
 reports the outcome, the time, and the peak resident memory during the case (VmHWM, reset before each case via
 /proc/self/clear_refs). A valid result is checked too: a reader must not hand on NaN cameras or images outside [0, 1].
 """
+
 from __future__ import annotations
 
 import importlib
@@ -108,8 +109,11 @@ def run_case(call: str, path: str) -> dict[str, Any]:
     except ReconInputError as exc:
         msg = str(exc)
         if "\n" in msg or exc.path is None:
-            return {"outcome": "exception", "type": "ReconInputError", "detail": "not one line naming a file: "
-                    + msg.replace("\n", "\\n")[:300]}
+            return {
+                "outcome": "exception",
+                "type": "ReconInputError",
+                "detail": "not one line naming a file: " + msg.replace("\n", "\\n")[:300],
+            }
         return {"outcome": "input_error", "detail": msg[:300]}
     except BaseException as exc:  # the point is to see every kind
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -127,6 +131,7 @@ def _prepare(mem_bytes: int) -> None:
 
     import recon.io.detect  # noqa: F401 - cv2 before pycolmap, as in the app (and every reader it dispatches to)
     import renderers.gaussians.ply  # noqa: F401 - torch
+
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")
     if mem_bytes > 0:

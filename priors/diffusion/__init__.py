@@ -5,6 +5,7 @@
 * :class:`DiffusionGuidance` (guidance.py): repaired pseudo views as an extra training loss, tile-sparse.
 * ``benchmarks/train_repair_prior.py`` trains the bundled weights ``data/priors/repair-small``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,11 @@ def load_repair_model(weights: str | Path | None = None, device: str = "cpu") ->
     """
     folder = Path(weights) if weights is not None else BUNDLED_WEIGHTS
     if weights is None and not (folder / "repair.json").is_file():
-        raise ReconInputError("the bundled repair prior is missing; train it with "
-                              "`python benchmarks/train_repair_prior.py` or pass --prior-weights", folder)
+        raise ReconInputError(
+            "the bundled repair prior is missing; train it with "
+            "`python benchmarks/train_repair_prior.py` or pass --prior-weights",
+            folder,
+        )
     if not folder.is_dir():
         raise ReconInputError("prior weights folder not found", folder)
     return RepairModel.load(folder, device=device)

@@ -5,6 +5,7 @@ sparse-view reconstruction at views it never saw, and renders of noise-perturbed
 see, each next to the true image (object on black). Nothing here reconstructs; the callers (the training
 script, the pipeline's prior stage) make the renders and hand the images over.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -107,8 +108,11 @@ def random_crops(
         als.append(np.ascontiguousarray(aa))
         cs.append(np.ascontiguousarray(cc))
     to_t = lambda xs: torch.from_numpy(np.stack(xs))
-    return (to_t(rs).permute(0, 3, 1, 2).contiguous(), to_t(als)[:, None].contiguous(),
-            to_t(cs).permute(0, 3, 1, 2).contiguous())
+    return (
+        to_t(rs).permute(0, 3, 1, 2).contiguous(),
+        to_t(als)[:, None].contiguous(),
+        to_t(cs).permute(0, 3, 1, 2).contiguous(),
+    )
 
 
 @torch.no_grad()

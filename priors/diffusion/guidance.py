@@ -11,6 +11,7 @@ After ``start`` (a fraction) of the training steps the guidance
      and its repaired image over the repaired tiles; the repairs are recomputed every ``refresh`` steps.
 Repaired images go into ``out_dir`` and :meth:`DiffusionGuidance.report` returns counts and timings.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,14 @@ class GuidanceSettings:
     save_images: bool = True
 
 
-def pseudo_cameras(cameras: list[Camera], count: int, scale: float = 0.5, az_margin_deg: float = 20.0,
-                   el_margin_deg: float = 12.0, seed: int = 0) -> list[Camera]:
+def pseudo_cameras(
+    cameras: list[Camera],
+    count: int,
+    scale: float = 0.5,
+    az_margin_deg: float = 20.0,
+    el_margin_deg: float = 12.0,
+    seed: int = 0,
+) -> list[Camera]:
     """``count`` cameras on the inputs' orbit (same target and radius, input intrinsics scaled by ``scale``),
     azimuth/elevation stratified over the inputs' range widened by the margins (deterministic per seed)."""
     frame = rig_frame(cameras)
@@ -74,8 +81,17 @@ def pseudo_cameras(cameras: list[Camera], count: int, scale: float = 0.5, az_mar
         u = (k + rng.random()) / count  # stratified in azimuth, random in elevation
         a = lo_az + u * (hi_az - lo_az)
         e = lo_el + rng.random() * (hi_el - lo_el)
-        out.append(Camera.look_at(frame.target + frame.radius * frame.direction(a, e), frame.target, frame.up,
-                                  base.K, base.width, base.height, name=f"pseudo_{k:02d}"))
+        out.append(
+            Camera.look_at(
+                frame.target + frame.radius * frame.direction(a, e),
+                frame.target,
+                frame.up,
+                base.K,
+                base.width,
+                base.height,
+                name=f"pseudo_{k:02d}",
+            )
+        )
     return out
 
 
@@ -91,9 +107,19 @@ def _half(img: np.ndarray, scale: float) -> Tensor:
 class DiffusionGuidance:
     """Callable ``(step, model) -> loss | None`` for the training loop, plus :meth:`report`."""
 
-    def __init__(self, repair_model: RepairModel, images: list[np.ndarray], masks: list[np.ndarray] | None,
-                 cameras: list[Camera], settings: GuidanceSettings, iterations: int, scene_scale: float = 1.0,
-                 out_dir: str | Path | None = None, seed: int = 0, lambda_dssim: float = 0.2) -> None:
+    def __init__(
+        self,
+        repair_model: RepairModel,
+        images: list[np.ndarray],
+        masks: list[np.ndarray] | None,
+        cameras: list[Camera],
+        settings: GuidanceSettings,
+        iterations: int,
+        scene_scale: float = 1.0,
+        out_dir: str | Path | None = None,
+        seed: int = 0,
+        lambda_dssim: float = 0.2,
+    ) -> None:
         """``iterations``: the run's training steps (the guidance starts at ``settings.start`` x them and does not
         refresh in the last refresh/2 steps); ``seed`` and ``lambda_dssim`` are the run's."""
         self.repair_model = repair_model
@@ -112,15 +138,29 @@ class DiffusionGuidance:
             m = None if masks is None else _half(masks[k], s)
             img = _half(im, s)
             self.clean_inputs.append(img if m is None else img * m[..., None])
-        self.pseudo = pseudo_cameras(cameras, settings.views, scale=s, az_margin_deg=settings.az_margin_deg,
-                                     el_margin_deg=settings.el_margin_deg, seed=self.seed)
+        self.pseudo = pseudo_cameras(
+            cameras,
+            settings.views,
+            scale=s,
+            az_margin_deg=settings.az_margin_deg,
+            el_margin_deg=settings.el_margin_deg,
+            seed=self.seed,
+        )
         self.gen = torch.Generator().manual_seed(self.seed)
         self.targets: list[Tensor] = []
         self.weights: list[Tensor] = []
         self.cursor = 0
-        self.stats: dict[str, Any] = {"finetune_s": 0.0, "repair_s": 0.0, "loss_s": 0.0, "refreshes": 0,
-                                      "loss_terms": 0, "tiles_repaired": 0, "tiles_total": 0,
-                                      "finetune_loss_first": None, "finetune_loss_last": None}
+        self.stats: dict[str, Any] = {
+            "finetune_s": 0.0,
+            "repair_s": 0.0,
+            "loss_s": 0.0,
+            "refreshes": 0,
+            "loss_terms": 0,
+            "tiles_repaired": 0,
+            "tiles_total": 0,
+            "finetune_loss_first": None,
+            "finetune_loss_last": None,
+        }
         self.finetuned = False
 
     # ------------------------------------------------------------------------------------------- stages
@@ -141,13 +181,21 @@ class DiffusionGuidance:
                 outs = render_cameras(noisy, self.input_cams, background=[0.0, 0.0, 0.0], render_mode="RGB")
                 for o, clean in zip(outs, self.clean_inputs):
                     pairs.add(o.rgb.clamp(0, 1).cpu().numpy(), o.alpha.cpu().numpy(), clean.numpy())
-        losses = train_repair(self.repair_model, pairs, st.finetune_steps, batch_size=8, crop=64,
-                              lr=st.finetune_lr, seed=self.seed, object_weight=st.object_weight)
+        losses = train_repair(
+            self.repair_model,
+            pairs,
+            st.finetune_steps,
+            batch_size=8,
+            crop=64,
+            lr=st.finetune_lr,
+            seed=self.seed,
+            object_weight=st.object_weight,
+        )
         self.stats["finetune_s"] += time.perf_counter() - t
         self.stats["finetune_pairs"] = len(pairs)
         if losses:
             self.stats["finetune_loss_first"] = float(np.mean(losses[: max(1, len(losses) // 5)]))
-            self.stats["finetune_loss_last"] = float(np.mean(losses[-max(1, len(losses) // 5):]))
+            self.stats["finetune_loss_last"] = float(np.mean(losses[-max(1, len(losses) // 5) :]))
 
     def refresh(self, model: Any, step: int = 0) -> None:
         """Render every pseudo view, repair its tiles that need it, keep the repaired images as targets.
@@ -171,7 +219,7 @@ class DiffusionGuidance:
 
         self.targets, self.weights = [], []
         bg = torch.zeros(3, device=model.means.device)
-        for k, cam in enumerate(self.pseudo):
+        for cam in self.pseudo:
             out = model.render(cam, background=bg, render_mode="RGB")
             rgb, alpha = out.rgb.clamp(0, 1).cpu(), out.alpha.cpu()
             active = tiles_needing_repair(alpha, rgb, st.tile)
@@ -223,10 +271,17 @@ class DiffusionGuidance:
     def report(self) -> dict[str, Any]:
         """Counts and timings for metrics.json (seconds rounded)."""
         out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.stats.items()}
-        out.update({"pseudo_views": len(self.pseudo), "start_step": self.start,
-                    "sample_steps": self.settings.sample_steps, "weight": self.settings.weight,
-                    "tile": self.settings.tile, "repair_model_parameters": self.repair_model.num_parameters,
-                    "images": None if self.out_dir is None else self.out_dir.name})
+        out.update(
+            {
+                "pseudo_views": len(self.pseudo),
+                "start_step": self.start,
+                "sample_steps": self.settings.sample_steps,
+                "weight": self.settings.weight,
+                "tile": self.settings.tile,
+                "repair_model_parameters": self.repair_model.num_parameters,
+                "images": None if self.out_dir is None else self.out_dir.name,
+            }
+        )
         if out["tiles_total"]:
             out["tiles_repaired_fraction"] = round(out["tiles_repaired"] / out["tiles_total"], 4)
         return out

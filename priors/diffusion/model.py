@@ -1,4 +1,5 @@
-"""The repair model: a small image-conditioned diffusion UNet (diffusers) that turns a corrupted render into a clean view.
+"""The repair model: a small image-conditioned diffusion UNet (diffusers) that turns a corrupted render into a
+clean view.
 
 What it models: the *residual* ``clean - render`` (in [-1, 1]), diffused with a DDPM schedule and predicted
 directly as x0 (``prediction_type="sample"``), conditioned on the render (RGB in [-1, 1]) and its alpha, both
@@ -12,6 +13,7 @@ multiples of :attr:`RepairModel.multiple` (inputs are reflect-padded to that).
 Storage: ``save(folder)`` writes the diffusers layout (``unet/``, ``scheduler/`` via ``save_pretrained``) plus
 ``repair.json``; ``RepairModel.load(folder)`` reads it back with ``local_files_only`` (never a download).
 """
+
 from __future__ import annotations
 
 import json
@@ -163,8 +165,14 @@ class RepairModel:
     def _predict(self, x_t: Tensor, cond: Tensor, t: Tensor) -> Tensor:
         return self.unet(torch.cat([x_t, cond], dim=1), t).sample
 
-    def loss(self, render: Tensor, alpha: Tensor, clean: Tensor, generator: torch.Generator | None = None,
-             weight: Tensor | None = None) -> Tensor:
+    def loss(
+        self,
+        render: Tensor,
+        alpha: Tensor,
+        clean: Tensor,
+        generator: torch.Generator | None = None,
+        weight: Tensor | None = None,
+    ) -> Tensor:
         """DDPM training loss: MSE between the predicted and true residual at a random timestep per sample.
 
         render/clean: [B,3,H,W] in [0,1]; alpha: [B,1,H,W]; ``weight`` [B,1,H,W] optionally weights pixels.

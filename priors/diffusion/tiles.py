@@ -6,6 +6,7 @@ An image is cut into ``tile`` x ``tile`` tiles; each tile is repaired inside a c
 (``recon.kernels.gather_rows`` / ``scatter_rows``), repaired as one batch and scattered back, so the cost
 follows the damaged area rather than the image size.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,8 +25,9 @@ def tile_grid(height: int, width: int, tile: int) -> tuple[int, int]:
     return -(-height // tile), -(-width // tile)
 
 
-def tiles_needing_repair(alpha: Tensor, rgb: Tensor, tile: int, min_alpha: float = 0.05, full: float = 0.97,
-                         std_thresh: float = 0.08) -> Tensor:
+def tiles_needing_repair(
+    alpha: Tensor, rgb: Tensor, tile: int, min_alpha: float = 0.05, full: float = 0.97, std_thresh: float = 0.08
+) -> Tensor:
     """Bool [rows*cols]: tiles that the object touches (max alpha > ``min_alpha``) and that are either not fully
     covered (some alpha < ``full``: holes, thin or fuzzy borders) or uneven in colour (std > ``std_thresh``)."""
     h, w = alpha.shape
@@ -51,8 +53,7 @@ def _patches(x: Tensor, tile: int) -> tuple[Tensor, int, int]:
     return cols_t[0].T.contiguous(), rows, cols
 
 
-def repair_tiles(render: Tensor, alpha: Tensor, active: Tensor, tile: int, repair: RepairFn,
-                 batch: int = 16) -> Tensor:
+def repair_tiles(render: Tensor, alpha: Tensor, active: Tensor, tile: int, repair: RepairFn, batch: int = 16) -> Tensor:
     """Repaired copy of ``render`` [H,W,3] where ``active`` [rows*cols] tiles are replaced by the repair of their
     context window; inactive tiles keep the render. ``alpha`` is [H,W]."""
     h, w, _ = render.shape

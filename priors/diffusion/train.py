@@ -1,4 +1,5 @@
 """Training loop of the repair model on a PairSet (generic pre-training and per-scene fine-tuning)."""
+
 from __future__ import annotations
 
 import time
@@ -38,15 +39,22 @@ def train_repair(
     params = [p for p in model.unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, s / max(1, steps)))))
+        opt, lambda s: 0.1 + 0.9 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, s / max(1, steps))))
+    )
     model.unet.train()
     losses: list[float] = []
     bar = None
     if progress is True:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn("repair prior"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                       TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
+        bar = Progress(
+            TextColumn("repair prior"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         task = bar.add_task("train", total=steps, loss=float("nan"))
         bar.start()
     start = time.perf_counter()

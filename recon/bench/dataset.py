@@ -15,6 +15,7 @@ dev and test splits hold different scenes. A participant scene keeps the SpaRe s
 (``splits/track3.json`` for track 1, ``splits/track9.json`` for track 2), so ``recon reconstruct --track 3``
 reads it like any SpaRe scene.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,8 +101,9 @@ def load_benchmark(root: str | Path) -> Benchmark:
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ReconInputError("not a benchmark dataset (no benchmark.json; make one with `recon bench make-dataset`)",
-                              root) from None
+        raise ReconInputError(
+            "not a benchmark dataset (no benchmark.json; make one with `recon bench make-dataset`)", root
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReconInputError(f"not valid JSON ({exc})", path) from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
@@ -116,14 +118,23 @@ def _participant_scene(gt_scene: Path, out: Path, track: int) -> Path:
     name, width, height, n = str(info["name"]), int(info["width"]), int(info["height"]), int(info["n_cameras"])
     key = TRACKS[track][1]
     entry = read_split(gt_scene / "splits" / f"{key}.json")[name]
-    cameras = [Camera.from_projection(read_projection(gt_scene / "cameras" / camera_file_name(i)), width, height)
-               for i in range(n)]
+    cameras = [
+        Camera.from_projection(read_projection(gt_scene / "cameras" / camera_file_name(i)), width, height)
+        for i in range(n)
+    ]
     images = {i: load_image(gt_scene / "images" / image_name(i))[0] for i in entry["input_views"]}
     masks = {i: load_mask(gt_scene / "masks" / image_name(i)) for i in entry["input_views"]}
     split = {"input_views": entry["input_views"], "test_views": entry["test_views"]}
     # Generator metadata (seed, objects) stays out: it would let a method regenerate the hidden views.
-    return write_spare_scene(out, cameras, images, name=name, masks=masks, splits={key: split},
-                             meta={"benchmark": {"track": track, "n_inputs": TRACKS[track][0]}})
+    return write_spare_scene(
+        out,
+        cameras,
+        images,
+        name=name,
+        masks=masks,
+        splits={key: split},
+        meta={"benchmark": {"track": track, "n_inputs": TRACKS[track][0]}},
+    )
 
 
 def export_inputs(root: str | Path, track: int, split: str, out: str | Path, overwrite: bool = False) -> Path:
@@ -154,8 +165,10 @@ def make_dataset(
 
     if n_dev < 1 or n_test < 0:
         raise ReconInputError(f"need at least one dev scene and no negative counts, got dev={n_dev} test={n_test}")
-    seeds = {"dev": list(range(first_seed, first_seed + n_dev)),
-             "test": list(range(first_seed + n_dev, first_seed + n_dev + n_test))}
+    seeds = {
+        "dev": list(range(first_seed, first_seed + n_dev)),
+        "test": list(range(first_seed + n_dev, first_seed + n_dev + n_test)),
+    }
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         splits: dict[str, list[str]] = {}
         for split, split_seeds in seeds.items():
@@ -169,12 +182,14 @@ def make_dataset(
             "format_version": FORMAT_VERSION,
             "width": width,
             "height": height,
-            "tracks": {str(t): {"input_views": n, "split_file": f"splits/{key}.json"} for t, (n, key) in TRACKS.items()},
+            "tracks": {
+                str(t): {"input_views": n, "split_file": f"splits/{key}.json"} for t, (n, key) in TRACKS.items()
+            },
             "test_views_per_scene": 10,
             "splits": splits,
             "seeds": seeds,
             "submission": "one folder per scene holding the test views as cam_{i+1:03d}_3_0000.png "
-                          f"({width}x{height} RGB PNG)",
+            f"({width}x{height} RGB PNG)",
         }
         (tmp / BENCHMARK_JSON).write_text(_dumps(info))
         for track in TRACKS:

@@ -4,6 +4,7 @@ Masked metrics follow RegNeRF's DTU protocol: prediction and ground truth are bo
 (i.e. composited on black) and compared over the whole image. ``psnr_in_mask`` (the leaderboard's PSNR-M: error
 over mask pixels only) is reported beside it; the two differ by 10*log10(pixels / mask pixels) per view.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

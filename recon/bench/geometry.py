@@ -6,6 +6,7 @@ Chamfer = their mean; F-score@tau = harmonic mean of precision (share of predict
 and recall (share of GT samples within tau of the prediction). tau defaults to 1% of the GT bounding-box
 diagonal, as in the benchmark's acceptance.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -48,8 +49,14 @@ def point_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cKDTree(b).query(a, k=1)[0]
 
 
-def mesh_scores(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray], n_points: int = 100_000,
-                threshold: float | None = None, threshold_frac: float = 0.01, seed: int = 0) -> GeometryScores:
+def mesh_scores(
+    pred: tuple[np.ndarray, np.ndarray],
+    gt: tuple[np.ndarray, np.ndarray],
+    n_points: int = 100_000,
+    threshold: float | None = None,
+    threshold_frac: float = 0.01,
+    seed: int = 0,
+) -> GeometryScores:
     """Chamfer distance and F-score of mesh ``pred`` = (vertices, triangles) against ``gt``.
 
     ``threshold`` (scene units) defaults to ``threshold_frac`` x the GT bounding-box diagonal.
@@ -65,5 +72,13 @@ def mesh_scores(pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.nd
     recall = float(np.mean(d_gp < tau))
     f = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
     acc, comp = float(d_pg.mean()), float(d_gp.mean())
-    return GeometryScores(chamfer=0.5 * (acc + comp), accuracy=acc, completeness=comp, precision=precision,
-                          recall=recall, fscore=f, threshold=tau, gt_diagonal=diag)
+    return GeometryScores(
+        chamfer=0.5 * (acc + comp),
+        accuracy=acc,
+        completeness=comp,
+        precision=precision,
+        recall=recall,
+        fscore=f,
+        threshold=tau,
+        gt_diagonal=diag,
+    )

@@ -17,6 +17,7 @@ are erased when such a database is opened).
 Names (of methods and submissions) end up in terminals and web pages: they must be plain text without control
 characters, at most ``MAX_NAME_CHARS`` long (:func:`check_name`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -142,8 +143,10 @@ def check_name(kind: str, value: str) -> str:
 def display_text(value: str, limit: int = MAX_NAME_CHARS) -> str:
     """``value`` safe to print (databases older than :func:`check_name` may hold anything): control characters
     written as escapes, cut to ``limit`` characters."""
-    out = "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in UNSAFE_CATEGORIES else c
-                  for c in value[:limit])
+    out = "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in UNSAFE_CATEGORIES else c
+        for c in value[:limit]
+    )
     return out + "…" if len(value) > limit else out
 
 
@@ -170,15 +173,20 @@ def check_protocol(protocol: str) -> str:
 
 
 DATASET_NAMES = {"blender": "NeRF-synthetic (Blender)", "llff": "LLFF", "dtu": "DTU"}
-CONVENTIONS = {"white": "full image, composited on white", "full": "full image",
-               "masked": "prediction and ground truth both masked, error over the whole image (RegNeRF)"}
+CONVENTIONS = {
+    "white": "full image, composited on white",
+    "full": "full image",
+    "masked": "prediction and ground truth both masked, error over the whole image (RegNeRF)",
+}
 
 
 def protocol_summary(name: str) -> str:
     """One line on what a real-data protocol's numbers mean: data, inputs, scoring (dtu3 and dtu3m differ here)."""
     p = PROTOCOLS[name]
-    return (f"{name}: {DATASET_NAMES.get(p.dataset, p.dataset)}, {p.n_views} input views "
-            f"{'with' if p.input_masks else 'without'} masks; scored on the {CONVENTIONS.get(p.metric, p.metric)}")
+    return (
+        f"{name}: {DATASET_NAMES.get(p.dataset, p.dataset)}, {p.n_views} input views "
+        f"{'with' if p.input_masks else 'without'} masks; scored on the {CONVENTIONS.get(p.metric, p.metric)}"
+    )
 
 
 def _check_name_free(con: sqlite3.Connection, name: str) -> None:
@@ -213,8 +221,9 @@ class Leaderboard:
             raise ReconInputError("is a folder, not a leaderboard database", self.path)
         parent = next((p for p in self.path.parents if p.exists()), None)
         if parent is not None and not parent.is_dir():
-            raise ReconInputError(f"cannot create the leaderboard database: {parent} is a file, not a folder",
-                                  self.path)
+            raise ReconInputError(
+                f"cannot create the leaderboard database: {parent} is a file, not a folder", self.path
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as con:
@@ -229,8 +238,9 @@ class Leaderboard:
             raise ReconInputError(f"cannot use this leaderboard database ({exc})", self.path) from None
         except OSError as exc:  # e.g. a parent "folder" that is a file, or no permission to create it
             where = f": {exc.filename}" if exc.filename else ""
-            raise ReconInputError(f"cannot create the leaderboard database ({exc.strerror or exc}{where})",
-                                  self.path) from None
+            raise ReconInputError(
+                f"cannot create the leaderboard database ({exc.strerror or exc}{where})", self.path
+            ) from None
 
     def _check_schema(self, con: sqlite3.Connection) -> None:
         have = _columns(con)  # the first read: "file is not a database" shows up here
@@ -241,8 +251,9 @@ class Leaderboard:
         for table, cols in SCHEMA_COLUMNS.items():
             missing = cols - have.get(table, set())
             if table in have and missing:
-                raise ReconInputError(f"not a leaderboard database (table {table} lacks {', '.join(sorted(missing))})",
-                                      self.path)
+                raise ReconInputError(
+                    f"not a leaderboard database (table {table} lacks {', '.join(sorted(missing))})", self.path
+                )
 
     @staticmethod
     def _erase_ground_truth(con: sqlite3.Connection) -> None:
@@ -269,8 +280,10 @@ class Leaderboard:
     def _record_version(con: sqlite3.Connection) -> None:
         """Schema 2 databases have just gained the (empty) protocol tables: say they are schema 3 now. A newer
         version number is left alone (its program added what it needs)."""
-        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
-                    (str(SCHEMA_VERSION), SCHEMA_VERSION))
+        con.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+            (str(SCHEMA_VERSION), SCHEMA_VERSION),
+        )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -297,9 +310,19 @@ class Leaderboard:
             con.execute("COMMIT")
 
     # ------------------------------------------------------------------ writes
-    def add(self, method: str, name: str, track: int, split: str, scores: Scores, *, source: str = "",
-            sha256: str = "", thumbs: dict[tuple[str, str], bytes] | None = None,
-            info: dict[str, Any] | None = None) -> int:
+    def add(
+        self,
+        method: str,
+        name: str,
+        track: int,
+        split: str,
+        scores: Scores,
+        *,
+        source: str = "",
+        sha256: str = "",
+        thumbs: dict[tuple[str, str], bytes] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> int:
         """Store a scored submission in one transaction; returns its id. Duplicate names raise SubmissionError.
 
         ``thumbs[(scene, view)]`` is the render's thumbnail (PNG bytes)."""
@@ -316,15 +339,28 @@ class Leaderboard:
             cur = con.execute(
                 f"INSERT INTO submissions (method_id, name, track, split, created, source, sha256, n_scenes, n_images,"
                 f" lpips_note, info, {cols}) VALUES ({', '.join('?' * (11 + 2 * len(METRICS)))})",
-                [method_id, name, track, split, time.time(), source, sha256, len(scores.per_scene),
-                 len(scores.per_image), scores.lpips_note, json.dumps(info or {})] + values,
+                [
+                    method_id,
+                    name,
+                    track,
+                    split,
+                    time.time(),
+                    source,
+                    sha256,
+                    len(scores.per_scene),
+                    len(scores.per_image),
+                    scores.lpips_note,
+                    json.dumps(info or {}),
+                ]
+                + values,
             )
             sid = int(cur.lastrowid)
             self._insert_scores(con, sid, scores, thumbs)
         return sid
 
-    def _insert_scores(self, con: sqlite3.Connection, sid: int, scores: Scores,
-                       thumbs: dict[tuple[str, str], bytes]) -> None:
+    def _insert_scores(
+        self, con: sqlite3.Connection, sid: int, scores: Scores, thumbs: dict[tuple[str, str], bytes]
+    ) -> None:
         marks = ", ".join("?" * len(METRICS))
         con.executemany(
             f"INSERT INTO scene_scores (submission_id, scene, {', '.join(METRICS)}) VALUES (?, ?, {marks})",
@@ -338,8 +374,9 @@ class Leaderboard:
             )
 
     # ------------------------------------------------------------------ reads
-    def rows(self, track: int | None = None, split: str | None = None,
-             metric: str = DEFAULT_METRIC) -> list[dict[str, Any]]:
+    def rows(
+        self, track: int | None = None, split: str | None = None, metric: str = DEFAULT_METRIC
+    ) -> list[dict[str, Any]]:
         """SpaRe submissions ranked by ``metric`` (best first; missing values last) within each track and split,
         with a 1-based ``rank`` and their ``protocol`` (spare3/spare9)."""
         check_metric(metric)
@@ -355,9 +392,11 @@ class Leaderboard:
             where.append("s.split = ?")
             args.append(split)
         order = "DESC" if HIGHER_IS_BETTER[metric] else "ASC"
-        sql = (f"SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id"
-               f"{' WHERE ' + ' AND '.join(where) if where else ''}"
-               f" ORDER BY s.track, s.split, s.{metric} IS NULL, s.{metric} {order}, s.id")
+        sql = (
+            f"SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+            f" ORDER BY s.track, s.split, s.{metric} IS NULL, s.{metric} {order}, s.id"
+        )
         with self._connect() as con:
             out = [dict(r) for r in con.execute(sql, args)]
         ranks: dict[tuple[int, str], int] = {}
@@ -373,16 +412,20 @@ class Leaderboard:
         if not _is_db_int(sid):
             return None
         with self._connect() as con:
-            r = con.execute("SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id"
-                            " WHERE s.id = ?", (sid,)).fetchone()
+            r = con.execute(
+                "SELECT s.*, m.name AS method FROM submissions s JOIN methods m ON m.id = s.method_id WHERE s.id = ?",
+                (sid,),
+            ).fetchone()
         return dict(r) if r else None
 
     def scene_rows(self, sid: int) -> list[dict[str, Any]]:
         if not _is_db_int(sid):
             return []
         with self._connect() as con:
-            return [dict(r) for r in con.execute("SELECT * FROM scene_scores WHERE submission_id = ? ORDER BY scene",
-                                                 (sid,))]
+            return [
+                dict(r)
+                for r in con.execute("SELECT * FROM scene_scores WHERE submission_id = ? ORDER BY scene", (sid,))
+            ]
 
     def image_rows(self, sid: int, scene: str | None = None) -> list[dict[str, Any]]:
         """Per-image scores (without the thumbnail blobs)."""
@@ -401,8 +444,10 @@ class Leaderboard:
         if kind != "render" or not _is_db_int(sid):
             return None
         with self._connect() as con:
-            r = con.execute("SELECT render_thumb FROM image_scores WHERE submission_id = ? AND scene = ? AND view = ?",
-                            (sid, scene, view)).fetchone()
+            r = con.execute(
+                "SELECT render_thumb FROM image_scores WHERE submission_id = ? AND scene = ? AND view = ?",
+                (sid, scene, view),
+            ).fetchone()
         return None if r is None else r[0]
 
     # ------------------------------------------------------------------ real-data protocol results
@@ -416,8 +461,18 @@ class Leaderboard:
             cur = con.execute(
                 "INSERT INTO protocol_results (method_id, name, protocol, created, source, sha256, n_scenes,"
                 " lpips_note, info, psnr, ssim, lpips) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [method_id, name, res.protocol, time.time(), source, res.sha256, len(res.per_scene), res.lpips_note,
-                 json.dumps(res.info)] + [res.mean[m] for m in RESULT_METRICS],
+                [
+                    method_id,
+                    name,
+                    res.protocol,
+                    time.time(),
+                    source,
+                    res.sha256,
+                    len(res.per_scene),
+                    res.lpips_note,
+                    json.dumps(res.info),
+                ]
+                + [res.mean[m] for m in RESULT_METRICS],
             )
             rid = int(cur.lastrowid)
             con.executemany(
@@ -430,12 +485,15 @@ class Leaderboard:
         """Protocol results ranked by ``metric`` (psnr, ssim or lpips) within each protocol, with a 1-based
         ``rank`` and the ``scenes`` each was scored on."""
         if metric not in RESULT_METRICS:
-            raise ReconInputError(f"unknown metric {metric!r} for protocol results; choose one of "
-                                  f"{', '.join(RESULT_METRICS)}")
+            raise ReconInputError(
+                f"unknown metric {metric!r} for protocol results; choose one of {', '.join(RESULT_METRICS)}"
+            )
         where, args = ("WHERE r.protocol = ?", [check_protocol(protocol)]) if protocol is not None else ("", [])
         order = "DESC" if HIGHER_IS_BETTER[metric] else "ASC"
-        sql = (f"SELECT r.*, m.name AS method FROM protocol_results r JOIN methods m ON m.id = r.method_id {where}"
-               f" ORDER BY r.protocol, r.{metric} IS NULL, r.{metric} {order}, r.id")
+        sql = (
+            f"SELECT r.*, m.name AS method FROM protocol_results r JOIN methods m ON m.id = r.method_id {where}"
+            f" ORDER BY r.protocol, r.{metric} IS NULL, r.{metric} {order}, r.id"
+        )
         with self._connect() as con:
             out = [dict(r) for r in con.execute(sql, args)]
             scenes: dict[int, list[str]] = {}
@@ -454,8 +512,11 @@ class Leaderboard:
         if not _is_db_int(rid):
             return None
         with self._connect() as con:
-            r = con.execute("SELECT r.*, m.name AS method FROM protocol_results r JOIN methods m"
-                            " ON m.id = r.method_id WHERE r.id = ?", (rid,)).fetchone()
+            r = con.execute(
+                "SELECT r.*, m.name AS method FROM protocol_results r JOIN methods m"
+                " ON m.id = r.method_id WHERE r.id = ?",
+                (rid,),
+            ).fetchone()
         if r is None:
             return None
         out = dict(r)
@@ -470,11 +531,18 @@ class Leaderboard:
         if not _is_db_int(rid):
             return []
         with self._connect() as con:
-            return [dict(r) for r in con.execute("SELECT * FROM protocol_scene_scores WHERE result_id = ?"
-                                                 " ORDER BY scene", (rid,))]
+            return [
+                dict(r)
+                for r in con.execute("SELECT * FROM protocol_scene_scores WHERE result_id = ? ORDER BY scene", (rid,))
+            ]
 
-    def sections(self, protocol: str | None = None, metric: str = DEFAULT_METRIC, track: int | None = None,
-                 split: str | None = None) -> list[Section]:
+    def sections(
+        self,
+        protocol: str | None = None,
+        metric: str = DEFAULT_METRIC,
+        track: int | None = None,
+        split: str | None = None,
+    ) -> list[Section]:
         """The leaderboard as rankings, one per protocol (and split, for SpaRe): never two protocols in one.
 
         Real-data protocols with published figures get a section even before anything is submitted; ``track``
@@ -506,9 +574,17 @@ class Leaderboard:
 
     def counts(self) -> dict[str, int]:
         with self._connect() as con:
-            return {t: int(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                    for t in ("methods", "submissions", "scene_scores", "image_scores", "protocol_results",
-                              "protocol_scene_scores")}
+            return {
+                t: int(con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                for t in (
+                    "methods",
+                    "submissions",
+                    "scene_scores",
+                    "image_scores",
+                    "protocol_results",
+                    "protocol_scene_scores",
+                )
+            }
 
     def integrity_ok(self) -> bool:
         with self._connect() as con:
@@ -549,8 +625,11 @@ def _sha256(path: Path) -> str:
 
 def make_thumbs(bench: Benchmark, sub: Submission) -> dict[tuple[str, str], bytes]:
     """Render thumbnails only: a ground-truth thumbnail would publish the hidden test views."""
-    return {(scene, tv.name): thumbnail_png(views[tv.name])
-            for scene, views in sub.images.items() for tv in bench.test_views(scene)}
+    return {
+        (scene, tv.name): thumbnail_png(views[tv.name])
+        for scene, views in sub.images.items()
+        for tv in bench.test_views(scene)
+    }
 
 
 def default_name(method: str, track: int, split: str, path: Path) -> str:
@@ -589,8 +668,9 @@ def submit(
     sub = read_submission(path, expected_views(bench, split), (bench.width, bench.height), max_bytes=max_bytes)
     scores = score_renders(bench, sub.images, lpips_weights)
     thumbs = make_thumbs(bench, sub)
-    sid = board.add(method, name, track, split, scores, source=str(path), sha256=_sha256(path), thumbs=thumbs,
-                    info=info)
+    sid = board.add(
+        method, name, track, split, scores, source=str(path), sha256=_sha256(path), thumbs=thumbs, info=info
+    )
     return sid, scores
 
 
@@ -611,8 +691,13 @@ class Section:
         return self.protocol if self.split is None else f"{self.protocol}-{self.split}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "split": self.split, "metric": self.metric, "rows": self.rows,
-                "published": [p.to_dict() for p in self.published]}
+        return {
+            "protocol": self.protocol,
+            "split": self.split,
+            "metric": self.metric,
+            "rows": self.rows,
+            "published": [p.to_dict() for p in self.published],
+        }
 
 
 @dataclass
@@ -667,14 +752,17 @@ def _check_protocol_fields(data: dict[str, Any]) -> str:
     """The protocol a results.json names, checked against what it says it did (dtu3 is not dtu3m)."""
     name = data.get("protocol")
     if name in SPARE_PROTOCOLS.values():
-        raise ReconInputError(f"protocol {name} is scored on hidden ground truth: submit its renders with "
-                              "`recon leaderboard submit`")
+        raise ReconInputError(
+            f"protocol {name} is scored on hidden ground truth: submit its renders with `recon leaderboard submit`"
+        )
     if not isinstance(name, str) or name not in PROTOCOLS:
         raise ReconInputError(f"unknown protocol {str(name)[:50]!r}; known: {', '.join(PROTOCOLS)}")
     p = PROTOCOLS[name]
     if "input_masks" in data and data["input_masks"] != p.input_masks:
-        raise ReconInputError(f"says input_masks={data['input_masks']!r}, but {name} runs "
-                              f"{'with' if p.input_masks else 'without'} input masks")
+        raise ReconInputError(
+            f"says input_masks={data['input_masks']!r}, but {name} runs "
+            f"{'with' if p.input_masks else 'without'} input masks"
+        )
     if "metric" in data and data["metric"] != p.metric:
         raise ReconInputError(f"says metric {str(data['metric'])[:50]!r}, but {name} scores {p.metric!r}")
     return name
@@ -687,27 +775,32 @@ def _parse_results(data: Any) -> ProtocolResults:
     protocol = _check_protocol_fields(data)
     method = data.get("method")
     if not isinstance(method, str):
-        raise ReconInputError("lacks the method name (\"method\": a string)")
+        raise ReconInputError('lacks the method name ("method": a string)')
     check_name("method", method)
     scenes = data.get("scenes")
     if not isinstance(scenes, dict) or not scenes:
-        raise ReconInputError("lacks its scenes (\"scenes\": {name: {psnr, ssim, lpips}}, at least one)")
+        raise ReconInputError('lacks its scenes ("scenes": {name: {psnr, ssim, lpips}}, at least one)')
     if len(scenes) > MAX_RESULT_SCENES:
         raise ReconInputError(f"has {len(scenes)} scenes, more than the limit of {MAX_RESULT_SCENES}")
     per_scene = {check_name("scene", str(k)): _scores(v, f"scene {str(k)[:50]!r}") for k, v in scenes.items()}
     if "mean" not in data:
-        raise ReconInputError("lacks the mean over its scenes (\"mean\")")
+        raise ReconInputError('lacks the mean over its scenes ("mean")')
     mean = _scores(data["mean"], "mean")
     expect = {m: _mean_of([row[m] for row in per_scene.values()]) for m in RESULT_METRICS}
     for m in RESULT_METRICS:  # rounding is fine, a mean that is not its scenes' is not
         if (expect[m] is None) != (mean[m] is None) or (
-                expect[m] is not None and not math.isclose(expect[m], mean[m], rel_tol=1e-3, abs_tol=1e-4)):
+            expect[m] is not None and not math.isclose(expect[m], mean[m], rel_tol=1e-3, abs_tol=1e-4)
+        ):
             raise ReconInputError(f"mean {m} {mean[m]} is not the mean of its scenes ({expect[m]})")
     note = data.get("lpips")
-    info = {k: data[k] for k in ("preset", "metric", "input_masks", "published_split", "machine", "total_s",
-                                 "warnings") if k in data}
-    return ProtocolResults(protocol, method, per_scene, expect,
-                           note[:MAX_NOTE_CHARS] if isinstance(note, str) else None, info)
+    info = {
+        k: data[k]
+        for k in ("preset", "metric", "input_masks", "published_split", "machine", "total_s", "warnings")
+        if k in data
+    }
+    return ProtocolResults(
+        protocol, method, per_scene, expect, note[:MAX_NOTE_CHARS] if isinstance(note, str) else None, info
+    )
 
 
 def read_results(path: str | Path) -> ProtocolResults:

@@ -9,6 +9,7 @@ scoring. ``fit_test_cameras`` does that: a small SE(3) correction per test camer
 the masked L1 error, a half-resolution phase first for a wider basin. The reconstruction itself is never
 changed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ from recon.cameras import Camera
 from recon.io.types import ViewSet
 
 
-def fit_test_cameras(model: object, test: ViewSet, steps: int = 150, lr: float = 2e-3,
-                     half_fraction: float = 0.5) -> tuple[list[Camera], dict]:
+def fit_test_cameras(
+    model: object, test: ViewSet, steps: int = 150, lr: float = 2e-3, half_fraction: float = 0.5
+) -> tuple[list[Camera], dict]:
     """Copies of ``test.cameras`` with poses fitted to ``test.images`` under the frozen ``model``.
 
     ``model`` is anything with ``render((viewmats, Ks), width=, height=, background=, render_mode=)`` returning a
@@ -56,8 +58,9 @@ def fit_test_cameras(model: object, test: ViewSet, steps: int = 150, lr: float =
     def loss_of(i: int, half: bool) -> torch.Tensor:
         c = half_cams[i] if half else cams[i]
         K = (K_half if half else K_full)[i : i + 1]
-        out = model.render((corr.viewmats(i)[None], K), width=c.width, height=c.height, background=black,
-                           render_mode="RGB")
+        out = model.render(
+            (corr.viewmats(i)[None], K), width=c.width, height=c.height, background=black, render_mode="RGB"
+        )
         return (out.rgb[0] - (half_targets[i] if half else targets[i])).abs().mean()
 
     try:
@@ -79,6 +82,11 @@ def fit_test_cameras(model: object, test: ViewSet, steps: int = 150, lr: float =
     fitted = corr.cameras(cams)
     # a view whose fit made things worse keeps its starting pose (the loss is what the score measures)
     fitted = [f if a <= b else c for f, c, a, b in zip(fitted, cams, after, before)]
-    report = {"rotation_deg": rot.tolist(), "translation": trans.tolist(), "l1_before": before, "l1_after": after,
-              "steps": steps}
+    report = {
+        "rotation_deg": rot.tolist(),
+        "translation": trans.tolist(),
+        "l1_before": before,
+        "l1_after": after,
+        "steps": steps,
+    }
     return fitted, report

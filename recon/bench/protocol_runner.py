@@ -5,6 +5,7 @@ the test cameras are rendered on the protocol's background and scored with its m
 ``OUT/results.json`` = ``{"protocol", "method", "scenes": {name: {"psnr", "ssim", "lpips", "wall_s", ...}},
 "mean": {...}}``, the runs under ``OUT/runs/`` and the test renders under ``OUT/renders/<scene>/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,16 @@ def run_protocol(
     say = progress or (lambda _msg: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"protocol": protocol.name, "method": method, "preset": preset,
-                               "published_split": protocol.published, "metric": protocol.metric,
-                               "input_masks": protocol.input_masks, "scenes": {}, "warnings": []}
+    results: dict[str, Any] = {
+        "protocol": protocol.name,
+        "method": method,
+        "preset": preset,
+        "published_split": protocol.published,
+        "metric": protocol.metric,
+        "input_masks": protocol.input_masks,
+        "scenes": {},
+        "warnings": [],
+    }
     t_all = time.perf_counter()
     config = None
     for scene_dir in scene_dirs:
@@ -69,8 +77,10 @@ def run_protocol(
             config = make_config(preset, iterations=iterations, max_side=max_side or max(h, w), seed=seed, **overrides)
         except ValueError as exc:
             raise ReconInputError(str(exc)) from None
-        say(f"{protocol.name} {scene.name}: {len(scene.inputs)} input views, {len(scene.test)} test views, "
-            f"{method} ({config.iterations} steps)")
+        say(
+            f"{protocol.name} {scene.name}: {len(scene.inputs)} input views, {len(scene.test)} test views, "
+            f"{method} ({config.iterations} steps)"
+        )
         t0 = time.perf_counter()
         run_dir = out / "runs" / scene.name
         summary = reconstruct(scene.inputs, run_dir, config, overwrite=True)
@@ -83,13 +93,23 @@ def run_protocol(
             mask = None if scene.test.masks is None else scene.test.masks[k]
             per_view.append({"view": name, **score_view(protocol, img, scene.test.images[k], mask, lpips_fn)})
         row = {m: _mean([v[m] for v in per_view]) for m in ("psnr", "ssim", "lpips")}
-        row.update({"wall_s": round(wall, 1), "train_s": round(float(summary["timings"]["train_s"]), 1),
-                    "num_gaussians": summary["num_gaussians"], "train_psnr": summary["train_psnr"],
-                    "mode": summary.get("mode", {}).get("mode"), "views": per_view,
-                    "input_views": list(scene.inputs.names), "black_renders": summary.get("black_renders", [])})
+        row.update(
+            {
+                "wall_s": round(wall, 1),
+                "train_s": round(float(summary["timings"]["train_s"]), 1),
+                "num_gaussians": summary["num_gaussians"],
+                "train_psnr": summary["train_psnr"],
+                "mode": summary.get("mode", {}).get("mode"),
+                "views": per_view,
+                "input_views": list(scene.inputs.names),
+                "black_renders": summary.get("black_renders", []),
+            }
+        )
         if row["psnr"] is not None and row["psnr"] < SUSPICIOUS_PSNR:
-            msg = (f"{scene.name}: test PSNR {row['psnr']:.2f} dB is what an empty or black render scores; "
-                   f"look at {out / 'renders' / scene.name} and {run_dir / 'run.log'}")
+            msg = (
+                f"{scene.name}: test PSNR {row['psnr']:.2f} dB is what an empty or black render scores; "
+                f"look at {out / 'renders' / scene.name} and {run_dir / 'run.log'}"
+            )
             results["warnings"].append(msg)
             say(f"warning: {msg}")
         results["scenes"][scene.name] = row
@@ -98,9 +118,12 @@ def run_protocol(
     results["mean"] = {m: _mean([r[m] for r in rows]) for m in ("psnr", "ssim", "lpips", "wall_s")}
     results["lpips"] = lpips_note or "computed (AlexNet, local weights)"
     results["config"] = None if config is None else config.to_dict()
-    results["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
-                          "device": "cuda" if torch.cuda.is_available() else "cpu",
-                          "threads": torch.get_num_threads()}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+    }
     results["total_s"] = round(time.perf_counter() - t_all, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results

@@ -1,15 +1,18 @@
 """The standard sparse-view protocols on real data: which views are inputs, which are test views, how to score.
 
-| protocol | data | inputs | test views | score |
-|---|---|---|---|---|
-| blender8 (blender3) | NeRF-synthetic scene (transforms_{train,test}.json) | DietNeRF's train frames 26, 86, 2, 55, 75, 93, 16, 73 (first 3) | test frames whose id is a multiple of 8 (25 of 200) | full image, both on white |
-| llff3/6/9 | LLFF scene (poses_bounds.npy, images_8/) | RegNeRF: every 8th image held out, n spread by round(linspace) over the rest | the held-out images | full image |
-| dtu3/6/9 | DTU scan (IDR layout) | RegNeRF train ids 25, 22, 28, 40, 44, 48, 0, 8, 13 (first n), **without** masks | 0..48 minus the train ids and 3-7, 16-21, 36-39 (25 views) | both masked (RegNeRF) |
-| dtu3m/9m | same | same views **with** their masks (SpaRe, object-centric methods) | same | both masked |
+- blender8 (blender3): a NeRF-synthetic scene (transforms_{train,test}.json). Inputs: DietNeRF's train frames
+  26, 86, 2, 55, 75, 93, 16, 73 (the first 3); test: frames whose id is a multiple of 8 (25 of 200); full image,
+  both on white.
+- llff3/6/9: an LLFF scene (poses_bounds.npy, images_8/). RegNeRF: every 8th image held out as a test view, n
+  inputs spread by round(linspace) over the rest; full image.
+- dtu3/6/9: a DTU scan (IDR or RegNeRF layout). RegNeRF train ids 25, 22, 28, 40, 44, 48, 0, 8, 13 (first n),
+  **without** masks; test: 0..48 minus the train ids and 3-7, 16-21, 36-39 (25 views); both images masked.
+- dtu3m/9m: the same views **with** their masks (SpaRe, object-centric methods).
 
 SpaRe scenes (spare3/9) keep their own harness (``recon bench run --track``). The split helpers reproduce the
 published index lists exactly; :func:`score_view` applies each protocol's metric convention.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +52,10 @@ PROTOCOLS: dict[str, Protocol] = {
     "blender3": Protocol("blender3", "blender", 3, "white", input_masks=True, published="DietNeRF frames 26, 86, 2"),
     **{f"llff{n}": Protocol(f"llff{n}", "llff", n, "full", published="RegNeRF") for n in (3, 6, 9)},
     **{f"dtu{n}": Protocol(f"dtu{n}", "dtu", n, "masked", published="RegNeRF") for n in (3, 6, 9)},
-    **{f"dtu{n}m": Protocol(f"dtu{n}m", "dtu", n, "masked", input_masks=True, published="SpaRe / object-centric")
-       for n in (3, 9)},
+    **{
+        f"dtu{n}m": Protocol(f"dtu{n}m", "dtu", n, "masked", input_masks=True, published="SpaRe / object-centric")
+        for n in (3, 9)
+    },
 }
 
 
@@ -96,8 +101,9 @@ def blender_split(train_ids: list[int], test_ids: list[int], n_views: int) -> tu
 
 
 # ----------------------------------------------------------------------------- scoring conventions
-def score_view(protocol: Protocol, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None,
-               lpips_fn: Any = None) -> dict[str, float | None]:
+def score_view(
+    protocol: Protocol, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, lpips_fn: Any = None
+) -> dict[str, float | None]:
     """PSNR / SSIM (/ LPIPS when a function is given) of one test render under the protocol's convention.
 
     ``pred`` must already be rendered on the protocol's background (white for Blender) and ``gt`` composited
@@ -134,8 +140,11 @@ def find_scenes(protocol: Protocol, data: str | Path, only: list[str] | None = N
     from recon.io.dtu import is_dtu_idr_scene, is_dtu_rect_scene
     from recon.io.llff import is_llff_scene
 
-    probe = {"blender": is_blender_scene, "llff": is_llff_scene,
-             "dtu": lambda p: is_dtu_idr_scene(p) or is_dtu_rect_scene(p)}[protocol.dataset]
+    probe = {
+        "blender": is_blender_scene,
+        "llff": is_llff_scene,
+        "dtu": lambda p: is_dtu_idr_scene(p) or is_dtu_rect_scene(p),
+    }[protocol.dataset]
     data = Path(data)
     if not data.is_dir():
         raise ReconInputError("data folder not found", data)
@@ -144,8 +153,9 @@ def find_scenes(protocol: Protocol, data: str | Path, only: list[str] | None = N
         names = {s.name: s for s in scenes}
         unknown = [n for n in only if n not in names]
         if unknown:
-            raise ReconInputError(f"no {protocol.dataset} scene(s) {', '.join(unknown)} here (found: "
-                                  f"{', '.join(names) or 'none'})", data)
+            raise ReconInputError(
+                f"no {protocol.dataset} scene(s) {', '.join(unknown)} here (found: {', '.join(names) or 'none'})", data
+            )
         scenes = [names[n] for n in only]
     if not scenes:
         raise ReconInputError(f"no {protocol.dataset} scene found (expected the dataset's own layout)", data)

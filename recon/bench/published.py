@@ -5,6 +5,7 @@ scenes, as the papers report them, GPU methods. Our own rows are scored on the s
 scenes), so the two are comparable only as far as those scenes stand for the dataset: :data:`SCENES_NOTE` says so
 wherever both appear. A figure stays text ("21.6-23.2" is a range across papers, not a number to rank).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -12,8 +13,10 @@ from typing import Any
 
 LABEL = "published (paper, dataset average)"
 SOURCE = "the papers, averages over the dataset's scenes, GPU methods (listed in shared/data/real/README.md)"
-SCENES_NOTE = ("Submitted rows are scored on the scenes actually run (dev scenes), not necessarily the full "
-               "dataset; published rows are the papers' averages over the dataset's scenes.")
+SCENES_NOTE = (
+    "Submitted rows are scored on the scenes actually run (dev scenes), not necessarily the full "
+    "dataset; published rows are the papers' averages over the dataset's scenes."
+)
 
 
 @dataclass(frozen=True)
@@ -38,13 +41,21 @@ def _rows(protocol: str, setting: str, figures: str) -> tuple[PublishedRow, ...]
 
 
 PUBLISHED: dict[str, tuple[PublishedRow, ...]] = {
-    "blender8": _rows("blender8", "Blender 8-view PSNR",
-                      "3DGS 21.6-23.2, FreeNeRF 24.26, DNGaussian 24.31, CoR-GS 24.43, FSGS 24.64, DropGaussian 25.42"),
-    "llff3": _rows("llff3", "LLFF 3-view PSNR (504x378)",
-                   "3DGS 19.22, DNGaussian 19.12, FSGS 20.31, CoR-GS 20.45, DropGaussian 20.76, Binocular3DGS 21.44"),
-    "dtu3": _rows("dtu3", "DTU 3-view masked PSNR",
-                  "3DGS 17.65, DNGaussian 18.91, CoR-GS 19.21, FreeNeRF 19.92, Binocular3DGS 20.71, "
-                  "ReconFusion 20.74"),
+    "blender8": _rows(
+        "blender8",
+        "Blender 8-view PSNR",
+        "3DGS 21.6-23.2, FreeNeRF 24.26, DNGaussian 24.31, CoR-GS 24.43, FSGS 24.64, DropGaussian 25.42",
+    ),
+    "llff3": _rows(
+        "llff3",
+        "LLFF 3-view PSNR (504x378)",
+        "3DGS 19.22, DNGaussian 19.12, FSGS 20.31, CoR-GS 20.45, DropGaussian 20.76, Binocular3DGS 21.44",
+    ),
+    "dtu3": _rows(
+        "dtu3",
+        "DTU 3-view masked PSNR",
+        "3DGS 17.65, DNGaussian 18.91, CoR-GS 19.21, FreeNeRF 19.92, Binocular3DGS 20.71, ReconFusion 20.74",
+    ),
 }
 
 

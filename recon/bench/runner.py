@@ -6,6 +6,7 @@ submission folder (``submission/<scene>/cam_XXX_3_0000.png``), which is then val
 like an uploaded submission. ``results.json`` follows ``ns-eval``'s layout (``results`` holds each metric's
 mean and ``<metric>_std``) plus per-scene/per-image scores and timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,14 @@ def run_benchmark(
     preset, overrides = METHODS[method]
     overrides = {**overrides, **{k: v for k, v in (extra or {}).items() if v is not None}}
     try:
-        config = make_config(preset, iterations=iterations, max_side=max_side,
-                             track=int(TRACKS[track][1].removeprefix("track")), seed=seed, **overrides)
+        config = make_config(
+            preset,
+            iterations=iterations,
+            max_side=max_side,
+            track=int(TRACKS[track][1].removeprefix("track")),
+            seed=seed,
+            **overrides,
+        )
     except ValueError as exc:
         raise ReconInputError(str(exc)) from None
     say = progress or (lambda _msg: None)
@@ -107,8 +114,12 @@ def run_benchmark(
         for name, img in zip(names, renders):
             save_image(submission / scene / name, img)
         t2 = time.perf_counter()
-        timings[scene] = {"reconstruct_s": t1 - t0, "train_s": float(summary["timings"]["train_s"]),
-                          "render_s": t2 - t1, "render_fps": len(renders) / max(t2 - t1, 1e-9)}
+        timings[scene] = {
+            "reconstruct_s": t1 - t0,
+            "train_s": float(summary["timings"]["train_s"]),
+            "render_s": t2 - t1,
+            "render_fps": len(renders) / max(t2 - t1, 1e-9),
+        }
         say(f"{scene}: {t1 - t0:.1f} s, {summary['num_gaussians']} Gaussians ({config.representation})")
     sub = read_submission(submission, expected_views(bench, split), (bench.width, bench.height))
     scores = score_renders(bench, sub.images, lpips_weights)
@@ -121,22 +132,36 @@ def run_benchmark(
         "split": split,
         "preset": config.preset,
         "config": config.to_dict(),
-        "results": {**{k: v for k, v in scores.mean.items()},
-                    **{f"{k}_std": v for k, v in scores.std.items()},
-                    "fps": sum(len(expected_views(bench, split)[s]) for s in timings)
-                    / max(sum(t["render_s"] for t in timings.values()), 1e-9)},
+        "results": {
+            **{k: v for k, v in scores.mean.items()},
+            **{f"{k}_std": v for k, v in scores.std.items()},
+            "fps": sum(len(expected_views(bench, split)[s]) for s in timings)
+            / max(sum(t["render_s"] for t in timings.values()), 1e-9),
+        },
         "lpips": scores.lpips_note or "computed (AlexNet, local weights)",
         "per_scene": scores.per_scene,
         "per_image": scores.per_image,
         "timings": {"total_s": total, "per_scene": timings},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads(),
+        },
         "submission": str(submission),
     }
     if db is not None:
-        sid, _ = submit(db, dataset, submission, method, track, split, name=submission_name,
-                        lpips_weights=lpips_weights, info={"results_json": str(out / "results.json"),
-                                                           "timings": results["timings"]})
+        sid, _ = submit(
+            db,
+            dataset,
+            submission,
+            method,
+            track,
+            split,
+            name=submission_name,
+            lpips_weights=lpips_weights,
+            info={"results_json": str(out / "results.json"), "timings": results["timings"]},
+        )
         results["submission_id"] = sid
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results

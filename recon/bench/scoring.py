@@ -4,6 +4,7 @@ Metrics (all from :mod:`recon.metrics`): PSNR (full image), PSNR-M (MSE over the
 SSIM-M (SSIM of both images cropped to the tight bounding box of the mask), LPIPS and LPIPS-M (AlexNet, the
 same crop) only when local LPIPS weights are given; otherwise they are None and ``lpips_note`` says why.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,8 +36,13 @@ class Scores:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "per_scene": self.per_scene, "per_image": self.per_image,
-                "lpips": self.lpips_note or "computed (AlexNet, local weights)"}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "per_scene": self.per_scene,
+            "per_image": self.per_image,
+            "lpips": self.lpips_note or "computed (AlexNet, local weights)",
+        }
 
 
 def load_lpips(weights: str | Path | None) -> tuple[Callable | None, str | None]:
@@ -45,12 +51,16 @@ def load_lpips(weights: str | Path | None) -> tuple[Callable | None, str | None]
         return None, NO_LPIPS_NOTE
     fn = metrics.lpips_if_available(weights)
     if fn is None:
-        return None, (f"LPIPS not computed: {weights} (or the AlexNet backbone alexnet-owt-7be5be79.pth next to it) "
-                      "is missing or unreadable")
+        return None, (
+            f"LPIPS not computed: {weights} (or the AlexNet backbone alexnet-owt-7be5be79.pth next to it) "
+            "is missing or unreadable"
+        )
     return fn, None
 
 
-def score_image(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, lpips_fn: Callable | None = None) -> dict[str, float | None]:
+def score_image(
+    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, lpips_fn: Callable | None = None
+) -> dict[str, float | None]:
     """All metrics of one render (HxWx3 uint8 or float in [0,1]) against its ground truth and mask."""
     p = torch.from_numpy(_to_float(pred))
     g = torch.from_numpy(_to_float(gt))

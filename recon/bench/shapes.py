@@ -5,6 +5,7 @@ otherwise). Sharp creases (box edges, a cup's rim) are made of separate vertex s
 normals stay smooth inside a face and crisp across an edge. Triangle winding is not relied upon: the
 renderer turns every normal towards the viewer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,11 +74,20 @@ def superquadric(a: float, b: float, c: float, e1: float, e2: float, nu: int = 4
     u = np.linspace(-np.pi / 2, np.pi / 2, nu)[:, None]
     v = np.linspace(-np.pi, np.pi, nv, endpoint=False)[None, :]
     cu, su, cv, sv = np.cos(u), np.sin(u), np.cos(v), np.sin(v)
-    pts = np.stack(np.broadcast_arrays(a * _spow(cu, e1) * _spow(cv, e2), b * _spow(cu, e1) * _spow(sv, e2),
-                                       c * _spow(su, e1) + 0 * cv), axis=-1)
-    nrm = np.stack(np.broadcast_arrays(_spow(cu, 2 - e1) * _spow(cv, 2 - e2) / a,
-                                       _spow(cu, 2 - e1) * _spow(sv, 2 - e2) / b,
-                                       _spow(su, 2 - e1) / c + 0 * cv), axis=-1)
+    pts = np.stack(
+        np.broadcast_arrays(
+            a * _spow(cu, e1) * _spow(cv, e2), b * _spow(cu, e1) * _spow(sv, e2), c * _spow(su, e1) + 0 * cv
+        ),
+        axis=-1,
+    )
+    nrm = np.stack(
+        np.broadcast_arrays(
+            _spow(cu, 2 - e1) * _spow(cv, 2 - e2) / a,
+            _spow(cu, 2 - e1) * _spow(sv, 2 - e2) / b,
+            _spow(su, 2 - e1) / c + 0 * cv,
+        ),
+        axis=-1,
+    )
     # At the poles the analytic normal vanishes; point it along the axis instead.
     pole = np.linalg.norm(nrm, axis=-1) < 1e-9
     nrm[pole] = np.array([0.0, 0.0, 1.0]) * np.sign(pts[pole][:, 2:3] + 1e-12)

@@ -15,6 +15,7 @@ symlinks (in the zip or in the folder), names that occur twice (also differing o
 entries, more entries than the split needs, a zip larger than ``max_bytes``, an entry larger than a PNG of
 the expected size can be, or entries adding up to more than ``max_unpacked_bytes`` (zip bombs).
 """
+
 from __future__ import annotations
 
 import os
@@ -92,16 +93,18 @@ def open_zip(path: Path, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTR
             raise zipfile.BadZipFile("no end of central directory record")
         cd_limit = CD_BYTES_PER_ENTRY * max_entries + 65536
         if end[zipfile._ECD_SIZE] > cd_limit:
-            raise SubmissionError(f"zip's directory is {end[zipfile._ECD_SIZE]} bytes, more than {max_entries} "
-                                  "entries need", path)
+            raise SubmissionError(
+                f"zip's directory is {end[zipfile._ECD_SIZE]} bytes, more than {max_entries} entries need", path
+            )
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
         raise SubmissionError(f"not a readable zip file ({exc})", path) from None
     n = len(zf.infolist())
     if n > max_entries:
         zf.close()
-        raise SubmissionError(f"zip has {n} entries, more than the {max_entries} a submission of this split holds",
-                              path)
+        raise SubmissionError(
+            f"zip has {n} entries, more than the {max_entries} a submission of this split holds", path
+        )
     return zf
 
 
@@ -117,8 +120,9 @@ def _safe_parts(name: str, source: Path) -> tuple[str, ...]:
     return parts
 
 
-def _zip_listing(zf: zipfile.ZipFile, path: Path, max_unpacked: int
-                 ) -> tuple[dict[tuple[str, ...], _Entry], set[tuple[str, ...]]]:
+def _zip_listing(
+    zf: zipfile.ZipFile, path: Path, max_unpacked: int
+) -> tuple[dict[tuple[str, ...], _Entry], set[tuple[str, ...]]]:
     """(files, folders) from the central directory alone; nothing is decompressed."""
     infos = zf.infolist()
     declared = sum(i.file_size for i in infos)
@@ -169,8 +173,9 @@ def _folder_listing(path: Path, limit: int) -> tuple[dict[tuple[str, ...], _Entr
                 raise SubmissionError(f"entry {rel!r} occurs twice (also as {seen[key]!r})", path)
             seen[key] = rel
             if len(seen) > limit:
-                raise SubmissionError(f"submission holds more than the {limit} entries a submission of this split "
-                                      "holds", path)
+                raise SubmissionError(
+                    f"submission holds more than the {limit} entries a submission of this split holds", path
+                )
             if name in dirnames:
                 dirs.add(tuple(rel.split("/")))
             elif not stat.S_ISREG(st.st_mode):
@@ -194,19 +199,22 @@ def _read_file(full: Path, rel: str, n: int, path: Path) -> bytes:
         return f.read(n)
 
 
-def _strip_wrapper(files: dict[tuple[str, ...], _Entry], dirs: set[tuple[str, ...]], expected: dict[str, list[str]]
-                   ) -> tuple[dict[tuple[str, ...], _Entry], set[tuple[str, ...]]]:
+def _strip_wrapper(
+    files: dict[tuple[str, ...], _Entry], dirs: set[tuple[str, ...]], expected: dict[str, list[str]]
+) -> tuple[dict[tuple[str, ...], _Entry], set[tuple[str, ...]]]:
     """Drop one top-level folder that wraps every scene folder (a common way to zip a folder)."""
     tops = {p[0] for p in files}
     if len(tops) == 1 and all(len(p) == 3 for p in files) and next(iter(tops)) not in expected:
         top = next(iter(tops))
         return {p[1:]: e for p, e in files.items()}, {d[1:] for d in dirs if d[:1] == (top,)} | {
-            d for d in dirs if d[:1] != (top,)}
+            d for d in dirs if d[:1] != (top,)
+        }
     return files, dirs
 
 
-def _check_layout(files: dict[tuple[str, ...], _Entry], dirs: set[tuple[str, ...]], expected: dict[str, list[str]],
-                  path: Path) -> None:
+def _check_layout(
+    files: dict[tuple[str, ...], _Entry], dirs: set[tuple[str, ...]], expected: dict[str, list[str]], path: Path
+) -> None:
     """Every file is an expected view, every folder a scene (or the root), and nothing is missing."""
     for parts in sorted(files):
         label = "/".join(parts)
@@ -214,8 +222,11 @@ def _check_layout(files: dict[tuple[str, ...], _Entry], dirs: set[tuple[str, ...
             raise SubmissionError(f"unexpected file {label!r} (expected <scene>/<view>.png)", path)
         scene, name = parts
         if scene not in expected:
-            raise SubmissionError(f"unexpected file {label!r}: {scene!r} is not a scene of this split "
-                                  f"(scenes: {', '.join(sorted(expected))})", path)
+            raise SubmissionError(
+                f"unexpected file {label!r}: {scene!r} is not a scene of this split "
+                f"(scenes: {', '.join(sorted(expected))})",
+                path,
+            )
         if name not in expected[scene]:
             raise SubmissionError(f"unexpected file {label!r}: not a test view of scene {scene!r}", path)
     for parts in sorted(dirs):
@@ -235,8 +246,9 @@ def _decode(data: bytes, label: str, size: tuple[int, int], source: Path) -> np.
     if dims is None:
         raise SubmissionError(f"{label} is not a PNG file", source)
     if dims != size:  # checked before decoding: the header can declare gigapixels in a few bytes
-        raise SubmissionError(f"{label} is {dims[0]}x{dims[1]}, expected {size[0]}x{size[1]} (the ground-truth size)",
-                              source)
+        raise SubmissionError(
+            f"{label} is {dims[0]}x{dims[1]}, expected {size[0]}x{size[1]} (the ground-truth size)", source
+        )
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise SubmissionError(f"{label} is a corrupt PNG (cannot decode)", source)
@@ -287,8 +299,11 @@ def read_submission(
         _check_layout(files, dirs, expected, path)
         for (scene, name), entry in sorted(files.items()):
             if entry.size > per_file:
-                raise SubmissionError(f"{scene}/{name} is {entry.size} bytes, more than a {size[0]}x{size[1]} PNG "
-                                      f"needs ({per_file} bytes)", path)
+                raise SubmissionError(
+                    f"{scene}/{name} is {entry.size} bytes, more than a {size[0]}x{size[1]} PNG "
+                    f"needs ({per_file} bytes)",
+                    path,
+                )
 
         images: dict[str, dict[str, np.ndarray]] = {s: {} for s in expected}
         read = 0
@@ -296,8 +311,11 @@ def read_submission(
             data = entry.read(per_file + 1)  # bounded: the declared size may be a lie
             read += len(data)
             if len(data) > per_file or read > budget:
-                raise SubmissionError(f"{scene}/{name} unpacks to more than its declared size allows "
-                                      f"(limit {per_file} bytes per file, {budget} in all)", path)
+                raise SubmissionError(
+                    f"{scene}/{name} unpacks to more than its declared size allows "
+                    f"(limit {per_file} bytes per file, {budget} in all)",
+                    path,
+                )
             images[scene][name] = _decode(data, f"{scene}/{name}", size, path)
     finally:
         if zf is not None:

@@ -13,6 +13,7 @@ and one camera on each side of it, 2-3 positions away, like RegNeRF's DTU views 
 by farthest-point sampling and disjoint from all input views. The on-disk layout is described in
 :mod:`recon.io.spare`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,8 +58,12 @@ class SceneObject:
     params: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "position": [round(float(x), 4) for x in self.translation],
-                "params": {k: round(float(v), 4) for k, v in self.params.items()}, "texture": self.texture.describe()}
+        return {
+            "kind": self.kind,
+            "position": [round(float(x), 4) for x in self.translation],
+            "params": {k: round(float(v), 4) for k, v in self.params.items()},
+            "texture": self.texture.describe(),
+        }
 
 
 @dataclass
@@ -92,16 +97,28 @@ def _make_shape(kind: str, rng: np.random.Generator, main: bool) -> tuple[Mesh, 
     big = 1.25 if main else 1.0
     tilt = np.eye(3)
     if kind == "superquadric":
-        p = {"a": rng.uniform(0.16, 0.3) * big, "b": rng.uniform(0.16, 0.3) * big, "c": rng.uniform(0.15, 0.32) * big,
-             "e1": float(rng.choice([0.3, 0.6, 1.0, 1.5])), "e2": float(rng.choice([0.3, 0.6, 1.0, 1.5]))}
+        p = {
+            "a": rng.uniform(0.16, 0.3) * big,
+            "b": rng.uniform(0.16, 0.3) * big,
+            "c": rng.uniform(0.15, 0.32) * big,
+            "e1": float(rng.choice([0.3, 0.6, 1.0, 1.5])),
+            "e2": float(rng.choice([0.3, 0.6, 1.0, 1.5])),
+        }
         mesh = shapes.superquadric(p["a"], p["b"], p["c"], p["e1"], p["e2"])
         mesh = mesh.transformed(np.eye(3), np.array([0.0, 0.0, p["c"]]))
     elif kind == "box":
-        p = {"sx": rng.uniform(0.22, 0.45) * big, "sy": rng.uniform(0.22, 0.45) * big, "sz": rng.uniform(0.15, 0.45) * big}
+        p = {
+            "sx": rng.uniform(0.22, 0.45) * big,
+            "sy": rng.uniform(0.22, 0.45) * big,
+            "sz": rng.uniform(0.15, 0.45) * big,
+        }
         mesh = shapes.box(p["sx"], p["sy"], p["sz"]).transformed(np.eye(3), np.array([0.0, 0.0, p["sz"] / 2]))
     elif kind == "torus":
-        p = {"major": rng.uniform(0.17, 0.27) * big, "minor": rng.uniform(0.045, 0.09) * big,
-             "standing": float(rng.random() < 0.6)}
+        p = {
+            "major": rng.uniform(0.17, 0.27) * big,
+            "minor": rng.uniform(0.045, 0.09) * big,
+            "standing": float(rng.random() < 0.6),
+        }
         mesh = shapes.torus(p["major"], p["minor"])
         if p["standing"]:  # stood on its rim: the hole faces the cameras
             tilt = _rot_x(np.pi / 2)
@@ -111,9 +128,13 @@ def _make_shape(kind: str, rng: np.random.Generator, main: bool) -> tuple[Mesh, 
     elif kind == "cup":
         bowl = float(rng.random() < 0.4)
         rb = rng.uniform(0.09, 0.16) * big
-        p = {"radius_bottom": rb, "radius_top": rb + rng.uniform(0.03, 0.12) * (1 + bowl),
-             "height": rng.uniform(0.2, 0.38) * big * (0.7 if bowl else 1.0), "wall": rng.uniform(0.015, 0.03),
-             "bowl": bowl * rng.uniform(0.5, 1.0)}
+        p = {
+            "radius_bottom": rb,
+            "radius_top": rb + rng.uniform(0.03, 0.12) * (1 + bowl),
+            "height": rng.uniform(0.2, 0.38) * big * (0.7 if bowl else 1.0),
+            "wall": rng.uniform(0.015, 0.03),
+            "bowl": bowl * rng.uniform(0.5, 1.0),
+        }
         mesh = shapes.cup(p["radius_bottom"], p["radius_top"], p["height"], p["wall"], p["bowl"])
     elif kind == "rod":
         p = {"radius": rng.uniform(0.012, 0.025), "height": rng.uniform(0.35, 0.65), "tilt": rng.uniform(0.0, 0.3)}
@@ -122,7 +143,8 @@ def _make_shape(kind: str, rng: np.random.Generator, main: bool) -> tuple[Mesh, 
     elif kind == "plate":
         p = {"width": rng.uniform(0.28, 0.45), "height": rng.uniform(0.22, 0.4), "thickness": rng.uniform(0.015, 0.03)}
         mesh = shapes.box(p["width"], p["thickness"], p["height"]).transformed(
-            np.eye(3), np.array([0.0, 0.0, p["height"] / 2]))
+            np.eye(3), np.array([0.0, 0.0, p["height"] / 2])
+        )
     elif kind == "cone":
         p = {"radius": rng.uniform(0.1, 0.2) * big, "height": rng.uniform(0.25, 0.5) * big}
         mesh = shapes.cone(p["radius"], p["height"])
@@ -134,10 +156,17 @@ def _make_shape(kind: str, rng: np.random.Generator, main: bool) -> tuple[Mesh, 
 def _build_objects(rng: np.random.Generator) -> tuple[SceneObject, list[SceneObject]]:
     """The platform and 2-4 objects placed on it without overlaps."""
     plat_mesh = shapes.cylinder(PLATFORM_RADIUS, PLATFORM_THICKNESS, 128).transformed(
-        np.eye(3), np.array([0.0, 0.0, -PLATFORM_THICKNESS]))
+        np.eye(3), np.array([0.0, 0.0, -PLATFORM_THICKNESS])
+    )
     plat_tex = make_texture(str(rng.choice(["wood", "marble", "granite", "checker"])), rng, rng.uniform(0.25, 0.4))
-    platform = SceneObject("platform", plat_mesh, plat_tex, np.eye(3), np.zeros(3),
-                           {"radius": PLATFORM_RADIUS, "thickness": PLATFORM_THICKNESS})
+    platform = SceneObject(
+        "platform",
+        plat_mesh,
+        plat_tex,
+        np.eye(3),
+        np.zeros(3),
+        {"radius": PLATFORM_RADIUS, "thickness": PLATFORM_THICKNESS},
+    )
 
     n = int(rng.integers(2, 5))
     kinds = [str(rng.choice(MAIN_KINDS)), str(rng.choice(DETAIL_KINDS))]
@@ -171,8 +200,7 @@ def _build_objects(rng: np.random.Generator) -> tuple[SceneObject, list[SceneObj
         placed.append((spot, footprint))
         t = np.array([spot[0], spot[1], 0.0])
         tex = random_texture(rng, scale=rng.uniform(0.22, 0.4), family=families[k])
-        objects.append(SceneObject(kind, mesh.transformed(rot, t), tex, rot @ tilt, t,
-                                   {**params, "yaw": yaw}))
+        objects.append(SceneObject(kind, mesh.transformed(rot, t), tex, rot @ tilt, t, {**params, "yaw": yaw}))
     return platform, objects
 
 
@@ -187,8 +215,9 @@ def _row_counts(n: int) -> list[int]:
     return [int(c) for c in counts]
 
 
-def _build_rig(rng: np.random.Generator, n: int, width: int, height: int, target: np.ndarray,
-               points: np.ndarray) -> tuple[list[Camera], list[list[int]], float]:
+def _build_rig(
+    rng: np.random.Generator, n: int, width: int, height: int, target: np.ndarray, points: np.ndarray
+) -> tuple[list[Camera], list[list[int]], float]:
     """Cameras on a spherical cap around ``target``, row by row (snake order, as a robot arm would go).
 
     The cap radius is the smallest at which every camera sees all of ``points`` (the objects) with a
@@ -210,8 +239,10 @@ def _build_rig(rng: np.random.Generator, n: int, width: int, height: int, target
     up = np.array([0.0, 0.0, 1.0])
 
     def rig(radius: float) -> list[Camera]:
-        return [Camera.look_at(target + radius * s * d, target, up, K, width, height, name=f"cam_{i + 1:03d}")
-                for i, (d, s) in enumerate(zip(dirs, scales))]
+        return [
+            Camera.look_at(target + radius * s * d, target, up, K, width, height, name=f"cam_{i + 1:03d}")
+            for i, (d, s) in enumerate(zip(dirs, scales))
+        ]
 
     def fits(radius: float) -> bool:
         m = FRAME_MARGIN * min(width, height)
@@ -259,13 +290,16 @@ def _choose_splits(rows: list[list[int]], cameras: list[Camera], rng: np.random.
         tests.append(nxt)
         dist = np.minimum(dist, np.linalg.norm(centres[candidates] - centres[nxt], axis=1))
     tests = sorted(tests)
-    return {"track3": {"input_views": track3, "test_views": tests},
-            "track9": {"input_views": track9, "test_views": tests}}
+    return {
+        "track3": {"input_views": track3, "test_views": tests},
+        "track9": {"input_views": track9, "test_views": tests},
+    }
 
 
 # ----------------------------------------------------------------------------------------- rendering
-def _edge_pixels(gid: np.ndarray, depth: np.ndarray, rgb: np.ndarray, rel_jump: float = 0.03,
-                 contrast: float = 0.12) -> np.ndarray:
+def _edge_pixels(
+    gid: np.ndarray, depth: np.ndarray, rgb: np.ndarray, rel_jump: float = 0.03, contrast: float = 0.12
+) -> np.ndarray:
     """HxW bool: pixels whose 4-neighbourhood sees another geometry, a depth jump or a colour edge
     (texture or shadow boundary); both sides of an edge are flagged."""
     edge = np.zeros(gid.shape, dtype=bool)
@@ -284,8 +318,9 @@ def _edge_pixels(gid: np.ndarray, depth: np.ndarray, rgb: np.ndarray, rel_jump: 
 class Renderer:
     """Ray caster for a platform + objects: shaded RGB, object mask, depth and hit points per camera."""
 
-    def __init__(self, platform: SceneObject, objects: list[SceneObject], light_dir: np.ndarray,
-                 background: np.ndarray) -> None:
+    def __init__(
+        self, platform: SceneObject, objects: list[SceneObject], light_dir: np.ndarray, background: np.ndarray
+    ) -> None:
         self.items = [platform] + list(objects)  # geometry id = position in this list
         self.scene = o3d.t.geometry.RaycastingScene()
         for item in self.items:
@@ -383,11 +418,21 @@ def _validate(seed: int, width: int, height: int, n_cameras: int) -> None:
     if not (16 <= width <= 4096 and 16 <= height <= 4096):
         raise ReconInputError(f"image size must be within 16..4096 pixels per side, got {width}x{height}")
     if not MIN_CAMERAS <= n_cameras <= MAX_CAMERAS:
-        raise ReconInputError(f"number of cameras must be {MIN_CAMERAS}-{MAX_CAMERAS} (a DTU-like rig), got {n_cameras}")
+        raise ReconInputError(
+            f"number of cameras must be {MIN_CAMERAS}-{MAX_CAMERAS} (a DTU-like rig), got {n_cameras}"
+        )
 
 
-def synthesize(seed: int = 0, width: int = 400, height: int = 300, n_cameras: int = 49, *,
-               views: list[int] | str | None = None, antialias: int = 2, keep_points: bool = False) -> SynthScene:
+def synthesize(
+    seed: int = 0,
+    width: int = 400,
+    height: int = 300,
+    n_cameras: int = 49,
+    *,
+    views: list[int] | str | None = None,
+    antialias: int = 2,
+    keep_points: bool = False,
+) -> SynthScene:
     """Build and render a scene in memory.
 
     ``views``: None renders every camera; a list renders only those indices; "splits" renders only the
@@ -429,8 +474,14 @@ def synthesize(seed: int = 0, width: int = 400, height: int = 300, n_cameras: in
         "mask_meaning": "objects only; the platform is visible in the images but not masked",
         "background": {"name": bg_name, "rgb": list(BACKGROUNDS[bg_name])},
         "light": {"direction": [round(float(x), 6) for x in light], "ambient": AMBIENT, "diffuse": DIFFUSE},
-        "rig": {"rows": rows, "elevations_deg": list(ELEVATIONS_DEG), "azimuth_span_deg": AZIMUTH_SPAN_DEG,
-                "radius": round(radius, 6), "target": [round(float(x), 6) for x in target], "hfov_deg": HFOV_DEG},
+        "rig": {
+            "rows": rows,
+            "elevations_deg": list(ELEVATIONS_DEG),
+            "azimuth_span_deg": AZIMUTH_SPAN_DEG,
+            "radius": round(radius, 6),
+            "target": [round(float(x), 6) for x in target],
+            "hfov_deg": HFOV_DEG,
+        },
         "objects": [o.describe() for o in objects],
         "platform": platform.describe(),
         "object_bounds": {"min": lo.round(6).tolist(), "max": hi.round(6).tolist()},
@@ -438,9 +489,19 @@ def synthesize(seed: int = 0, width: int = 400, height: int = 300, n_cameras: in
     return SynthScene(name, seed, cameras, images, masks, depths, splits, meta, points if keep_points else None)
 
 
-def make_scene(out: str | Path, seed: int = 0, width: int = 400, height: int = 300, n_cameras: int = 49, *,
-               views: list[int] | str | None = None, antialias: int = 2, overwrite: bool = False,
-               name: str | None = None, depth: bool = True) -> Path:
+def make_scene(
+    out: str | Path,
+    seed: int = 0,
+    width: int = 400,
+    height: int = 300,
+    n_cameras: int = 49,
+    *,
+    views: list[int] | str | None = None,
+    antialias: int = 2,
+    overwrite: bool = False,
+    name: str | None = None,
+    depth: bool = True,
+) -> Path:
     """Synthesize a scene and write it to ``out`` (layout: :mod:`recon.io.spare`); returns ``out``.
 
     ``views`` (see :func:`synthesize`) writes only some views' images, e.g. "splits" for a small bundled
@@ -455,10 +516,16 @@ def make_scene(out: str | Path, seed: int = 0, width: int = 400, height: int = 3
     sc = synthesize(seed, width, height, n_cameras, views=views, antialias=antialias)
     done = [i for i in range(n_cameras) if sc.images[i] is not None]
     return write_spare_scene(
-        out, sc.cameras, {i: sc.images[i] for i in done}, name=name or sc.name,
-        masks={i: sc.masks[i] for i in done}, depths={i: sc.depths[i] for i in done} if depth else None,
+        out,
+        sc.cameras,
+        {i: sc.images[i] for i in done},
+        name=name or sc.name,
+        masks={i: sc.masks[i] for i in done},
+        depths={i: sc.depths[i] for i in done} if depth else None,
         splits=sc.splits,
-        dataset="synthetic", meta=sc.meta, overwrite=overwrite,
+        dataset="synthetic",
+        meta=sc.meta,
+        overwrite=overwrite,
     )
 
 

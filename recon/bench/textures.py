@@ -11,6 +11,7 @@ Everything is vectorised numpy and fully determined by the ``numpy.random.Genera
 Products of Nx3 arrays use ``einsum`` rather than ``@``: BLAS threads fight open3d's ray-casting threads
 (measured 4x slower scene synthesis with multi-threaded OpenBLAS).
 """
+
 from __future__ import annotations
 
 import colorsys

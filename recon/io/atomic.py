@@ -6,6 +6,7 @@ during the run (another run, the user) is kept, and the new result goes to a fre
 ``overwrite`` never removes the input being read, the working folder or one of their ancestors. Partial folders
 whose process has died (killed with SIGKILL, a crashed machine) are swept by the next write to the same place.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -15,9 +16,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from recon.errors import ReconInputError
 
@@ -145,7 +146,7 @@ def _fingerprint(path: Path) -> tuple | None:
         return None
     entries = []
     if path.is_dir() and not path.is_symlink():
-        for i, (root, dirs, files) in enumerate(os.walk(path)):
+        for root, dirs, files in os.walk(path):
             for name in sorted(dirs + files):
                 try:
                     s = os.lstat(os.path.join(root, name))
@@ -223,16 +224,21 @@ def _move_into_place(tmp: Path, out: Path, before: tuple | None, shown: Path) ->
     if now is not None and now != before:
         alt = _free_sibling(out)
         _rename_noreplace(tmp, alt)
-        raise ReconInputError(f"the output folder was created or changed by someone else during this run and was "
-                              f"left as it is; this run's result is in {alt}", shown)
+        raise ReconInputError(
+            f"the output folder was created or changed by someone else during this run and was "
+            f"left as it is; this run's result is in {alt}",
+            shown,
+        )
     if now is None:
         try:
             _rename_noreplace(tmp, out)
         except FileExistsError:  # appeared in the last instant
             alt = _free_sibling(out)
             _rename_noreplace(tmp, alt)
-            raise ReconInputError(f"the output folder appeared during this run and was left as it is; this run's "
-                                  f"result is in {alt}", shown) from None
+            raise ReconInputError(
+                f"the output folder appeared during this run and was left as it is; this run's result is in {alt}",
+                shown,
+            ) from None
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.pid{os.getpid()}.", suffix=".old", dir=out.parent))
     os.rmdir(old)

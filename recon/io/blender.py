@@ -5,6 +5,7 @@ such as ``./train/r_0``, alpha -> mask); this module picks the split's file, com
 background (the RGB under alpha 0 is whatever Blender left there; the protocols score on white) and records
 each frame's number (``r_26`` -> 26) so protocols can select frames by id, e.g. DietNeRF's 8 training views.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,12 @@ def read_blender(
     scene = Path(path)
     kind = file_kind(scene)
     if kind != "folder":
-        raise ReconInputError(not_regular_message(kind, "Blender scene folder") if kind != "file"
-                              else "expected a Blender scene folder (with transforms_train.json)", scene)
+        raise ReconInputError(
+            not_regular_message(kind, "Blender scene folder")
+            if kind != "file"
+            else "expected a Blender scene folder (with transforms_train.json)",
+            scene,
+        )
     if split not in SPLITS:
         raise ReconInputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}", scene)
     bg = _background(background)

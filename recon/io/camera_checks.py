@@ -5,6 +5,7 @@ COLMAP and SpaRe/DTU projection matrices share one set of limits. A rotation tha
 ROTATION_TOL is re-orthonormalised (text files round numbers); anything further off is refused, since a
 scaled, sheared or mirrored matrix would silently distort every ray.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,10 +37,15 @@ Where = str | Path
 def check_size(width: float, height: float, what: str, path: Where) -> tuple[int, int]:
     """Image size declared by a camera file as ints; ReconInputError unless both are whole and in range."""
     for name, v in (("width", width), ("height", height)):
-        if not (isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v) and float(v) == int(v)
-                and 1 <= v <= MAX_IMAGE_SIDE):
-            raise ReconInputError(f"{what}: image {name} must be a whole number of pixels in 1..{MAX_IMAGE_SIDE}, "
-                                  f"got {v!r}", path)
+        if not (
+            isinstance(v, (int, float, np.integer, np.floating))
+            and math.isfinite(v)
+            and float(v) == int(v)
+            and 1 <= v <= MAX_IMAGE_SIDE
+        ):
+            raise ReconInputError(
+                f"{what}: image {name} must be a whole number of pixels in 1..{MAX_IMAGE_SIDE}, got {v!r}", path
+            )
     return int(width), int(height)
 
 
@@ -58,13 +64,19 @@ def check_intrinsics(K: np.ndarray, width: int, height: int, what: str, path: Wh
     if not (fx > 0 and fy > 0):
         raise ReconInputError(f"{what}: focal length must be positive, got fx={fx:g}, fy={fy:g}", path)
     if abs(skew) > MAX_SKEW * fx or abs(K[1, 0]) > MAX_SKEW * fy or np.abs(K[2] - [0, 0, 1]).max() > 1e-9:
-        raise ReconInputError(f"{what}: intrinsics are skewed (sheared pixel axes, skew {skew:g} px); "
-                              "only pinhole cameras without skew are supported", path)
+        raise ReconInputError(
+            f"{what}: intrinsics are skewed (sheared pixel axes, skew {skew:g} px); "
+            "only pinhole cameras without skew are supported",
+            path,
+        )
     for axis, f, side in (("horizontal", fx, width), ("vertical", fy, height)):
         fov = fov_deg(f, side)
         if not MIN_FOV_DEG <= fov <= MAX_FOV_DEG:
-            raise ReconInputError(f"{what}: {axis} field of view {fov:.4g} degrees (focal {f:g} px for {side} px) "
-                                  f"is outside {MIN_FOV_DEG:g}..{MAX_FOV_DEG:g} degrees", path)
+            raise ReconInputError(
+                f"{what}: {axis} field of view {fov:.4g} degrees (focal {f:g} px for {side} px) "
+                f"is outside {MIN_FOV_DEG:g}..{MAX_FOV_DEG:g} degrees",
+                path,
+            )
     for name, c, side in (("cx", cx, width), ("cy", cy, height)):
         if abs(c - side / 2.0) > MAX_PRINCIPAL_OFFSET * side:
             raise ReconInputError(f"{what}: principal point {name}={c:g} is far outside the {side} px image", path)
@@ -77,8 +89,9 @@ def checked_rotation(R: np.ndarray, what: str, path: Where) -> np.ndarray:
     if not math.isfinite(err):
         raise ReconInputError(f"{what}: rotation is not finite", path)
     if err > ROTATION_TOL:
-        raise ReconInputError(f"{what}: rotation is not orthonormal (|R^T R - I| up to {err:.3g}; "
-                              "a scaled or sheared matrix?)", path)
+        raise ReconInputError(
+            f"{what}: rotation is not orthonormal (|R^T R - I| up to {err:.3g}; a scaled or sheared matrix?)", path
+        )
     if np.linalg.det(R) < 0:
         raise ReconInputError(f"{what}: rotation is a reflection (determinant < 0, a mirrored camera)", path)
     return nearest_rotation(R)
@@ -88,8 +101,10 @@ def check_coordinates(vec: np.ndarray, name: str, what: str, path: Where) -> Non
     """ReconInputError unless every entry of ``vec`` is finite and at most MAX_COORDINATE in size."""
     v = np.asarray(vec, dtype=np.float64)
     if not np.all(np.isfinite(v)) or np.abs(v).max(initial=0.0) > MAX_COORDINATE:
-        raise ReconInputError(f"{what}: {name} {np.array2string(v, precision=4)} is not finite or beyond "
-                              f"{MAX_COORDINATE:g} world units", path)
+        raise ReconInputError(
+            f"{what}: {name} {np.array2string(v, precision=4)} is not finite or beyond {MAX_COORDINATE:g} world units",
+            path,
+        )
 
 
 def checked_camera(cam: Camera, what: str, path: Where) -> Camera:
@@ -110,5 +125,6 @@ def checked_camera(cam: Camera, what: str, path: Where) -> Camera:
     viewmat = np.eye(4)
     viewmat[:3, :3] = R
     viewmat[:3, 3] = -R @ center
-    return Camera(K=cam.K.copy(), viewmat=viewmat, width=cam.width, height=cam.height, name=cam.name,
-                  extra=dict(cam.extra))
+    return Camera(
+        K=cam.K.copy(), viewmat=viewmat, width=cam.width, height=cam.height, name=cam.name, extra=dict(cam.extra)
+    )

@@ -6,6 +6,7 @@ pinhole intrinsics are kept; fisheye and other wide-angle models are refused. Bi
 recon.io.colmap_binary before pycolmap sees them, and cameras go through recon.io.camera_checks.
 The sparse points come back in ``meta["points3d"]`` as (xyz float64 Nx3, rgb float32 Nx3 in [0, 1]).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,16 +30,26 @@ log = logging.getLogger(__name__)
 _MODEL_FILES = ("cameras", "images", "points3D")
 #: COLMAP camera models read as pinhole (their distortion, if any, is dropped with a warning). The others
 #: (fisheye, FOV, EUCM, thin-prism, spherical) bend rays in ways a pinhole cannot stand in for.
-PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
-                  "SIMPLE_DIVISION", "DIVISION")
+PINHOLE_MODELS = (
+    "SIMPLE_PINHOLE",
+    "PINHOLE",
+    "SIMPLE_RADIAL",
+    "RADIAL",
+    "OPENCV",
+    "FULL_OPENCV",
+    "SIMPLE_DIVISION",
+    "DIVISION",
+)
 _MAX_TEXT_BYTES = 1024**3
 _QUAT_NORM_TOL = 1e-3
 
 
 def is_colmap_model(folder: Path) -> bool:
     """True when ``folder`` holds cameras.bin or cameras.txt (of any kind: a FIFO is then named, not skipped)."""
-    return any(file_kind(folder / name) not in ("missing", "folder", "unreadable path")
-               for name in ("cameras.bin", "cameras.txt"))
+    return any(
+        file_kind(folder / name) not in ("missing", "folder", "unreadable path")
+        for name in ("cameras.bin", "cameras.txt")
+    )
 
 
 def find_colmap_model(path: Path) -> Path | None:
@@ -102,7 +113,9 @@ def _check_text_model(model: Path) -> None:
         if len(tok) >= 10 and tok[8] not in cam_ids:
             raise ReconInputError(
                 f"image {' '.join(tok[9:])} refers to camera {tok[8]}, which is not in cameras.txt "
-                f"({len(cam_ids)} cameras)", model / "images.txt")
+                f"({len(cam_ids)} cameras)",
+                model / "images.txt",
+            )
 
 
 def _load_reconstruction(model: Path):
@@ -128,14 +141,20 @@ def _camera_K(cam, model: Path, image_name: str) -> np.ndarray:
     if cam.model.name not in PINHOLE_MODELS:
         raise ReconInputError(
             f"{where} is a fisheye or wide-angle model; only pinhole-based models ({', '.join(PINHOLE_MODELS)}) "
-            "can be read: undistort the images first (colmap image_undistorter)", model)
+            "can be read: undistort the images first (colmap image_undistorter)",
+            model,
+        )
     params = np.asarray(cam.params, dtype=np.float64)
     if not np.all(np.isfinite(params)):
         raise ReconInputError(f"{where}: camera parameters are not finite", model)
     extra = params[list(cam.extra_params_idxs())]
     if np.any(np.abs(extra) > 1e-12):
-        log.warning("%s: camera %d is %s; its distortion parameters are ignored (pinhole assumed)",
-                    model, cam.camera_id, cam.model.name)
+        log.warning(
+            "%s: camera %d is %s; its distortion parameters are ignored (pinhole assumed)",
+            model,
+            cam.camera_id,
+            cam.model.name,
+        )
     return np.asarray(cam.calibration_matrix(), dtype=np.float64)
 
 
@@ -178,15 +197,21 @@ def read_colmap(
     rec = _load_reconstruction(model)
     registered = [img for img in rec.images.values() if img.has_pose]
     if len(registered) < len(rec.images):
-        log.warning("%s: %d of %d images are not registered and are skipped", model,
-                    len(rec.images) - len(registered), len(rec.images))
+        log.warning(
+            "%s: %d of %d images are not registered and are skipped",
+            model,
+            len(rec.images) - len(registered),
+            len(rec.images),
+        )
     registered.sort(key=lambda img: natural_key(img.name))
     check_count(len(registered), model, min_views, what="registered images")
     ids_by_name: dict[str, int] = {}
     for img in registered:
         if img.name in ids_by_name:
-            raise ReconInputError(f"image {img.name} appears twice in the model (image ids "
-                                  f"{ids_by_name[img.name]} and {img.image_id})", model)
+            raise ReconInputError(
+                f"image {img.name} appears twice in the model (image ids {ids_by_name[img.name]} and {img.image_id})",
+                model,
+            )
         ids_by_name[img.name] = img.image_id
 
     if images_dir is None:
@@ -207,8 +232,9 @@ def read_colmap(
     cameras: list[Camera] = []
     for img in registered:
         if img.camera_id not in rec.cameras:
-            raise ReconInputError(f"image {img.name} refers to camera {img.camera_id}, which is not in the model",
-                                  model)
+            raise ReconInputError(
+                f"image {img.name} refers to camera {img.camera_id}, which is not in the model", model
+            )
         cam = rec.cameras[img.camera_id]
         file = images_root / img.name
         if file_kind(file) in ("missing", "folder", "unreadable path"):
@@ -251,19 +277,22 @@ def write_colmap_text(
     if any(" " in n or "\n" in n for n in names):
         raise ValueError("write_colmap_text: image names must not contain spaces")
     model.mkdir(parents=True, exist_ok=True)
-    cam_lines = ["# Camera list with one line of data per camera:",
-                 "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    img_lines = ["# Image list with two lines of data per image:",
-                 "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-                 "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
+    cam_lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
+    img_lines = [
+        "# Image list with two lines of data per image:",
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+    ]
     for i, (cam, name) in enumerate(zip(cameras, names), start=1):
         params = " ".join(repr(float(v)) for v in (cam.fx, cam.fy, cam.cx, cam.cy))
         cam_lines.append(f"{i} PINHOLE {cam.width} {cam.height} {params}")
         q, t = cam.to_colmap()
         vals = " ".join(repr(float(v)) for v in (*q, *t))
         img_lines.extend([f"{i} {vals} {i} {name}", ""])
-    pt_lines = ["# 3D point list with one line of data per point:",
-                "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)"]
+    pt_lines = [
+        "# 3D point list with one line of data per point:",
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
+    ]
     if points is not None:
         xyz = np.asarray(points[0], dtype=np.float64).reshape(-1, 3)
         rgb = np.asarray(points[1]).reshape(-1, 3)

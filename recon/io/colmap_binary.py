@@ -5,6 +5,7 @@ Here every count is checked against the bytes left in the file before anything i
 follows from its fields (camera model -> number of parameters, NUL-terminated names, track lengths), and the
 file must end where its last record ends. Layouts (little-endian) as COLMAP's reconstruction_io_binary.cc.
 """
+
 from __future__ import annotations
 
 import struct
@@ -43,32 +44,35 @@ class _Reader:
     def take(self, fmt: str, what: str) -> tuple:
         size = struct.calcsize(fmt)
         if self.left() < size:
-            raise ReconInputError(f"truncated COLMAP binary file: {what} ends after the file ({self.pos} bytes)",
-                                  self.path)
+            raise ReconInputError(
+                f"truncated COLMAP binary file: {what} ends after the file ({self.pos} bytes)", self.path
+            )
         out = struct.unpack_from(fmt, self.data, self.pos)
         self.pos += size
         return out
 
     def skip(self, count: int, size: int, what: str) -> None:
         if count * size > self.left():
-            raise ReconInputError(f"{what}: {count} entries of {size} bytes do not fit in the "
-                                  f"{self.left()} bytes left in the file", self.path)
+            raise ReconInputError(
+                f"{what}: {count} entries of {size} bytes do not fit in the {self.left()} bytes left in the file",
+                self.path,
+            )
         self.pos += count * size
 
     def count(self, min_record: int, what: str) -> int:
         (n,) = self.take("<Q", f"the number of {what}")
         if n * min_record > self.left():
-            raise ReconInputError(f"declares {n} {what}, but the file has room for at most "
-                                  f"{self.left() // min_record}", self.path)
+            raise ReconInputError(
+                f"declares {n} {what}, but the file has room for at most {self.left() // min_record}", self.path
+            )
         return n
 
     def name(self, what: str) -> None:
         end = self.data.find(b"\0", self.pos, self.pos + _MAX_NAME_BYTES)
         if end < 0:
-            raise ReconInputError(f"{what}: image name is not NUL-terminated within {_MAX_NAME_BYTES} bytes",
-                                  self.path)
+            raise ReconInputError(f"{what}: image name is not NUL-terminated within {_MAX_NAME_BYTES} bytes", self.path)
         try:  # pycolmap hands names to Python as str: a non-UTF-8 name raises there, long after the read
-            self.data[self.pos:end].decode("utf-8")
+            self.data[self.pos : end].decode("utf-8")
         except UnicodeDecodeError:
             raise ReconInputError(f"{what}: image name is not UTF-8 text", self.path) from None
         self.pos = end + 1

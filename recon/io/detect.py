@@ -5,6 +5,7 @@ DTU in the IDR/NeuS or RegNeRF layout), then a transforms.json (the file, or a f
 model (cameras.bin/.txt in the folder or in sparse/0 beneath it); a SpaRe-style scene (recon.io.spare); else a
 plain image folder.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -51,7 +52,9 @@ def detect_format(path: str | Path) -> str:
             raise ReconInputError("expected a folder of images, not a single image", path)
         raise ReconInputError(
             "unsupported input file (expected a folder of images, a transforms.json, a COLMAP model folder "
-            "or a SpaRe-style scene)", path)
+            "or a SpaRe-style scene)",
+            path,
+        )
     for name, probe, _ in _LAYOUTS:
         if probe(path):
             return name
@@ -65,7 +68,9 @@ def detect_format(path: str | Path) -> str:
         return "images"
     raise ReconInputError(
         "no images, transforms.json, COLMAP model (cameras.bin/txt, sparse/0), LLFF/DTU/Blender or SpaRe-style "
-        "scene found", path)
+        "scene found",
+        path,
+    )
 
 
 def _defaults(*fns: Callable[..., Any]) -> dict[str, Any]:
@@ -110,8 +115,9 @@ def _call(fn: Callable[..., ViewSet], first: Any, opts: dict[str, Any]) -> ViewS
     neutral = _defaults(read_transforms, read_colmap, read_image_folder)
     post = {k: opts[k] for k in _SIZE_OPTIONS if k in opts and k not in params and opts[k] is not None}
     rest = {k: v for k, v in opts.items() if k not in post}
-    unknown = [k for k, v in rest.items()
-               if k not in params and v is not None and not (k in neutral and v == neutral[k])]
+    unknown = [
+        k for k, v in rest.items() if k not in params and v is not None and not (k in neutral and v == neutral[k])
+    ]
     if unknown:
         raise ReconInputError(f"option(s) {', '.join(unknown)} do not apply to this kind of input", first)
     if post:

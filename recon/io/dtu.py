@@ -24,6 +24,7 @@ intrinsics are then scaled to the image size, so full-size and downscaled copies
 are taken in this project's pixel convention (centres at +0.5), as RegNeRF and recon.io.spare do.
 Masks are resized to the images (the IDR masks are 1600x1200 even beside smaller images).
 """
+
 from __future__ import annotations
 
 import io
@@ -94,16 +95,22 @@ def calibration_size(K: np.ndarray, width: int, height: int, path: Path) -> tupl
 
     best = min((*_CALIBRATION_CANDIDATES, (width, height)), key=offset)
     if offset(best) > _PRINCIPAL_TOL:
-        raise ReconInputError(f"principal point ({cx:.1f}, {cy:.1f}) is not near the centre of a 1600x1200 DTU image "
-                              f"or of the {width}x{height} image (intrinsics of a cropped image?)", path)
+        raise ReconInputError(
+            f"principal point ({cx:.1f}, {cy:.1f}) is not near the centre of a 1600x1200 DTU image "
+            f"or of the {width}x{height} image (intrinsics of a cropped image?)",
+            path,
+        )
     return best
 
 
 def _fit(cam: Camera, width: int, height: int, what: str, path: Path) -> Camera:
     """``cam`` (at its calibration size) scaled to the image's size and checked."""
     if abs((width / height) / (cam.width / cam.height) - 1.0) > _ASPECT_TOL:
-        raise ReconInputError(f"{what}: image is {width}x{height} but the camera is for {cam.width}x{cam.height} "
-                              "(different aspect ratio)", path)
+        raise ReconInputError(
+            f"{what}: image is {width}x{height} but the camera is for {cam.width}x{cam.height} "
+            "(different aspect ratio)",
+            path,
+        )
     return checked_camera(cam.resized(width, height), what, path)
 
 
@@ -120,8 +127,11 @@ def _in_index_order(found: dict[int, Path], folder: Path, expected: str) -> list
     """The files of views 0..N-1 in order; ReconInputError naming the first missing index."""
     for i in range(len(found)):
         if i not in found:
-            raise ReconInputError(f"no image for view {i} (expected {expected.format(i=i, n=i + 1)}; views must be "
-                                  "numbered without gaps)", folder)
+            raise ReconInputError(
+                f"no image for view {i} (expected {expected.format(i=i, n=i + 1)}; views must be "
+                "numbered without gaps)",
+                folder,
+            )
     return [found[i] for i in range(len(found))]
 
 
@@ -152,16 +162,33 @@ def _masks(paths: list[Path], images: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def _view_set(paths: list[Path], cameras: list[Camera], mask_paths: list[Path] | None, scene: Path,
-              downscale: float, max_size: int | None, meta: dict) -> ViewSet:
+def _view_set(
+    paths: list[Path],
+    cameras: list[Camera],
+    mask_paths: list[Path] | None,
+    scene: Path,
+    downscale: float,
+    max_size: int | None,
+    meta: dict,
+) -> ViewSet:
     for i, cam in enumerate(cameras):
         cam.extra["index"] = i
     loaded = load_views(paths, cameras=cameras, downscale=downscale, max_size=max_size, alpha_masks=False)
     masks = None if mask_paths is None else _masks(mask_paths, loaded.images)
-    meta = {**meta, "indices": list(range(len(paths))), "image_paths": [str(p) for p in paths],
-            "mask_paths": None if mask_paths is None else [str(p) for p in mask_paths]}
-    return ViewSet(names=[p.stem for p in paths], images=loaded.images, cameras=loaded.cameras, masks=masks,
-                   source=scene, meta=meta)
+    meta = {
+        **meta,
+        "indices": list(range(len(paths))),
+        "image_paths": [str(p) for p in paths],
+        "mask_paths": None if mask_paths is None else [str(p) for p in mask_paths],
+    }
+    return ViewSet(
+        names=[p.stem for p in paths],
+        images=loaded.images,
+        cameras=loaded.cameras,
+        masks=masks,
+        source=scene,
+        meta=meta,
+    )
 
 
 # ----------------------------------------------------------------------------------------- IDR / NeuS
@@ -212,8 +239,9 @@ def _idr_projection(arrays: dict[str, np.ndarray], i: int, normalised: bool, img
     return P[:3]
 
 
-def read_dtu_idr(scene: str | Path, downscale: float = 1.0, max_size: int | None = None,
-                 with_masks: bool = True) -> ViewSet:
+def read_dtu_idr(
+    scene: str | Path, downscale: float = 1.0, max_size: int | None = None, with_masks: bool = True
+) -> ViewSet:
     """Read the IDR/NeuS layout (module docstring). Masks from mask/ when it exists and ``with_masks``."""
     scene = Path(scene)
     cam_file = _idr_camera_file(scene)
@@ -240,11 +268,17 @@ def read_dtu_idr(scene: str | Path, downscale: float = 1.0, max_size: int | None
         mask_paths = []
         for i in range(len(paths)):
             if i not in masks:
-                raise ReconInputError(f"no mask for view {i} (expected {i:03d}.png; pass with_masks=False to read "
-                                      "without masks)", scene / "mask")
+                raise ReconInputError(
+                    f"no mask for view {i} (expected {i:03d}.png; pass with_masks=False to read without masks)",
+                    scene / "mask",
+                )
             mask_paths.append(masks[i])
-    meta = {"layout": "dtu-idr", "cameras_path": str(cam_file), "normalised": normalised,
-            "calibration_size": cameras[0].extra["calibration_size"]}
+    meta = {
+        "layout": "dtu-idr",
+        "cameras_path": str(cam_file),
+        "normalised": normalised,
+        "calibration_size": cameras[0].extra["calibration_size"],
+    }
     return _view_set(paths, cameras, mask_paths, scene, downscale, max_size, meta)
 
 
@@ -280,7 +314,7 @@ def read_mvsnet_cam(path: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
     if k < e + 17:
         raise ReconInputError("'extrinsic' must be followed by 16 numbers before 'intrinsic'", path)
     try:
-        values = [float(t) for t in tokens[e + 1:e + 17] + tokens[k + 1:]]
+        values = [float(t) for t in tokens[e + 1 : e + 17] + tokens[k + 1 :]]
     except ValueError as exc:
         raise ReconInputError(f"non-numeric entry ({str(exc)[:80]})", path) from None
     if len(values) < 25:
@@ -296,22 +330,30 @@ def read_mvsnet_cam(path: Path) -> tuple[np.ndarray, np.ndarray, list[float]]:
 
 def _rect_masks(scene: Path, n: int) -> tuple[Path | None, list[Path] | None]:
     """RegNeRF's idrmasks for the scene (folder, one path per view), or (None, None) when there are none."""
-    cands = [scene / "idrmasks" / scene.name / "mask", scene / "idrmasks" / scene.name,
-             scene / "idrmasks" / "mask", scene / "idrmasks"]
+    cands = [
+        scene / "idrmasks" / scene.name / "mask",
+        scene / "idrmasks" / scene.name,
+        scene / "idrmasks" / "mask",
+        scene / "idrmasks",
+    ]
     for root in (scene.parent, scene.parent.parent):
         cands += [root / "idrmasks" / scene.name / "mask", root / "idrmasks" / scene.name]
     for d in cands:
         if file_kind(d) == "folder" and (found := _numbered(d)):
             missing = next((i for i in range(n) if i not in found), None)
             if missing is not None:
-                raise ReconInputError(f"no mask for view {missing} (expected {missing:03d}.png; pass with_masks=False "
-                                      "to read without masks)", d)
+                raise ReconInputError(
+                    f"no mask for view {missing} (expected {missing:03d}.png; pass with_masks=False "
+                    "to read without masks)",
+                    d,
+                )
             return d, [found[i] for i in range(n)]
     return None, None
 
 
-def read_dtu_rect(scene: str | Path, downscale: float = 1.0, max_size: int | None = None,
-                  with_masks: bool = True, light: int = 3) -> ViewSet:
+def read_dtu_rect(
+    scene: str | Path, downscale: float = 1.0, max_size: int | None = None, with_masks: bool = True, light: int = 3
+) -> ViewSet:
     """Read the RegNeRF/MVSNet layout (module docstring); ``light`` picks the lighting (3 = all lights on)."""
     scene = Path(scene)
     img_dir, found = next(((d, f) for d in _rect_dirs(scene) if (f := _rect_images(d, light))), (scene, {}))
@@ -321,8 +363,7 @@ def read_dtu_rect(scene: str | Path, downscale: float = 1.0, max_size: int | Non
     paths = _in_index_order(found, img_dir, f"rect_{{n:03d}}_{light}_r5000.png")
     cam_dir = _find_up(scene, "Cameras")
     if cam_dir is None:
-        raise ReconInputError("no Cameras/ folder with MVSNet *_cam.txt files (here or up to two folders above)",
-                              scene)
+        raise ReconInputError("no Cameras/ folder with MVSNet *_cam.txt files (here or up to two folders above)", scene)
     cameras, depth = [], []
     for i, img in enumerate(paths):
         txt = cam_dir / f"{i:08d}_cam.txt"
@@ -332,9 +373,14 @@ def read_dtu_rect(scene: str | Path, downscale: float = 1.0, max_size: int | Non
         cameras.append(_calibrated(K, E, img, "camera", txt))
         depth.append(depth_line or None)
     mask_dir, mask_paths = _rect_masks(scene, len(paths)) if with_masks else (None, None)
-    meta = {"layout": "dtu-rect", "light": light, "cameras_dir": str(cam_dir), "depth_ranges": depth,
-            "mask_dir": None if mask_dir is None else str(mask_dir),
-            "calibration_size": cameras[0].extra["calibration_size"]}
+    meta = {
+        "layout": "dtu-rect",
+        "light": light,
+        "cameras_dir": str(cam_dir),
+        "depth_ranges": depth,
+        "mask_dir": None if mask_dir is None else str(mask_dir),
+        "calibration_size": cameras[0].extra["calibration_size"],
+    }
     return _view_set(paths, cameras, mask_paths, scene, downscale, max_size, meta)
 
 
@@ -354,11 +400,15 @@ def read_dtu(
     path = Path(path)
     kind = file_kind(path)
     if kind != "folder":
-        raise ReconInputError(not_regular_message(kind, "DTU scene folder") if kind != "file"
-                              else "expected a DTU scene folder", path)
+        raise ReconInputError(
+            not_regular_message(kind, "DTU scene folder") if kind != "file" else "expected a DTU scene folder", path
+        )
     if is_dtu_idr_scene(path):
         return read_dtu_idr(path, downscale, max_size, with_masks)
     if any(_rect_images(d) for d in _rect_dirs(path)):
         return read_dtu_rect(path, downscale, max_size, with_masks, light)
-    raise ReconInputError("not a DTU scene (expected image/ with cameras_sphere.npz or cameras.npz, or "
-                          "rect_XXX_3_r5000.png images with a Cameras/ folder)", path)
+    raise ReconInputError(
+        "not a DTU scene (expected image/ with cameras_sphere.npz or cameras.npz, or "
+        "rect_XXX_3_r5000.png images with a Cameras/ folder)",
+        path,
+    )

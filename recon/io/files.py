@@ -4,6 +4,7 @@ A FIFO blocks a plain ``open``/``read`` forever and ``/dev/zero`` never ends, so
 through :func:`read_bytes`: non-blocking open, then ``fstat`` on the open descriptor (no race with a swap of the
 file), regular files only, and a size cap checked before reading. Problems are one-line ReconInputErrors.
 """
+
 from __future__ import annotations
 
 import os

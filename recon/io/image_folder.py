@@ -5,6 +5,7 @@ the image folder is used by default) or, when every image
 has an alpha channel that is not fully opaque, from the alpha channels. The EXIF focal length of each photo
 (in pixels of the returned images, or None) is kept in ``meta["exif_focal_px"]`` for the pose estimator.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,8 +94,9 @@ def fit_camera(camera: Camera, width: int, height: int, path: Path) -> Camera:
         raise ReconInputError(
             f"image is {width}x{height} but its camera is {camera.width}x{camera.height} (different aspect ratio)", path
         )
-    log.warning("%s: image is %dx%d, camera says %dx%d; rescaling intrinsics", path, width, height,
-                camera.width, camera.height)
+    log.warning(
+        "%s: image is %dx%d, camera says %dx%d; rescaling intrinsics", path, width, height, camera.width, camera.height
+    )
     return camera.resized(width, height)
 
 
@@ -145,8 +147,9 @@ def load_views(
         out_masks = masks
     elif alpha_masks and alphas and all(a is not None for a in alphas) and any(float(a.min()) < 1.0 for a in alphas):
         out_masks = [np.clip(a, 0.0, 1.0) for a in alphas]  # type: ignore[arg-type]
-    return LoadedViews(images=images, masks=out_masks, cameras=out_cams if cameras is not None else None,
-                       original_sizes=sizes)
+    return LoadedViews(
+        images=images, masks=out_masks, cameras=out_cams if cameras is not None else None, original_sizes=sizes
+    )
 
 
 def check_count(n: int, source: Path, min_views: int, what: str = "images") -> None:

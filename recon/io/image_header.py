@@ -5,6 +5,7 @@ that decodes to gigabytes. The size is read here from the header and checked aga
 the loader decodes. PNG and JPEG headers are parsed here (the common inputs, and the message can then give the
 declared size); other formats go through Pillow's lazy ``Image.open``, which reads only the header.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,7 +88,9 @@ def _pillow(data: bytes, path: Path) -> ImageHeader:
     except Image.DecompressionBombError:
         raise ReconInputError(
             f"image is too large: its header declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
-            f"(the limit is {MAX_IMAGE_PIXELS})", path) from None
+            f"(the limit is {MAX_IMAGE_PIXELS})",
+            path,
+        ) from None
     except Exception:  # Pillow raises many kinds on a corrupt header; any of them means "not an image we read"
         raise ReconInputError("cannot decode image (corrupt file or unsupported format)", path) from None
     return ImageHeader(width, height, fmt)
@@ -116,4 +119,6 @@ def check_pixel_budget(header: ImageHeader, path: str | Path) -> None:
     if pixels > MAX_IMAGE_PIXELS:
         raise ReconInputError(
             f"image is {header.width}x{header.height} ({pixels / 1e6:.4g} megapixels), over the "
-            f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit; downscale it first", path)
+            f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit; downscale it first",
+            path,
+        )

@@ -6,6 +6,7 @@ JPEGs); Pillow only reads EXIF tags. Every failure the user can fix raises Recon
 Files are read through recon.io.files (regular files only) and the size in the header is checked against
 recon.io.image_header.MAX_IMAGE_PIXELS before any pixel is decoded.
 """
+
 from __future__ import annotations
 
 import io

@@ -4,6 +4,7 @@ Limits, so that a hostile file costs neither a traceback nor gigabytes: the size
 frames is ~15 MB) and the nesting depth (real inputs nest 5 levels; json.loads itself raises RecursionError
 near 1000 levels, and a value nested just below that would break json.dumps of the run folder's files later).
 """
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ Image folder: ``images_{factor}`` when ``factor`` is given (``images/`` for fact
 it exists (the file's own resolution), else the lowest-factor ``images_N``. Protocols at 504x378 (RegNeRF,
 DNGaussian) pass ``factor=8``.
 """
+
 from __future__ import annotations
 
 import io
@@ -67,8 +68,11 @@ def _pick_folder(scene: Path, factor: int | None) -> tuple[Path, int]:
         return folders[best], best
     if factor not in folders:
         have = ", ".join(folders[k].name for k in sorted(folders))
-        raise ReconInputError(f"no image folder for factor {factor} (expected "
-                              f"{'images' if factor == 1 else f'images_{factor}'}/; found {have})", scene)
+        raise ReconInputError(
+            f"no image folder for factor {factor} (expected "
+            f"{'images' if factor == 1 else f'images_{factor}'}/; found {have})",
+            scene,
+        )
     return folders[factor], factor
 
 
@@ -109,8 +113,10 @@ def llff_camera(row: np.ndarray, width: int, height: int, idx: int, path: Path) 
     if not (full_h > 0 and full_w > 0 and focal > 0):
         raise ReconInputError(f"{where}: H, W and focal must be positive, got {full_h:g}, {full_w:g}, {focal:g}", path)
     if abs((width / height) / (full_w / full_h) - 1.0) > _ASPECT_TOL:
-        raise ReconInputError(f"{where}: image is {width}x{height} but the poses are for {full_w:g}x{full_h:g} "
-                              "(different aspect ratio)", path)
+        raise ReconInputError(
+            f"{where}: image is {width}x{height} but the poses are for {full_w:g}x{full_h:g} (different aspect ratio)",
+            path,
+        )
     down, right, back, centre = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
     R_c2w = checked_rotation(np.stack([right, down, -back], axis=1), where, path)  # OpenCV axes x, y, z
     viewmat = np.eye(4)
@@ -132,8 +138,12 @@ def _scene_dir(path: Path) -> Path:
     if kind == "file" and path.name == POSES_FILE:
         return path.parent
     if kind != "folder":
-        raise ReconInputError(not_regular_message(kind, "LLFF scene folder") if kind != "file"
-                              else "expected an LLFF scene folder or its poses_bounds.npy", path)
+        raise ReconInputError(
+            not_regular_message(kind, "LLFF scene folder")
+            if kind != "file"
+            else "expected an LLFF scene folder or its poses_bounds.npy",
+            path,
+        )
     return path
 
 
@@ -156,8 +166,10 @@ def read_llff(
     folder, used = _pick_folder(scene, factor)
     paths = sorted(list_images(folder), key=lambda p: p.name)
     if len(paths) != len(table):
-        raise ReconInputError(f"{len(table)} poses but {len(paths)} images in {folder.name}/ (one row per image, "
-                              "in sorted name order)", poses_path)
+        raise ReconInputError(
+            f"{len(table)} poses but {len(paths)} images in {folder.name}/ (one row per image, in sorted name order)",
+            poses_path,
+        )
     cameras, bounds = [], []
     for i, (row, img) in enumerate(zip(table, paths)):
         cam = llff_camera(row, *image_size(img), i, poses_path)
@@ -172,7 +184,13 @@ def read_llff(
         cameras=loaded.cameras,
         masks=None,
         source=scene,
-        meta={"layout": "llff", "forward_facing": True, "near_far": bounds, "factor": used,
-              "image_paths": [str(p) for p in paths], "poses_path": str(poses_path),
-              "full_size": (float(full_w), float(full_h))},
+        meta={
+            "layout": "llff",
+            "forward_facing": True,
+            "near_far": bounds,
+            "factor": used,
+            "image_paths": [str(p) for p in paths],
+            "poses_path": str(poses_path),
+            "full_size": (float(full_w), float(full_h)),
+        },
     )

@@ -30,6 +30,7 @@ Cameras decomposed from the matrices go through recon.io.camera_checks (a sheare
 and is refused). P and -P are the same projective camera, so a matrix with det < 0 is read as a negatively
 scaled one (see Camera.from_projection), not refused as mirrored: the two cannot be told apart from P alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -187,8 +188,11 @@ def read_split(path: str | Path) -> dict[str, dict]:
         if not isinstance(dataset, str):
             raise ReconInputError(f"scene {scene!r}: dataset must be a string", path)
         if len(inputs) < MIN_VIEWS:
-            raise ReconInputError(f"scene {scene!r}: input_views has only {len(inputs)} view; at least {MIN_VIEWS} are "
-                                  "needed to reconstruct", path)
+            raise ReconInputError(
+                f"scene {scene!r}: input_views has only {len(inputs)} view; at least {MIN_VIEWS} are "
+                "needed to reconstruct",
+                path,
+            )
         out[str(scene)] = {"input_views": inputs, "test_views": tests, "dataset": dataset}
     return out
 
@@ -196,8 +200,11 @@ def read_split(path: str | Path) -> dict[str, dict]:
 def write_split(path: str | Path, entries: Mapping[str, Mapping]) -> None:
     """Write a split JSON (same form as :func:`read_split` returns)."""
     data = {
-        name: {"input_views": [int(i) for i in e["input_views"]], "test_views": [int(i) for i in e["test_views"]],
-               "dataset": str(e.get("dataset", "synthetic"))}
+        name: {
+            "input_views": [int(i) for i in e["input_views"]],
+            "test_views": [int(i) for i in e["test_views"]],
+            "dataset": str(e.get("dataset", "synthetic")),
+        }
         for name, e in entries.items()
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +242,7 @@ def write_spare_scene(
     sizes = {(c.width, c.height) for c in cameras}
     if len(sizes) != 1:
         raise ValueError("all cameras of a scene must have the same image size")
-    (width, height), = sizes
+    ((width, height),) = sizes
     with atomic_output_dir(scene_dir, overwrite=overwrite) as tmp:
         for i, cam in enumerate(cameras):
             (tmp / "cameras").mkdir(exist_ok=True)
@@ -266,8 +273,9 @@ def write_spare_scene(
             "views": views,
             "image_pattern": _PATTERNS["dtu" if dataset.lower() == "dtu" else "synthetic"][0],
             "masks": masks is not None,
-            "depth": None if depths is None else {"folder": "depth", "scale": depth_scale,
-                                                  "meaning": "camera-frame z; 0 = no surface"},
+            "depth": None
+            if depths is None
+            else {"folder": "depth", "scale": depth_scale, "meaning": "camera-frame z; 0 = no surface"},
             "splits": split_files,
             **dict(meta or {}),
         }
@@ -307,16 +315,19 @@ def _check_scene_info(info: dict, path: Path) -> None:
     depth = info.get("depth")
     if depth is not None:
         scale = depth.get("scale", DEPTH_SCALE) if isinstance(depth, dict) else None
-        if (not isinstance(depth, dict) or not isinstance(depth.get("folder", "depth"), str)
-                or not isinstance(scale, (int, float)) or isinstance(scale, bool)
-                or not 0 < scale < float("inf")):
-            raise ReconInputError("depth must be null or {\"folder\": str, \"scale\": positive number}", path)
+        if (
+            not isinstance(depth, dict)
+            or not isinstance(depth.get("folder", "depth"), str)
+            or not isinstance(scale, (int, float))
+            or isinstance(scale, bool)
+            or not 0 < scale < float("inf")
+        ):
+            raise ReconInputError('depth must be null or {"folder": str, "scale": positive number}', path)
 
 
 def _read_cameras(cam_dir: Path, info: dict, scene_json: Path) -> list[np.ndarray]:
     if file_kind(cam_dir) != "folder":
-        raise ReconInputError("no cameras folder with pos_XXX.txt projection matrices (pass calibration_dir)",
-                              cam_dir)
+        raise ReconInputError("no cameras folder with pos_XXX.txt projection matrices (pass calibration_dir)", cam_dir)
     numbers = sorted(int(m.group(1)) for p in cam_dir.iterdir() if (m := _POS_RE.match(p.name)))
     if not numbers:
         raise ReconInputError("no pos_XXX.txt projection matrix files", cam_dir)
@@ -339,8 +350,9 @@ def _find_images(scene_dir: Path) -> tuple[Path, str, dict[int, Path]]:
             found = {int(m.group(1)) - 1: folder / nm for nm in names if (m := rx.match(nm))}
             if found:
                 return folder, key, found
-    raise ReconInputError("no images named cam_XXX_3_0000.png or rect_XXX_3_r5000.png (in images/ or the folder)",
-                          scene_dir)
+    raise ReconInputError(
+        "no images named cam_XXX_3_0000.png or rect_XXX_3_r5000.png (in images/ or the folder)", scene_dir
+    )
 
 
 def _pick_split(scene_dir: Path, name: str, split_file: str | Path | None, track: int | None) -> tuple[dict, Path]:
@@ -388,8 +400,9 @@ def read_spare_scene(
     img_dir, dataset_key, present = _find_images(scene_dir)
     extra = sorted(i for i in present if i >= n_cams)
     if extra:
-        raise ReconInputError(f"image {present[extra[0]].name} has no camera (only {n_cams} cameras in {cam_dir})",
-                              img_dir)
+        raise ReconInputError(
+            f"image {present[extra[0]].name} has no camera (only {n_cams} cameras in {cam_dir})", img_dir
+        )
 
     entry, used_split = None, None
     if split == "all":
@@ -405,13 +418,16 @@ def read_spare_scene(
             raise ReconInputError(f"scene {name!r} has no {split} views", used_split)
     for i in indices:
         if not 0 <= i < n_cams:
-            raise ReconInputError(f"view index {i} out of range (the scene has {n_cams} cameras)",
-                                  used_split or scene_dir / SCENE_JSON)
+            raise ReconInputError(
+                f"view index {i} out of range (the scene has {n_cams} cameras)", used_split or scene_dir / SCENE_JSON
+            )
         if i not in present:
             raise ReconInputError(f"image missing for view index {i}", img_dir / image_name(i, dataset_key))
     if len(set(indices)) != len(indices):
-        raise ReconInputError(f"view index {next(i for i in indices if indices.count(i) > 1)} is listed twice",
-                              used_split or scene_dir / SCENE_JSON)
+        raise ReconInputError(
+            f"view index {next(i for i in indices if indices.count(i) > 1)} is listed twice",
+            used_split or scene_dir / SCENE_JSON,
+        )
 
     names, images, cameras = [], [], []
     for i in indices:
@@ -440,14 +456,16 @@ def read_spare_scene(
                 raise ReconInputError(f"mask missing for view index {i}", mpath)
             m = load_mask(mpath)
             if m.shape != rgb.shape[:2]:
-                raise ReconInputError(f"mask is {m.shape[1]}x{m.shape[0]}, image is {rgb.shape[1]}x{rgb.shape[0]}",
-                                      mpath)
+                raise ReconInputError(
+                    f"mask is {m.shape[1]}x{m.shape[0]}, image is {rgb.shape[1]}x{rgb.shape[0]}", mpath
+                )
             masks.append(m)
 
     depth_info = info.get("depth") or {}
     depth_dir = scene_dir / str(depth_info.get("folder", "depth"))
-    depth_paths = [(depth_dir / depth_file_name(i)) if (depth_dir / depth_file_name(i)).exists() else None
-                   for i in indices]
+    depth_paths = [
+        (depth_dir / depth_file_name(i)) if (depth_dir / depth_file_name(i)).exists() else None for i in indices
+    ]
     meta = {
         "format": "spare",
         "scene": name,
@@ -492,6 +510,5 @@ def list_scenes(root: str | Path) -> list[Path]:
         return [root]
     scenes = sorted((p for p in root.iterdir() if not p.name.startswith(".") and is_scene(p)), key=lambda p: p.name)
     if not scenes:
-        raise ReconInputError("no SpaRe-style scenes found (folders with scene.json, cameras/ or cam_XXX images)",
-                              root)
+        raise ReconInputError("no SpaRe-style scenes found (folders with scene.json, cameras/ or cam_XXX images)", root)
     return scenes

@@ -7,6 +7,7 @@ without an extension. Distortion coefficients of pinhole-based models are ignore
 spherical ``camera_model`` values are refused (the pipeline is pinhole only). Cameras go through
 recon.io.camera_checks; a frame listing an image another frame already uses is an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,11 @@ def _focal_from_angle(meta_get: Any, key: str, side: int, where: str, path: Path
     """Focal in pixels from a field of view in radians; it must lie in (0, MAX_FOV_DEG]."""
     angle = _num(meta_get(key), key, where, path)
     if not 0.0 < angle <= math.radians(MAX_FOV_DEG):
-        raise ReconInputError(f"{where}: '{key}' must be a field of view in radians between 0 and "
-                              f"{math.radians(MAX_FOV_DEG):.4f} ({MAX_FOV_DEG:g} degrees), got {angle:g}", path)
+        raise ReconInputError(
+            f"{where}: '{key}' must be a field of view in radians between 0 and "
+            f"{math.radians(MAX_FOV_DEG):.4f} ({MAX_FOV_DEG:g} degrees), got {angle:g}",
+            path,
+        )
     return 0.5 * side / math.tan(0.5 * angle)
 
 
@@ -102,8 +106,9 @@ def _c2w(frame: dict, where: str, path: Path) -> np.ndarray:
     if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
         raise ReconInputError(f"{where}: 'transform_matrix' must be a 4x4 list of finite numbers", path)
     if np.abs(c2w[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-6:
-        raise ReconInputError(f"{where}: 'transform_matrix' bottom row is {c2w[3].tolist()}, expected [0, 0, 0, 1]",
-                              path)
+        raise ReconInputError(
+            f"{where}: 'transform_matrix' bottom row is {c2w[3].tolist()}, expected [0, 0, 0, 1]", path
+        )
     check_coordinates(c2w[:3, 3], "camera position", f"{where}: 'transform_matrix'", path)
     out = np.eye(4)
     out[:3, :3] = checked_rotation(c2w[:3, :3], f"{where}: 'transform_matrix'", path)
@@ -148,7 +153,9 @@ def _camera_model(meta: dict, path: Path) -> str:
     if model.upper() not in PINHOLE_MODELS:
         raise ReconInputError(
             f"camera_model {_short(model)} is not supported: only pinhole models ({', '.join(PINHOLE_MODELS)}) can "
-            "be read; undistort fisheye or spherical images to pinhole first", path)
+            "be read; undistort fisheye or spherical images to pinhole first",
+            path,
+        )
     return model.upper()
 
 
@@ -202,8 +209,11 @@ def read_transforms(
             raise ReconInputError(f"frame {idx}: image file not found: {_clip(rel)}", json_path)
         key = _resolved(img)
         if key in used:
-            raise ReconInputError(f"frame {idx}: image {_clip(rel)} is already used by frame {used[key]} "
-                                  "(every frame must be a different image)", json_path)
+            raise ReconInputError(
+                f"frame {idx}: image {_clip(rel)} is already used by frame {used[key]} "
+                "(every frame must be a different image)",
+                json_path,
+            )
         used[key] = idx
         image_paths.append(img)
         if any(has_mask):

@@ -1,4 +1,5 @@
 """The in-memory result of every reader: a set of views (images, optional cameras and masks)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,6 +5,7 @@ Gaussian splatting: ``rasterize`` (gsplat-like entry point) built from ``project
 Networks: ``gather_rows`` / ``scatter_rows`` / ``apply_on_active`` (evaluate only active rows) and
 ``SparseLinear`` (CSR or N:M weights, C++ kernel; ``prefer_sparse`` says where it pays).
 """
+
 from recon.kernels.binning import Intersections, isect_offset_encode, isect_tiles
 from recon.kernels.projection import Projection, camera_centers, project_gaussians, quat_scale_to_covar
 from recon.kernels.rasterize import rasterize

@@ -8,6 +8,7 @@ Same layout as gsplat's ``isect_tiles`` / ``isect_offset_encode``:
 One ``torch.sort`` of the int64 keys; the rest is a handful of vectorised integer ops (fast enough:
 a few ms for 100k intersections; see benchmarks/kernels.py).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -4,6 +4,7 @@ Compiled once per (source hash, torch version) into a user cache folder; later i
 library in milliseconds. When no compiler is available, or RECON_NO_CPP=1 is set, ``load_cpp_extension``
 returns None and callers fall back to the pure-PyTorch reference path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,7 +95,11 @@ def load_cpp_extension(name: str, sources: list[str], extra_cflags: list[str] | 
         build_dir.mkdir(parents=True, exist_ok=True)
         fresh = not any(build_dir.glob("*.so"))
         if fresh:
-            print(f"[recon] compiling CPU kernel '{name}' (first use only, about a minute)...", file=sys.stderr, flush=True)
+            print(
+                f"[recon] compiling CPU kernel '{name}' (first use only, about a minute)...",
+                file=sys.stderr,
+                flush=True,
+            )
         cflags, ldflags = _openmp_flags()
         try:
             from torch.utils.cpp_extension import load
@@ -114,7 +119,8 @@ def load_cpp_extension(name: str, sources: list[str], extra_cflags: list[str] | 
             )
         except Exception as exc:  # no compiler, missing headers, ...
             warnings.warn(
-                f"could not build the C++ kernel '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"could not build the C++ kernel '{name}' "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 "using the slower PyTorch reference path",
                 RuntimeWarning,
                 stacklevel=2,

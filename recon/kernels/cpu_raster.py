@@ -9,6 +9,7 @@
   each pixel's list back to front.
 All backwards are hand-written (no autograd inside); the PyTorch versions are the reference in tests.
 """
+
 from __future__ import annotations
 
 from types import ModuleType
@@ -118,7 +119,9 @@ def sh_to_color_cpu(degree: int, means: Tensor, coeffs: Tensor, viewmats: Tensor
     return _SHColorCPU.apply(degree, means, coeffs, camera_centers(viewmats.detach()))
 
 
-def isect_tiles_cpu(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int = 16) -> Intersections:
+def isect_tiles_cpu(
+    means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int, tile_size: int = 16
+) -> Intersections:
     """C++ tile binning; same CSR as ``binning.isect_tiles`` (ties in depth ordered by Gaussian index)."""
     ext = extension()
     assert ext is not None

@@ -8,6 +8,7 @@ Conventions (gsplat / OpenCV): ``viewmats`` [C,4,4] world-to-camera, ``Ks`` [C,3
 determinant, opacity below 1/255, radius <= radius_clip, fully off-screen) get radii 0 and zero
 means2d / conics / depths, with finite (zero) gradients.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -96,9 +97,7 @@ def project_gaussians(
     tx = z_safe * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
     ty = z_safe * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
     zero = torch.zeros_like(rz)
-    J = torch.stack(
-        [fx * rz, zero, -fx * tx * rz2, zero, fy * rz, -fy * ty * rz2], dim=-1
-    ).reshape(C, -1, 2, 3)
+    J = torch.stack([fx * rz, zero, -fx * tx * rz2, zero, fy * rz, -fy * ty * rz2], dim=-1).reshape(C, -1, 2, 3)
     cov2d = J @ covar_c @ J.transpose(-1, -2)  # [C,N,2,2]
     mean2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
 

@@ -9,6 +9,7 @@ Extras over gsplat: per-pixel ``backgrounds`` [C,H,W,D] and ``far_depths`` [C,H,
 is >= far_depths at a pixel is skipped there (tile lists are depth-sorted, so compositing simply stops),
 which lets an opaque mesh (colour as background, depth as far limit) be composited behind the Gaussians.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -100,7 +101,9 @@ def rasterize(
     tiles_per_gauss, isect_ids, flatten_ids, isect_offsets, width, height, tile_size, tile_width,
     tile_height, n_cameras, backend.
     """
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, render_mode, rasterize_mode, backend)
+    _check_inputs(
+        means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, render_mode, rasterize_mode, backend
+    )
     if backend == "gsplat" or (backend == "auto" and means.is_cuda):
         return _rasterize_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
@@ -208,7 +211,9 @@ def _rasterize_gsplat(
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:  # fmt: skip
     """gsplat on CUDA; per-pixel backgrounds are added here as (1 - alpha) * bg."""
     if far_depths is not None:
-        raise NotImplementedError("far_depths is only supported by the CPU rasteriser (gsplat has no per-pixel far limit)")
+        raise NotImplementedError(
+            "far_depths is only supported by the CPU rasteriser (gsplat has no per-pixel far limit)"
+        )
     try:
         from gsplat import rasterization
     except ImportError as exc:  # pragma: no cover - depends on the install

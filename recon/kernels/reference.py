@@ -10,6 +10,7 @@ Same math and the same early-termination rule as the kernel (and gsplat):
 Tiles are processed in chunks padded to the chunk's longest list, each chunk under gradient
 checkpointing, so memory stays bounded (100k Gaussians at 400x300 runs) at the cost of recomputation.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Per-Gaussian and cheap, so plain vectorised PyTorch with autograd. Callers add 0.5 and clamp at 0
 (``sh_to_color``) exactly as gsplat's ``rasterization`` does.
 """
+
 from __future__ import annotations
 
 import torch

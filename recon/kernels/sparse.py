@@ -10,6 +10,7 @@
 Dense ``F.linear`` is very fast on this CPU (oneDNN/MKL GEMM): the sparse layer ties with it at 50% sparsity
 and wins from 75%; ``prefer_sparse`` encodes that measured break-even (benchmarks/_sparse_linear.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -88,7 +89,7 @@ def apply_on_active(
     if active.dtype == torch.bool and tuple(active.shape) != lead:
         raise ValueError(f"apply_on_active: mask shape {tuple(active.shape)} != leading dims {lead}")
     num_rows = math.prod(lead)
-    flat = tuple(t.reshape(num_rows, *t.shape[len(lead):]) for t in xs)
+    flat = tuple(t.reshape(num_rows, *t.shape[len(lead) :]) for t in xs)
     index = active_indices(active.to(xs[0].device), num_rows)
 
     if active.dtype == torch.bool and index.numel() == num_rows:  # everything active: no gather/scatter
@@ -164,8 +165,18 @@ class _CppSparseLinearFn(torch.autograd.Function):
     """Forward and backward through the C++ kernel (CPU, float32/float64)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, values: Tensor, bias: Tensor | None, ptr: Tensor, idx: Tensor,
-                tptr: Tensor, tidx: Tensor, tperm: Tensor, tile: int = 0) -> Tensor:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        values: Tensor,
+        bias: Tensor | None,
+        ptr: Tensor,
+        idx: Tensor,
+        tptr: Tensor,
+        tidx: Tensor,
+        tperm: Tensor,
+        tile: int = 0,
+    ) -> Tensor:
         ext = _ext()
         assert ext is not None
         ctx.save_for_backward(x, values, ptr, idx, tptr, tidx, tperm)
@@ -194,8 +205,17 @@ class _TorchSparseLinearFn(torch.autograd.Function):
     """Pure-PyTorch sparse path: CSR SpMM (torch.sparse.mm) and a sampled product for the weight gradient."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, values: Tensor, bias: Tensor | None, ptr: Tensor, idx: Tensor,
-                tptr: Tensor, tidx: Tensor, tperm: Tensor) -> Tensor:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        values: Tensor,
+        bias: Tensor | None,
+        ptr: Tensor,
+        idx: Tensor,
+        tptr: Tensor,
+        tidx: Tensor,
+        tperm: Tensor,
+    ) -> Tensor:
         out, inp = ptr.numel() - 1, x.shape[1]
         w = _csr(ptr, idx, values, (out, inp))
         y = torch.sparse.mm(w, x.t().contiguous()).t()
@@ -254,8 +274,14 @@ class SparseLinear(nn.Module):
         if sparsity is None and format == "csr":
             sparsity = 0.9
         dense = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_from(dense.weight.detach(), None if dense.bias is None else dense.bias.detach(),
-                        _prune_mask(dense.weight.detach(), sparsity, format, n, m), format, n, m)
+        self._init_from(
+            dense.weight.detach(),
+            None if dense.bias is None else dense.bias.detach(),
+            _prune_mask(dense.weight.detach(), sparsity, format, n, m),
+            format,
+            n,
+            m,
+        )
         self.backend: Backend = backend
         self.cpp_tile = 0
 
@@ -347,8 +373,14 @@ class SparseLinear(nn.Module):
         tperm = torch.argsort(cols * self.out_features + rows, stable=True)
         tptr = torch.zeros(self.in_features + 1, dtype=torch.long, device=dev)
         tptr[1:] = torch.bincount(cols, minlength=self.in_features).cumsum(0)
-        for name, t in (("_ptr", ptr), ("_idx", idx.to(torch.int32).contiguous()), ("_rows", rows),
-                        ("_tptr", tptr), ("_tidx", rows[tperm].to(torch.int32)), ("_tperm", tperm)):
+        for name, t in (
+            ("_ptr", ptr),
+            ("_idx", idx.to(torch.int32).contiguous()),
+            ("_rows", rows),
+            ("_tptr", tptr),
+            ("_tidx", rows[tperm].to(torch.int32)),
+            ("_tperm", tperm),
+        ):
             self.register_buffer(name, t, persistent=False)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
@@ -394,8 +426,13 @@ class SparseLinear(nn.Module):
 
     def to_linear(self) -> nn.Linear:
         """An equivalent dense ``nn.Linear`` (pruned weights are zeros)."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.values.device, dtype=self.values.dtype)
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.values.device,
+            dtype=self.values.dtype,
+        )
         with torch.no_grad():
             lin.weight.copy_(self.to_dense())
             if self.bias is not None:
@@ -404,8 +441,10 @@ class SparseLinear(nn.Module):
 
     def extra_repr(self) -> str:
         fmt = f"nm={self.n}:{self.m}" if self.format == "nm" else "csr"
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"{fmt}, sparsity={self.sparsity:.3f}, backend={self.backend}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"{fmt}, sparsity={self.sparsity:.3f}, backend={self.backend}"
+        )
 
     # -- compute -------------------------------------------------------------------------------------------
     def resolved_backend(self, x: Tensor) -> str:

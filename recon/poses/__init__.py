@@ -1,5 +1,6 @@
 """Pose estimation for unposed sparse views: features, matching, incremental SfM, bundle adjustment,
 normalisation, pycolmap comparison, and photometric refinement during training (refine.py)."""
+
 from recon.poses.align import (
     Similarity,
     align_cameras,

@@ -1,4 +1,5 @@
 """Similarity alignment of estimated cameras to reference cameras (Umeyama) and pose errors after it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> Similarity:
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         S[2, 2] = -1
     R = U @ S @ Vt
-    var = (a ** 2).sum() / len(src)
+    var = (a**2).sum() / len(src)
     s = float(np.trace(np.diag(D) @ S) / max(var, 1e-300))
     return Similarity(s, R, mu_d - s * R @ mu_s)
 

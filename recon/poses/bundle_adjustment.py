@@ -12,6 +12,7 @@ all of them when the focal is known) keep scipy's solver. Using LM everywhere ch
 periodic floor supports during registration: on the 10-scene 9-view benchmark with a known focal one view of
 one scene no longer registered and another scene got a view 34 deg off (before: all registered, max 5.2 deg).
 Why was not found; the split keeps the measured registration figures."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,8 @@ def _so3_exp(w: np.ndarray) -> np.ndarray:
     theta = np.linalg.norm(w, axis=1)[:, None, None]
     K = _hat(w)
     with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.where(theta > 1e-8, np.sin(theta) / theta, 1.0 - theta ** 2 / 6)
-        b = np.where(theta > 1e-8, (1 - np.cos(theta)) / theta ** 2, 0.5 - theta ** 2 / 24)
+        a = np.where(theta > 1e-8, np.sin(theta) / theta, 1.0 - theta**2 / 6)
+        b = np.where(theta > 1e-8, (1 - np.cos(theta)) / theta**2, 0.5 - theta**2 / 24)
     return np.eye(3) + a * K + b * (K @ K)
 
 
@@ -80,8 +81,8 @@ def _left_jacobian(w: np.ndarray) -> np.ndarray:
     theta = np.linalg.norm(w, axis=1)[:, None, None]
     K = _hat(w)
     with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.where(theta > 1e-6, (1 - np.cos(theta)) / theta ** 2, 0.5 - theta ** 2 / 24)
-        b = np.where(theta > 1e-6, (theta - np.sin(theta)) / theta ** 3, 1.0 / 6 - theta ** 2 / 120)
+        a = np.where(theta > 1e-6, (1 - np.cos(theta)) / theta**2, 0.5 - theta**2 / 24)
+        b = np.where(theta > 1e-6, (theta - np.sin(theta)) / theta**3, 1.0 / 6 - theta**2 / 120)
     return np.eye(3) + a * K + b * (K @ K)
 
 
@@ -96,8 +97,14 @@ def _matrix_to_rodrigues(R: np.ndarray) -> np.ndarray:
 
 
 def bundle_adjust(
-    cams: np.ndarray, Ks: np.ndarray, points: np.ndarray, obs: Observations, fixed: list[int] | None = None,
-    refine_focal: bool = False, loss_scale_px: float = 2.0, max_nfev: int = 60,
+    cams: np.ndarray,
+    Ks: np.ndarray,
+    points: np.ndarray,
+    obs: Observations,
+    fixed: list[int] | None = None,
+    refine_focal: bool = False,
+    loss_scale_px: float = 2.0,
+    max_nfev: int = 60,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Jointly refine camera poses, points and (optionally) one focal scale shared by all cameras.
 
@@ -128,7 +135,7 @@ def bundle_adjust(
             w[free] = xc[:, :3]
             t[free] = xc[:, 3:]
         fs = float(np.exp(x[n_cp])) if refine_focal else 1.0
-        return w, _so3_exp(w) @ R0, t, fs, x[n_cp + n_f:].reshape(-1, 3)
+        return w, _so3_exp(w) @ R0, t, fs, x[n_cp + n_f :].reshape(-1, 3)
 
     def fun(x: np.ndarray) -> np.ndarray:
         _, R, t, fs, p = unpack(x)
@@ -148,9 +155,9 @@ def bundle_adjust(
         # d(u,v)/d pc: (m,2,3)
         D = np.zeros((m, 2, 3))
         D[:, 0, 0] = fs * fx / z
-        D[:, 0, 2] = -fs * fx * pc[:, 0] / z ** 2
+        D[:, 0, 2] = -fs * fx * pc[:, 0] / z**2
         D[:, 1, 1] = fs * fy / z
-        D[:, 1, 2] = -fs * fy * pc[:, 1] / z ** 2
+        D[:, 1, 2] = -fs * fy * pc[:, 1] / z**2
         data, rr, cc = [], [], []
         if free:
             Jl = _left_jacobian(w)[obs.cam]
@@ -169,16 +176,27 @@ def bundle_adjust(
         data.append(Jp.ravel())
         rr.append(np.repeat(rows2, 3, axis=1).ravel())
         cc.append(np.repeat(pcols[:, None, :], 2, axis=1).ravel())
-        return csr_matrix((np.concatenate(data), (np.concatenate(rr), np.concatenate(cc))),
-                          shape=(2 * m, n_cp + n_f + 3 * n_pt))
+        return csr_matrix(
+            (np.concatenate(data), (np.concatenate(rr), np.concatenate(cc))), shape=(2 * m, n_cp + n_f + 3 * n_pt)
+        )
 
-    x0 = np.concatenate([np.hstack([np.zeros((len(free), 3)), cams[free, 3:]]).ravel(), np.zeros(n_f),
-                         points.ravel()])
+    x0 = np.concatenate([np.hstack([np.zeros((len(free), 3)), cams[free, 3:]]).ravel(), np.zeros(n_f), points.ravel()])
     if refine_focal:
         x = levenberg_marquardt_schur(fun, jac, x0, n_cp + n_f, loss_scale_px, max_iter=max_nfev)
     else:  # see the module docstring: the registration figures were measured with this solver
-        x = least_squares(fun, x0, jac=jac, loss="huber", f_scale=loss_scale_px, x_scale="jac", method="trf",
-                          tr_solver="lsmr", max_nfev=max_nfev, xtol=1e-10, ftol=1e-8).x
+        x = least_squares(
+            fun,
+            x0,
+            jac=jac,
+            loss="huber",
+            f_scale=loss_scale_px,
+            x_scale="jac",
+            method="trf",
+            tr_solver="lsmr",
+            max_nfev=max_nfev,
+            xtol=1e-10,
+            ftol=1e-8,
+        ).x
     _, R, t, fs, p = unpack(x)
     c = cams.copy()
     if free:
@@ -194,7 +212,7 @@ def _huber_weights(r: np.ndarray, delta: float) -> tuple[np.ndarray, float]:
     """Per-observation IRLS weights of the Huber loss on the 2-D error norm, and the robust cost."""
     e = np.sqrt(r[0::2] ** 2 + r[1::2] ** 2)
     w = np.where(e <= delta, 1.0, delta / np.maximum(e, 1e-12))
-    cost = float(np.sum(np.where(e <= delta, e ** 2, 2 * delta * e - delta ** 2)))
+    cost = float(np.sum(np.where(e <= delta, e**2, 2 * delta * e - delta**2)))
     return w, cost
 
 
@@ -202,8 +220,9 @@ def _robust_cost(r: np.ndarray, delta: float) -> float:
     return _huber_weights(r, delta)[1] if np.all(np.isfinite(r)) else float("inf")
 
 
-def levenberg_marquardt_schur(fun, jac, x0: np.ndarray, n_cam_cols: int, delta: float,
-                              max_iter: int = 60, tol: float = 1e-10) -> np.ndarray:
+def levenberg_marquardt_schur(
+    fun, jac, x0: np.ndarray, n_cam_cols: int, delta: float, max_iter: int = 60, tol: float = 1e-10
+) -> np.ndarray:
     """Minimise the Huber cost of ``fun(x)`` (2 residuals per observation) by Levenberg-Marquardt with IRLS
     weights. The first ``n_cam_cols`` unknowns (cameras, focal) are solved densely; the rest are 3-vectors
     (points) whose normal-equation blocks are 3x3 and diagonal, eliminated by the Schur complement. Marquardt

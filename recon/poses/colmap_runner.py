@@ -1,4 +1,5 @@
 """``--poses colmap``: pycolmap's incremental SfM on the same images, as a reference to compare against."""
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,9 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
         if focal_px is not None:
             reader.camera_model = "SIMPLE_PINHOLE"
             reader.camera_params = f"{focal_px},{w / 2},{h / 2}"
-        pycolmap.extract_features(db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                                  device=pycolmap.Device.cpu)
+        pycolmap.extract_features(
+            db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, device=pycolmap.Device.cpu
+        )
         pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
         opts = pycolmap.IncrementalPipelineOptions()
         try:
@@ -63,8 +65,9 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
             V = np.eye(4)
             V[:3, :] = image.cam_from_world().matrix()
             # COLMAP's pixel centres are at +0.5 too, so K carries over unchanged
-            by_name[image.name] = Camera(K=intrinsics(f, fy, cx, cy), viewmat=V, width=cam.width,
-                                         height=cam.height, name=image.name)
+            by_name[image.name] = Camera(
+                K=intrinsics(f, fy, cx, cy), viewmat=V, width=cam.width, height=cam.height, name=image.name
+            )
         xyz = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
         rgb = np.array([p.color for p in rec.points3D.values()], dtype=np.float32).reshape(-1, 3) / 255.0
     reg_idx = [k for k, n in enumerate(names) if n in by_name]
@@ -78,7 +81,13 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
         raw.append(c)
     norm = normalisation([c.viewmat for c in raw], xyz)
     cams = [transform_camera(c, norm) for c in raw]
-    return PoseResult(cameras=cams, registered=[views.names[k] for k in reg_idx],
-                      failed=[views.names[k] for k in range(len(views)) if k not in reg_idx],
-                      xyz=norm.apply(xyz), rgb=rgb, normalisation=norm, method="colmap",
-                      info={"seconds": time.perf_counter() - t0, "focal_px": float(raw[0].fx)})
+    return PoseResult(
+        cameras=cams,
+        registered=[views.names[k] for k in reg_idx],
+        failed=[views.names[k] for k in range(len(views)) if k not in reg_idx],
+        xyz=norm.apply(xyz),
+        rgb=rgb,
+        normalisation=norm,
+        method="colmap",
+        info={"seconds": time.perf_counter() - t0, "focal_px": float(raw[0].fx)},
+    )

@@ -1,4 +1,5 @@
 """Settings of pose estimation for unposed photos and of the photometric pose refinement during training."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """estimate_poses(): cameras for an unposed ViewSet (features -> matching -> incremental SfM -> BA -> normalise)."""
+
 from __future__ import annotations
 
 import copy
@@ -42,9 +43,15 @@ def _intrinsics(views: ViewSet, focal_px: float | None, hfov_deg: float) -> tupl
     return np.stack(Ks), known
 
 
-def match_all(features: list, Ks: np.ndarray, ratio: float = 0.9, thresh_px: float = 1.5,
-              min_inliers: int = 20, seed: int = 0,
-              putative: dict[tuple[int, int], np.ndarray] | None = None) -> list[PairMatches]:
+def match_all(
+    features: list,
+    Ks: np.ndarray,
+    ratio: float = 0.9,
+    thresh_px: float = 1.5,
+    min_inliers: int = 20,
+    seed: int = 0,
+    putative: dict[tuple[int, int], np.ndarray] | None = None,
+) -> list[PairMatches]:
     """Verified matches for every pair of views (few views: exhaustive matching is cheap). The plain
     putative matches of every pair are stored in ``putative`` when given (PnP registration uses them)."""
     pairs = []
@@ -102,8 +109,10 @@ def consistent_pairs(pairs: list[PairMatches], tol_deg: float = 5.0) -> list[Pai
 def _seed_order(pairs: list[PairMatches], n_views: int) -> list[tuple[int, int]]:
     """Candidate seed pairs, best first: many inliers and a wide triangulation angle (a narrow pair's essential
     matrix is ill-determined on planar-dominated scenes, and later re-matching can lock its error in)."""
+
     def score(p: PairMatches) -> float:
         return len(p) * min(1.0, p.angle_deg / 16.0)
+
     ranked = sorted(pairs, key=score, reverse=True)
     limit = len(ranked) if n_views <= 4 else 2
     return [(p.i, p.j) for p in ranked[:limit]]
@@ -117,9 +126,14 @@ def _better(a: Model | None, b: Model) -> bool:
     return b.rms_px < a.rms_px
 
 
-def _sfm(features: list, pairs: list[PairMatches], Ks: np.ndarray, refine_focal: bool,
-         putative: dict[tuple[int, int], np.ndarray], reachable: int | None = None,
-         ) -> tuple[Model | None, np.ndarray, IncrementalSfM | None]:
+def _sfm(
+    features: list,
+    pairs: list[PairMatches],
+    Ks: np.ndarray,
+    refine_focal: bool,
+    putative: dict[tuple[int, int], np.ndarray],
+    reachable: int | None = None,
+) -> tuple[Model | None, np.ndarray, IncrementalSfM | None]:
     """Incremental SfM from the best seed pairs; stops at the first seed that registers ``reachable`` views
     (those in any verified pair; default all) with a sub-pixel fit."""
     best, best_K, best_sfm = None, Ks, None
@@ -145,6 +159,7 @@ def focal_search(sfm: IncrementalSfM, model: Model, scales: tuple[float, ...] = 
     few other focal scales (adjust poses, re-match every pair, adjust with the focal free) and the candidate
     with the lowest reprojection RMS among those keeping >= 80% of the observations wins. Returns the chosen
     model (``sfm`` is left with its tracks and intrinsics)."""
+
     def state(m: Model) -> tuple:
         return copy.deepcopy(m), sfm.Ks.copy(), dict(sfm.matches), sfm.tracks
 
@@ -181,7 +196,9 @@ def drop_weak_views(sfm: IncrementalSfM, model: Model, min_obs: int = 30, rel: f
     if len(cam_list) - len(weak) < 2:
         return []
     for im in weak:
-        log.debug("view %d dropped: only %d supporting observations (limit %.0f)", im, counts[cam_list.index(im)], limit)
+        log.debug(
+            "view %d dropped: only %d supporting observations (limit %.0f)", im, counts[cam_list.index(im)], limit
+        )
         model.cams.pop(im)
     return weak
 
@@ -216,14 +233,16 @@ def estimate_poses(
     putative: dict[tuple[int, int], np.ndarray] = {}
     verified = match_all(features, Ks, seed=seed, putative=putative)
     pairs = consistent_pairs(verified)
-    info: dict = {"features": [len(f) for f in features],
-                  "pairs": {f"{views.names[p.i]}|{views.names[p.j]}": len(p) for p in verified},
-                  "focal_prior": "given" if known else "none"}
+    info: dict = {
+        "features": [len(f) for f in features],
+        "pairs": {f"{views.names[p.i]}|{views.names[p.j]}": len(p) for p in verified},
+        "focal_prior": "given" if known else "none",
+    }
     model, K_final, sfm = None, Ks, None
     # pairs consistent with their triangles first; all verified pairs when that leaves views out (in a
     # single triangle one wrong pair makes all three look inconsistent)
     reachable = len({p.i for p in verified} | {p.j for p in verified})
-    for cand in ([pairs, verified] if len(pairs) < len(verified) else [verified]):
+    for cand in [pairs, verified] if len(pairs) < len(verified) else [verified]:
         if not cand or (model is not None and len(model.cams) >= reachable):
             continue
         m, K_m, s_ = _sfm(features, cand, Ks, refine_focal=not known, putative=putative, reachable=reachable)
@@ -235,7 +254,9 @@ def estimate_poses(
     if model is None or len(model.cams) < 2:
         raise ReconInputError(
             f"pose estimation failed: could not register at least 2 of the {len(views)} images "
-            f"(too few matching features between them)", views.source)
+            f"(too few matching features between them)",
+            views.source,
+        )
     assert sfm is not None
     if drop_weak_views(sfm, model):
         sfm._triangulate(model)
@@ -267,7 +288,21 @@ def estimate_poses(
     cams = [transform_camera(c, norm) for c in raw]
     for c, i in zip(cams, reg):
         c.extra["index"] = i
-    info.update({"rms_px": model.rms_px, "points": len(keys), "focal_px": float(K_final[reg[0]][0, 0]),
-                 "seconds": time.perf_counter() - t0})
-    return PoseResult(cameras=cams, registered=[views.names[i] for i in reg], failed=failed, xyz=norm.apply(xyz),
-                      rgb=rgb, normalisation=norm, method="auto", info=info)
+    info.update(
+        {
+            "rms_px": model.rms_px,
+            "points": len(keys),
+            "focal_px": float(K_final[reg[0]][0, 0]),
+            "seconds": time.perf_counter() - t0,
+        }
+    )
+    return PoseResult(
+        cameras=cams,
+        registered=[views.names[i] for i in reg],
+        failed=failed,
+        xyz=norm.apply(xyz),
+        rgb=rgb,
+        normalisation=norm,
+        method="auto",
+        info=info,
+    )

@@ -1,4 +1,5 @@
 """Local features for pose estimation: SIFT keypoints (OpenCV) with RootSIFT descriptors and their colours."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ def _gray_u8(image: np.ndarray) -> np.ndarray:
     return (img * 255.0 + 0.5).astype(np.uint8)
 
 
-def detect(image: np.ndarray, max_features: int = 8000, contrast: float = 0.004,
-           strong_contrast: float = 0.01) -> Features:
+def detect(
+    image: np.ndarray, max_features: int = 8000, contrast: float = 0.004, strong_contrast: float = 0.01
+) -> Features:
     """SIFT on ``image`` (HxWx3 float [0,1]). Small images are upsampled 2x first (more, finer keypoints).
 
     The low ``contrast`` threshold roughly doubles the correct matches across wide viewpoint changes (what
@@ -47,16 +49,20 @@ def detect(image: np.ndarray, max_features: int = 8000, contrast: float = 0.004,
     sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast)
     kps, desc = sift.detectAndCompute(src, None)
     if desc is None or not kps:
-        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros((0, 3), np.float32),
-                        np.zeros(0, dtype=bool))
+        return Features(
+            np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, dtype=bool)
+        )
     # OpenCV puts the centre of pixel (0,0) at (0,0); ours is at (0.5, 0.5).
     xy = (np.array([k.pt for k in kps], dtype=np.float64) + 0.5) / up
     desc = desc.astype(np.float32)
     desc /= np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
     desc = np.sqrt(desc)
     ij = np.clip(np.floor(xy).astype(int), 0, [w - 1, h - 1])
-    rgb = np.asarray(image, dtype=np.float32)[ij[:, 1], ij[:, 0]] if np.asarray(image).ndim == 3 else \
-        np.repeat(np.asarray(image, np.float32)[ij[:, 1], ij[:, 0], None], 3, axis=1)
+    rgb = (
+        np.asarray(image, dtype=np.float32)[ij[:, 1], ij[:, 0]]
+        if np.asarray(image).ndim == 3
+        else np.repeat(np.asarray(image, np.float32)[ij[:, 1], ij[:, 0], None], 3, axis=1)
+    )
     # OpenCV keeps a keypoint when |contrast| * nOctaveLayers(3) >= contrastThreshold; response = |contrast|
     strong = np.array([k.response for k in kps]) * 3.0 >= strong_contrast
     return Features(xy, desc, rgb, strong)

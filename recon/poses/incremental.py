@@ -8,6 +8,7 @@ verification (e.g. low-elevation views of a checkerboard floor) still register. 
 matches of every registered pair are re-derived under the epipolar geometry of the current poses (guided
 matching), tracks are rebuilt, everything is re-triangulated and bundle adjusted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -104,10 +105,18 @@ def _skew(t: np.ndarray) -> np.ndarray:
 class IncrementalSfM:
     """Builds a Model from features, verified pairs, putative matches of all pairs and per-image intrinsics."""
 
-    def __init__(self, features: list[Features], pairs: list[PairMatches], Ks: np.ndarray,
-                 reproj_px: float = 4.0, min_angle_deg: float = 1.0, min_pnp: int = 12,
-                 putative: dict[tuple[int, int], np.ndarray] | None = None, relink_px: float = 2.0,
-                 min_support: int = 40) -> None:
+    def __init__(
+        self,
+        features: list[Features],
+        pairs: list[PairMatches],
+        Ks: np.ndarray,
+        reproj_px: float = 4.0,
+        min_angle_deg: float = 1.0,
+        min_pnp: int = 12,
+        putative: dict[tuple[int, int], np.ndarray] | None = None,
+        relink_px: float = 2.0,
+        min_support: int = 40,
+    ) -> None:
         self.f = features
         self.pairs = {(p.i, p.j): p for p in pairs}
         self.putative = putative or {}
@@ -207,8 +216,7 @@ class IncrementalSfM:
         offs = np.cumsum([0] + [len(f) for f in self.f])
         xy_all = np.concatenate([f.xy for f in self.f]) if offs[-1] else np.zeros((0, 2))
         xy = xy_all[offs[T.im[sel]] + T.kp[sel]]
-        return (Observations(cam_pos[T.im[sel]], pt_pos[T.track[sel]], xy.reshape(-1, 2)), cam_list,
-                trk_list.tolist())
+        return (Observations(cam_pos[T.im[sel]], pt_pos[T.track[sel]], xy.reshape(-1, 2)), cam_list, trk_list.tolist())
 
     def adjust(self, m: Model, refine_focal: bool = False, fixed: int | None = None) -> None:
         """Bundle adjustment of everything in ``m``, then drop points with an observation erring too much."""
@@ -221,8 +229,9 @@ class IncrementalSfM:
             pts = m.xyz[trk]
             Ks = self.Ks[cam_list]
             fixed_idx = [cam_list.index(fixed if fixed is not None and fixed in m.cams else cam_list[0])]
-            cams, pts, Ks_new = bundle_adjust(cams, Ks, pts, obs, fixed=fixed_idx, refine_focal=refine_focal,
-                                              max_nfev=200 if refine_focal else 60)
+            cams, pts, Ks_new = bundle_adjust(
+                cams, Ks, pts, obs, fixed=fixed_idx, refine_focal=refine_focal, max_nfev=200 if refine_focal else 60
+            )
             for c, im in enumerate(cam_list):
                 m.cams[im] = cams[c]
             if refine_focal:
@@ -236,7 +245,7 @@ class IncrementalSfM:
             m.xyz[trk] = pts
             m.valid[trk[bad_pt]] = False
             good = err[np.isfinite(err) & (err <= self.reproj_px)]
-            m.rms_px = float(np.sqrt(np.mean(good ** 2))) if len(good) else float("inf")
+            m.rms_px = float(np.sqrt(np.mean(good**2))) if len(good) else float("inf")
             if not bad_pt.any():
                 break
 
@@ -272,12 +281,20 @@ class IncrementalSfM:
         X, x = self._correspondences(m, im)
         if len(X) < min_pnp:
             return False
-        ok, rvec, tvec, inl = cv2.solvePnPRansac(X, x, self.Ks[im], None, iterationsCount=20000,
-                                                 reprojectionError=reproj_px, confidence=0.99999,
-                                                 flags=cv2.SOLVEPNP_AP3P)
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(
+            X,
+            x,
+            self.Ks[im],
+            None,
+            iterationsCount=20000,
+            reprojectionError=reproj_px,
+            confidence=0.99999,
+            flags=cv2.SOLVEPNP_AP3P,
+        )
         if not ok or inl is None or len(inl) < max(min_pnp, 6):
-            log.debug("image %d: PnP failed (%d correspondences, %s inliers)", im, len(X),
-                      None if inl is None else len(inl))
+            log.debug(
+                "image %d: PnP failed (%d correspondences, %s inliers)", im, len(X), None if inl is None else len(inl)
+            )
             return False
         inl = inl.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(X[inl], x[inl], self.Ks[im], None, rvec, tvec)
@@ -337,13 +354,14 @@ class IncrementalSfM:
         return True
 
     # ------------------------------------------------------------------ re-matching under known poses
-    def relink(self, m: Model, views: list[int] | None = None, px: float | None = None,
-               strong_only: bool = False) -> None:
+    def relink(
+        self, m: Model, views: list[int] | None = None, px: float | None = None, strong_only: bool = False
+    ) -> None:
         """Matches of registered pairs (those involving ``views``, else all) re-derived from the current poses:
         guided (epipolar-restricted) matches within ``relink_px`` of the epipolar lines. Tracks are rebuilt."""
         reg = sorted(m.cams)
         for ai, a in enumerate(reg):
-            for b in reg[ai + 1:]:
+            for b in reg[ai + 1 :]:
                 if views is not None and a not in views and b not in views:
                     continue
                 Pa, Pb = m.P(a), m.P(b)
@@ -357,8 +375,14 @@ class IncrementalSfM:
                 fa, fb = self.f[a], self.f[b]
                 ia = np.flatnonzero(fa.strong) if strong_only and fa.strong is not None else np.arange(len(fa))
                 ib = np.flatnonzero(fb.strong) if strong_only and fb.strong is not None else np.arange(len(fb))
-                g = guided_matches(normalise(fa.xy[ia], self.Ks[a]), normalise(fb.xy[ib], self.Ks[b]),
-                                   fa.desc[ia], fb.desc[ib], E, (px or self.relink_px) / f)
+                g = guided_matches(
+                    normalise(fa.xy[ia], self.Ks[a]),
+                    normalise(fb.xy[ib], self.Ks[b]),
+                    fa.desc[ia],
+                    fb.desc[ib],
+                    E,
+                    (px or self.relink_px) / f,
+                )
                 self.matches[(a, b)] = np.stack([ia[g[:, 0]], ib[g[:, 1]]], axis=1)
         self._rebuild(m)
 

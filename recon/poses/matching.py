@@ -1,4 +1,5 @@
 """Pairwise matching: mutual nearest neighbours + Lowe's ratio test, verified by an essential matrix (MAGSAC)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,8 +61,9 @@ def triangulation_angles(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.nd
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def guided_matches(x1: np.ndarray, x2: np.ndarray, d1: np.ndarray, d2: np.ndarray, E: np.ndarray, thresh: float,
-                   ratio: float = 0.9) -> np.ndarray:
+def guided_matches(
+    x1: np.ndarray, x2: np.ndarray, d1: np.ndarray, d2: np.ndarray, E: np.ndarray, thresh: float, ratio: float = 0.9
+) -> np.ndarray:
     """Re-match all keypoints under the epipolar constraint of ``E`` (normalised coordinates, Sampson distance
     below ``thresh``): mutual best descriptor among the epipolar candidates, with a ratio test among them.
     Repetitive textures (checkerboards) defeat the plain ratio test; restricted to the epipolar band they match.
@@ -75,7 +77,7 @@ def guided_matches(x1: np.ndarray, x2: np.ndarray, d1: np.ndarray, d2: np.ndarra
     Etx2 = h2 @ E32  # rows: E^T x2
     num = Ex1 @ h2.T  # [n1, n2] x2^T E x1
     den = (Ex1[:, 0:1] ** 2 + Ex1[:, 1:2] ** 2) + (Etx2[:, 0] ** 2 + Etx2[:, 1] ** 2)[None, :]
-    ii, jj = np.nonzero(num * num < np.float32(thresh ** 2) * den)
+    ii, jj = np.nonzero(num * num < np.float32(thresh**2) * den)
     if len(ii) == 0:
         return np.zeros((0, 2), dtype=int)
     dist = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("nd,nd->n", d1[ii], d2[jj]), 0.0))
@@ -101,8 +103,16 @@ def guided_matches(x1: np.ndarray, x2: np.ndarray, d1: np.ndarray, d2: np.ndarra
 
 
 def verify_pair(
-    i: int, j: int, xy1: np.ndarray, xy2: np.ndarray, idx: np.ndarray, K1: np.ndarray, K2: np.ndarray,
-    thresh_px: float = 1.5, min_inliers: int = 12, seed: int = 0,
+    i: int,
+    j: int,
+    xy1: np.ndarray,
+    xy2: np.ndarray,
+    idx: np.ndarray,
+    K1: np.ndarray,
+    K2: np.ndarray,
+    thresh_px: float = 1.5,
+    min_inliers: int = 12,
+    seed: int = 0,
     guided: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PairMatches | None:
     """Essential-matrix MAGSAC on the putative matches ``idx``; None when too few inliers survive.
@@ -115,8 +125,9 @@ def verify_pair(
     x2 = normalise(xy2[idx[:, 1]], K2)
     f = 0.5 * (K1[0, 0] + K2[0, 0])
     cv2.setRNGSeed(seed)
-    E, mask = cv2.findEssentialMat(x1, x2, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.9999, threshold=thresh_px / f,
-                                   maxIters=10000)
+    E, mask = cv2.findEssentialMat(
+        x1, x2, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.9999, threshold=thresh_px / f, maxIters=10000
+    )
     if E is None or mask is None:
         return None
     if E.shape[0] > 3:

@@ -1,4 +1,5 @@
 """Scale/orientation normalisation of an estimated reconstruction: object at the origin, +z up, scale ~1."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ default (``refine_focal``): bundle adjustment already estimates the focal from t
 end-to-end check with it on (9 views, no EXIF, before bundle adjustment could move the focal) it drifted the
 wrong way (441.7 -> 433.2 px, truth 471.2), trading off against the camera distance.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,8 +83,7 @@ class PoseCorrection(nn.Module):
             K = c.K.copy()
             K[0, 0] *= fs
             K[1, 1] *= fs
-            out.append(Camera(K=K, viewmat=v, width=c.width, height=c.height, name=c.name,
-                              extra=dict(c.extra)))
+            out.append(Camera(K=K, viewmat=v, width=c.width, height=c.height, name=c.name, extra=dict(c.extra)))
         return out
 
     def magnitudes(self) -> tuple[np.ndarray, np.ndarray]:

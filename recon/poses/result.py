@@ -1,4 +1,5 @@
 """What a pose estimator returns (its own module, so the estimators need not import each other)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,6 @@
 """3D Gaussians: model (parameters, optimisers, rendering), densify/prune strategy,
 PLY import/export and .splat export."""
+
 from renderers.gaussians.model import (
     DEFAULT_LRS,
     SH_C0,

@@ -12,6 +12,7 @@ Parameters live in ``model.splats`` (an ``nn.ParameterDict`` laid out like gspla
 The densification strategy replaces these parameters (new row counts) and patches the optimiser states,
 so code that holds a parameter across a refine step must look it up again in ``model.splats``.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,6 +51,7 @@ DEFAULT_LRS: dict[str, float] = {
     "sh0": 2.5e-3,
     "shN": 2.5e-3 / 20,
 }
+
 
 class GaussianModel(SplatPrimitives):
     """A set of 3D Gaussians with SH colour; see the module docstring for the parameter layout."""
@@ -237,7 +239,6 @@ class GaussianModel(SplatPrimitives):
     def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> GaussianModel:
         model = cls(state["params"], sh_degree=state["sh_degree"], active_sh_degree=state["active_sh_degree"])
         return model.to(device)
-
 
 
 def means_lr_scheduler(

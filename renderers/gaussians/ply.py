@@ -9,6 +9,7 @@ scales are logs, rot is the raw (unnormalised) quaternion w x y z; normals are w
 The reader also accepts big-endian and ASCII files, other numeric property types, extra properties, other
 elements before the vertex element (fixed-size ones) and SH degrees 0 to 3.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,10 +23,22 @@ from recon.io.files import read_bytes
 from renderers.gaussians.model import GaussianModel, num_sh_bases, sh_degree_from_bases
 
 _PLY_TYPES: dict[str, str] = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 _MAX_HEADER_BYTES = 1 << 20
 #: Largest PLY read: ~16 million degree-3 splats.
@@ -64,11 +77,14 @@ def _to_columns(model: GaussianModel) -> tuple[list[str], np.ndarray]:
 def ply_bytes(model: GaussianModel) -> bytes:
     """The complete PLY file for ``model`` as bytes."""
     names, table = _to_columns(model)
-    header = "\n".join(
-        ["ply", "format binary_little_endian 1.0", f"element vertex {len(table)}"]
-        + [f"property float {name}" for name in names]
-        + ["end_header"]
-    ) + "\n"
+    header = (
+        "\n".join(
+            ["ply", "format binary_little_endian 1.0", f"element vertex {len(table)}"]
+            + [f"property float {name}" for name in names]
+            + ["end_header"]
+        )
+        + "\n"
+    )
     return header.encode("ascii") + np.ascontiguousarray(table, dtype="<f4").tobytes()
 
 

@@ -1,4 +1,5 @@
 """Render a GaussianModel into a list of Cameras, batching cameras of one size (detached outputs)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

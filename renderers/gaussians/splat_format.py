@@ -10,6 +10,7 @@
 Gaussians are sorted by ``prod(scale) * opacity`` descending, the order that viewer expects (big, opaque
 splats first). View-dependent SH bands are dropped: the format has no room for them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

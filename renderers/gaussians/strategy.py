@@ -16,6 +16,7 @@ Every change of the parameter rows is mirrored in the Adam states: kept rows kee
 start with zero moments, removed rows are dropped. The parameters are replaced by new ``nn.Parameter``
 objects both in the splats dict and in the optimisers' parameter groups.
 """
+
 from __future__ import annotations
 
 import math
@@ -127,9 +128,7 @@ def duplicate(model: Splats, optimizers: Optimizers | None, mask: Tensor) -> Non
 
 
 @torch.no_grad()
-def split(
-    model: Splats, optimizers: Optimizers | None, mask: Tensor, generator: torch.Generator | None = None
-) -> None:
+def split(model: Splats, optimizers: Optimizers | None, mask: Tensor, generator: torch.Generator | None = None) -> None:
     """Replace every selected Gaussian by 2 Gaussians centred at samples from it, scales divided by 1.6.
 
     Unselected rows keep their order and come first; the 2*M new rows are appended (sample 0 of all

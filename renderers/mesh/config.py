@@ -1,4 +1,5 @@
 """Settings of the mesh and hybrid representations (extraction, colours, hybrid fine-tuning)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

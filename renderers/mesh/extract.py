@@ -11,6 +11,7 @@ quadric decimation to ``target_faces``, vertex colours.
 The views are the input cameras plus a ring of look-at cameras around the point they all look at, at the
 inputs' elevations (with the inputs' up direction), so the back of the object is seen too.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,14 +45,22 @@ class ExtractionInfo:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "views": self.views, "voxel": self.voxel, "faces_raw": self.faces_raw,
-                "faces": self.faces, "vertices": self.vertices, "components_removed": self.components_removed,
-                "seconds": dict(self.seconds)}
+        return {
+            "method": self.method,
+            "views": self.views,
+            "voxel": self.voxel,
+            "faces_raw": self.faces_raw,
+            "faces": self.faces,
+            "vertices": self.vertices,
+            "components_removed": self.components_removed,
+            "seconds": dict(self.seconds),
+        }
 
 
 @torch.no_grad()
-def surface_depth(model: Any, cam: Camera, expected: Tensor, alpha: Tensor, iters: int = 7,
-                  q: float = SURFACE_QUANTILE) -> Tensor:
+def surface_depth(
+    model: Any, cam: Camera, expected: Tensor, alpha: Tensor, iters: int = 7, q: float = SURFACE_QUANTILE
+) -> Tensor:
     """Per-pixel depth where the accumulated opacity reaches ``q`` x the pixel's total (the first surface).
 
     The expected depth (and even the median, q = 0.5) blends in Gaussians behind the surface, so it sits
@@ -72,9 +81,14 @@ def surface_depth(model: Any, cam: Camera, expected: Tensor, alpha: Tensor, iter
 
 
 @torch.no_grad()
-def render_depth_views(model: Any, cameras: Sequence[Camera], masks: Sequence[np.ndarray] | None = None,
-                       n_masked: int = 0, min_alpha: float = 0.7, depth_mode: str = "surface"
-                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+def render_depth_views(
+    model: Any,
+    cameras: Sequence[Camera],
+    masks: Sequence[np.ndarray] | None = None,
+    n_masked: int = 0,
+    min_alpha: float = 0.7,
+    depth_mode: str = "surface",
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(rgb HxWx3 float32, depth HxW float32 with 0 = untrusted) per camera, from the model's renders.
 
     Depth is the surface depth (``depth_mode="surface"``, see :func:`surface_depth`; Gaussians on the CPU
@@ -108,8 +122,9 @@ def _o3d_intrinsic(cam: Camera) -> Any:
     return o3d.camera.PinholeCameraIntrinsic(cam.width, cam.height, cam.fx, cam.fy, cam.cx - 0.5, cam.cy - 0.5)
 
 
-def _trusted_points(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], stride: int = 4
-                    ) -> np.ndarray:
+def _trusted_points(
+    views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], stride: int = 4
+) -> np.ndarray:
     """World points of every ``stride``-th trusted depth pixel of every view (for bounds)."""
     pts = []
     for (_, depth), cam in zip(views, cameras):
@@ -120,8 +135,9 @@ def _trusted_points(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequenc
     return np.concatenate(pts) if pts else np.zeros((0, 3))
 
 
-def _tsdf(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], voxel: float,
-          max_resolution: int = 256) -> tuple[Any, float]:
+def _tsdf(
+    views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], voxel: float, max_resolution: int = 256
+) -> tuple[Any, float]:
     """Marching-cubes mesh of the fused TSDF and the voxel size used.
 
     open3d's UniformTSDFVolume over a cube around the trusted depth points (the ScalableTSDFVolume and the
@@ -138,23 +154,32 @@ def _tsdf(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera],
     length = res * voxel
     origin = 0.5 * (lo + hi) - 0.5 * length
     vol = o3d.pipelines.integration.UniformTSDFVolume(
-        length=length, resolution=res, sdf_trunc=4.0 * voxel,
-        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=origin.astype(np.float64))
+        length=length,
+        resolution=res,
+        sdf_trunc=4.0 * voxel,
+        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8,
+        origin=origin.astype(np.float64),
+    )
     for (rgb, depth), cam in zip(views, cameras):
         if not (depth > 0).any():
             continue
         color = o3d.geometry.Image(np.ascontiguousarray((rgb * 255).round().astype(np.uint8)))
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            color, o3d.geometry.Image(np.ascontiguousarray(depth)), depth_scale=1.0, depth_trunc=1e6,
-            convert_rgb_to_intensity=False)
+            color,
+            o3d.geometry.Image(np.ascontiguousarray(depth)),
+            depth_scale=1.0,
+            depth_trunc=1e6,
+            convert_rgb_to_intensity=False,
+        )
         vol.integrate(rgbd, _o3d_intrinsic(cam), np.ascontiguousarray(cam.viewmat, dtype=np.float64))
     mesh = vol.extract_triangle_mesh()
     del vol
     return mesh, voxel
 
 
-def _oriented_points(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera]
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _oriented_points(
+    views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World points, normals (from depth-map gradients, facing the camera) and colours of all trusted pixels."""
     pts_all, nrm_all, col_all = [], [], []
     for (rgb, depth), cam in zip(views, cameras):
@@ -183,8 +208,9 @@ def _oriented_points(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequen
     return np.concatenate(pts_all), np.concatenate(nrm_all), np.concatenate(col_all)
 
 
-def _poisson(views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], voxel: float,
-             depth: int = 9) -> Any:
+def _poisson(
+    views: list[tuple[np.ndarray, np.ndarray]], cameras: Sequence[Camera], voxel: float, depth: int = 9
+) -> Any:
     import open3d as o3d
 
     p, n, c = _oriented_points(views, cameras)
@@ -234,10 +260,19 @@ def default_voxel(cameras: Sequence[Camera], views: list[tuple[np.ndarray, np.nd
     return 1.5 * z / float(np.median([c.fx for c in cameras]))
 
 
-def extract_mesh(model: Any, cameras: Sequence[Camera], *, masks: Sequence[np.ndarray] | None = None,
-                 method: str = "tsdf", target_faces: int = 50000, voxel: float | None = None,
-                 extra_views: bool = True, min_alpha: float = 0.7, poisson_depth: int = 9,
-                 depth_mode: str = "surface") -> MeshModel:
+def extract_mesh(
+    model: Any,
+    cameras: Sequence[Camera],
+    *,
+    masks: Sequence[np.ndarray] | None = None,
+    method: str = "tsdf",
+    target_faces: int = 50000,
+    voxel: float | None = None,
+    extra_views: bool = True,
+    min_alpha: float = 0.7,
+    poisson_depth: int = 9,
+    depth_mode: str = "surface",
+) -> MeshModel:
     """A coloured MeshModel of what ``model`` (anything with render(cam, background, render_mode="RGB+ED"))
     shows at ``cameras`` (+ an orbit of extra views); see the module docstring for the two methods.
 
@@ -248,8 +283,14 @@ def extract_mesh(model: Any, cameras: Sequence[Camera], *, masks: Sequence[np.nd
     if extra_views:
         cams += orbit_cameras(cameras)
     t0 = time.perf_counter()
-    views = render_depth_views(model, cams, masks, n_masked=len(cameras) if masks is not None else 0,
-                               min_alpha=min_alpha, depth_mode=depth_mode)
+    views = render_depth_views(
+        model,
+        cams,
+        masks,
+        n_masked=len(cameras) if masks is not None else 0,
+        min_alpha=min_alpha,
+        depth_mode=depth_mode,
+    )
     voxel = float(voxel) if voxel else default_voxel(cameras, views[: len(cameras)])
     info = ExtractionInfo(method=method, views=len(cams), voxel=voxel)
     info.seconds["render"] = time.perf_counter() - t0

@@ -9,6 +9,7 @@ pixel is opaque. Gradients reach the Gaussians and the mesh's vertex colours.
 ``splats`` (the densify strategy replaces rows there), activations, ``make_optimizers`` (plus one Adam for the
 vertex colours), ``active_sh_degree`` and ``num_gaussians``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -33,8 +34,9 @@ HYBRID_JSON = HYBRID
 class HybridModel(SplatPrimitives):
     """Gaussians (``gaussians``) in front of an opaque mesh (``mesh``); see the module docstring."""
 
-    def __init__(self, gaussians: GaussianModel, mesh: MeshModel, depth_tolerance: float = 0.0,
-                 train_mesh_colors: bool = True) -> None:
+    def __init__(
+        self, gaussians: GaussianModel, mesh: MeshModel, depth_tolerance: float = 0.0, train_mesh_colors: bool = True
+    ) -> None:
         super().__init__()
         self.gaussians = gaussians
         self.splats = gaussians.splats  # the same ParameterDict: one set of rows, two views of it
@@ -59,13 +61,15 @@ class HybridModel(SplatPrimitives):
     def active_sh_degree(self, value: int) -> None:
         self.gaussians.active_sh_degree = value
 
-    def make_optimizers(self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0,
-                        batch_size: int = 1) -> dict[str, torch.optim.Optimizer]:
+    def make_optimizers(
+        self, lrs: dict[str, float] | None = None, scene_scale: float = 1.0, batch_size: int = 1
+    ) -> dict[str, torch.optim.Optimizer]:
         """The Gaussians' optimisers plus ``mesh_colors`` (rate ``lrs["mesh_colors"]``) when colours train."""
         lrs = dict(lrs or {})
         color_lr = float(lrs.pop("mesh_colors", MESH_COLOR_LR))
         opts: dict[str, torch.optim.Optimizer] = dict(
-            self.gaussians.make_optimizers(lrs or None, scene_scale=scene_scale, batch_size=batch_size))
+            self.gaussians.make_optimizers(lrs or None, scene_scale=scene_scale, batch_size=batch_size)
+        )
         if self.train_mesh_colors:
             opts["mesh_colors"] = torch.optim.Adam([self.mesh.colors], lr=color_lr, eps=1e-15)
         return opts
@@ -82,9 +86,15 @@ class HybridModel(SplatPrimitives):
         dev = self.device
         return torch.stack(rgbs).to(dev), torch.stack(hits).to(dev), torch.stack(depths).to(dev)
 
-    def render(self, cameras: CameraLike, width: int | None = None, height: int | None = None,
-               background: Tensor | np.ndarray | Sequence[float] | None = None, render_mode: str = "RGB+ED",
-               **raster_kwargs: Any) -> RenderOutput:
+    def render(
+        self,
+        cameras: CameraLike,
+        width: int | None = None,
+        height: int | None = None,
+        background: Tensor | np.ndarray | Sequence[float] | None = None,
+        render_mode: str = "RGB+ED",
+        **raster_kwargs: Any,
+    ) -> RenderOutput:
         """Render like :meth:`GaussianModel.render` (Camera, list of Cameras or (viewmats, Ks) pair).
 
         ``background`` (RGB [3]) shows only where neither the mesh nor the Gaussians cover the pixel.
@@ -105,9 +115,15 @@ class HybridModel(SplatPrimitives):
             target: Any = cameras
         else:
             target = cams
-        out = self.gaussians.render(target, width=cams[0].width, height=cams[0].height, background=bg_img,
-                                    render_mode=render_mode, far_depths=mesh_depth + self.depth_tolerance,
-                                    **raster_kwargs)
+        out = self.gaussians.render(
+            target,
+            width=cams[0].width,
+            height=cams[0].height,
+            background=bg_img,
+            render_mode=render_mode,
+            far_depths=mesh_depth + self.depth_tolerance,
+            **raster_kwargs,
+        )
         if not out.batched:  # a single (viewmat, K) pair comes back unbatched
             out = RenderOutput(out.rgb[None], out.alpha[None], None if out.depth is None else out.depth[None], out.meta)
         alpha = torch.where(hit, torch.ones_like(out.alpha), out.alpha)
@@ -135,8 +151,9 @@ class HybridModel(SplatPrimitives):
             colors = torch.ones(g.num_gaussians, 1, device=self.device, requires_grad=True)
             viewmat = torch.tensor(cam.viewmat, dtype=torch.float32, device=self.device)[None]
             K = torch.tensor(cam.K, dtype=torch.float32, device=self.device)[None]
-            img, _, _ = rasterize(means, quats, scales, opac, colors, viewmat, K, cam.width, cam.height,
-                                  far_depths=far[None])
+            img, _, _ = rasterize(
+                means, quats, scales, opac, colors, viewmat, K, cam.width, cam.height, far_depths=far[None]
+            )
             (grad,) = torch.autograd.grad(img.sum(), colors)
             best = torch.maximum(best, grad[:, 0])
         return best
@@ -171,5 +188,6 @@ class HybridModel(SplatPrimitives):
         settings = read_json_object(folder / HYBRID_JSON) if (folder / HYBRID_JSON).exists() else {}
         gaussians = read_ply(folder / SPLATS)
         gaussians.active_sh_degree = gaussians.sh_degree
-        return cls(gaussians, MeshModel.load(folder / MESH),
-                   depth_tolerance=float(settings.get("depth_tolerance", 0.0)))
+        return cls(
+            gaussians, MeshModel.load(folder / MESH), depth_tolerance=float(settings.get("depth_tolerance", 0.0))
+        )

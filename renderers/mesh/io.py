@@ -3,6 +3,7 @@
 open3d 0.20 writes GLB files it cannot read back itself, so GLB (positions, indices, vertex colours as
 COLOR_0) is written here from the glTF 2.0 spec: a 12-byte header, a JSON chunk and a BIN chunk.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,13 +40,20 @@ def glb_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | 
     pos = v.astype("<f4").tobytes()
     idx = f.astype("<u4").tobytes()
     col = b"" if c is None else c.astype("<f4").tobytes()
-    views = [{"buffer": 0, "byteOffset": 0, "byteLength": len(idx), "target": 34963},
-             {"buffer": 0, "byteOffset": len(idx), "byteLength": len(pos), "target": 34962}]
+    views = [
+        {"buffer": 0, "byteOffset": 0, "byteLength": len(idx), "target": 34963},
+        {"buffer": 0, "byteOffset": len(idx), "byteLength": len(pos), "target": 34962},
+    ]
     accessors = [
         {"bufferView": 0, "componentType": 5125, "count": int(f.size), "type": "SCALAR"},
-        {"bufferView": 1, "componentType": 5126, "count": len(v), "type": "VEC3",
-         "min": (v.min(axis=0) if len(v) else np.zeros(3)).astype(np.float32).tolist(),
-         "max": (v.max(axis=0) if len(v) else np.zeros(3)).astype(np.float32).tolist()},
+        {
+            "bufferView": 1,
+            "componentType": 5126,
+            "count": len(v),
+            "type": "VEC3",
+            "min": (v.min(axis=0) if len(v) else np.zeros(3)).astype(np.float32).tolist(),
+            "max": (v.max(axis=0) if len(v) else np.zeros(3)).astype(np.float32).tolist(),
+        },
     ]
     attributes = {"POSITION": 1}
     if c is not None:
@@ -55,16 +63,25 @@ def glb_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | 
     binary = idx + pos + col
     doc = {
         "asset": {"version": "2.0", "generator": "recon renderers.mesh"},
-        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
         "meshes": [{"primitives": [{"attributes": attributes, "indices": 0, "mode": 4}]}],
-        "buffers": [{"byteLength": len(binary)}], "bufferViews": views, "accessors": accessors,
+        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": views,
+        "accessors": accessors,
     }
     js = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     js += b" " * (-len(js) % 4)
     binary += b"\0" * (-len(binary) % 4)
     total = 12 + 8 + len(js) + 8 + len(binary)
-    return (struct.pack("<III", 0x46546C67, 2, total) + struct.pack("<II", len(js), 0x4E4F534A) + js
-            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+    return (
+        struct.pack("<III", 0x46546C67, 2, total)
+        + struct.pack("<II", len(js), 0x4E4F534A)
+        + js
+        + struct.pack("<II", len(binary), 0x004E4942)
+        + binary
+    )
 
 
 def read_glb(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

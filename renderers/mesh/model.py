@@ -6,6 +6,7 @@ the barycentrics in torch, so losses on rendered images reach ``colors`` (render
 hybrid training). Conventions as every renderer: OpenCV camera axes, pixel centres at +0.5, depth along the
 optical axis (0 where nothing is hit).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -79,8 +80,9 @@ def pixel_rays(cam: Camera) -> tuple[np.ndarray, np.ndarray]:
 class MeshModel(nn.Module):
     """Vertices [V,3] and triangles [F,3] (fixed buffers) and per-vertex colours [V,3] (a parameter in [0,1])."""
 
-    def __init__(self, vertices: np.ndarray | Tensor, triangles: np.ndarray | Tensor,
-                 colors: np.ndarray | Tensor | None = None) -> None:
+    def __init__(
+        self, vertices: np.ndarray | Tensor, triangles: np.ndarray | Tensor, colors: np.ndarray | Tensor | None = None
+    ) -> None:
         super().__init__()
         v = torch.as_tensor(np.asarray(vertices, dtype=np.float32) if not isinstance(vertices, Tensor) else vertices)
         f = torch.as_tensor(np.asarray(triangles, dtype=np.int64) if not isinstance(triangles, Tensor) else triangles)
@@ -117,8 +119,11 @@ class MeshModel(nn.Module):
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vertices float64, triangles int64, colours float64 clipped to [0,1])."""
-        return (self.vertices.detach().cpu().double().numpy(), self.triangles.detach().cpu().numpy(),
-                self.colors.detach().clamp(0, 1).cpu().double().numpy())
+        return (
+            self.vertices.detach().cpu().double().numpy(),
+            self.triangles.detach().cpu().numpy(),
+            self.colors.detach().clamp(0, 1).cpu().double().numpy(),
+        )
 
     # ----------------------------------------------------------------- ray casting
     def _raycasting_scene(self) -> Any:
@@ -126,8 +131,9 @@ class MeshModel(nn.Module):
 
         if self._scene is None:
             scene = o3d.t.geometry.RaycastingScene()
-            scene.add_triangles(self.vertices.cpu().numpy().astype(np.float32),
-                                self.triangles.cpu().numpy().astype(np.uint32))
+            scene.add_triangles(
+                self.vertices.cpu().numpy().astype(np.float32), self.triangles.cpu().numpy().astype(np.uint32)
+            )
             self._scene = scene
         return self._scene
 
@@ -152,8 +158,11 @@ class MeshModel(nn.Module):
         depth = np.full(len(t), np.inf, dtype=np.float32)
         depth[ok] = (t[ok] * np.einsum("ij,j->i", dirs[ok], cam.R[2])).astype(np.float32)
         H, W = cam.height, cam.width
-        hit = RayHits(torch.from_numpy(tri.reshape(H, W)), torch.from_numpy(bary.reshape(H, W, 3)),
-                      torch.from_numpy(depth.reshape(H, W)))
+        hit = RayHits(
+            torch.from_numpy(tri.reshape(H, W)),
+            torch.from_numpy(bary.reshape(H, W, 3)),
+            torch.from_numpy(depth.reshape(H, W)),
+        )
         self._cache[key] = hit
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -170,9 +179,15 @@ class MeshModel(nn.Module):
         return out.reshape(H, W, 3)
 
     # ----------------------------------------------------------------- rendering
-    def render(self, cameras: CameraLike, width: int | None = None, height: int | None = None,
-               background: Tensor | np.ndarray | Sequence[float] | None = None, render_mode: str = "RGB+ED",
-               **_: Any) -> RenderOutput:
+    def render(
+        self,
+        cameras: CameraLike,
+        width: int | None = None,
+        height: int | None = None,
+        background: Tensor | np.ndarray | Sequence[float] | None = None,
+        render_mode: str = "RGB+ED",
+        **_: Any,
+    ) -> RenderOutput:
         """Render one camera (unbatched output) or several (batched); background RGB [3] or per-pixel [H,W,3].
 
         alpha is 1 where a ray hits the mesh, 0 elsewhere; depth (RGB+ED) is camera-frame z, 0 on a miss.
@@ -192,14 +207,24 @@ class MeshModel(nn.Module):
             rgbs.append(rgb)
             alphas.append(alpha)
             depths.append(torch.where(hits.hit, hits.depth, torch.zeros_like(hits.depth)).to(rgb.device))
-        out = RenderOutput(rgb=torch.stack(rgbs), alpha=torch.stack(alphas),
-                           depth=torch.stack(depths) if render_mode == "RGB+ED" else None, meta={"backend": "open3d"})
+        out = RenderOutput(
+            rgb=torch.stack(rgbs),
+            alpha=torch.stack(alphas),
+            depth=torch.stack(depths) if render_mode == "RGB+ED" else None,
+            meta={"backend": "open3d"},
+        )
         return out[0] if single else out
 
     # ----------------------------------------------------------------- colour fitting
-    def fit_colors(self, images: Sequence[np.ndarray | Tensor], cameras: Sequence[Camera],
-                   masks: Sequence[np.ndarray | Tensor] | None = None, steps: int = 0, lr: float = 0.01,
-                   smooth: float = 1e-3) -> float:
+    def fit_colors(
+        self,
+        images: Sequence[np.ndarray | Tensor],
+        cameras: Sequence[Camera],
+        masks: Sequence[np.ndarray | Tensor] | None = None,
+        steps: int = 0,
+        lr: float = 0.01,
+        smooth: float = 1e-3,
+    ) -> float:
         """Fit the vertex colours to ``images`` by render-and-compare over the hit pixels inside ``masks``.
 
         The rendered colour is linear in the vertex colours (barycentric weights from the cached ray casts),
@@ -230,8 +255,9 @@ class MeshModel(nn.Module):
         bary, target = torch.cat(bary_l), torch.cat(tgt_l)
         corners = self.triangles.cpu()[tri]  # [P,3] vertex ids
         n_pix, n_v = len(tri), self.num_vertices
-        A = sp.csr_matrix((bary.double().numpy().ravel(), corners.numpy().ravel(),
-                           np.arange(0, 3 * n_pix + 1, 3)), shape=(n_pix, n_v))
+        A = sp.csr_matrix(
+            (bary.double().numpy().ravel(), corners.numpy().ravel(), np.arange(0, 3 * n_pix + 1, 3)), shape=(n_pix, n_v)
+        )
         c0 = self.colors.detach().cpu().double().numpy()
         lhs = (A.T @ A + smooth * sp.identity(n_v)).tocsc()
         rhs = A.T @ target.double().numpy() + smooth * c0

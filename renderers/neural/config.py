@@ -1,4 +1,5 @@
 """Settings of the neural primitives (feature size, decoder width, gradual magnitude pruning)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,6 +7,7 @@ layer runs through ``recon.kernels.sparse.SparseLinear`` where ``prefer_sparse``
 device (``sparse_mode="auto"``; small layers too from 90% sparsity, as measured), or always / never
 (``"sparse"`` / ``"dense"``, for measurements).
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ class DecoderMLP(nn.Module):
     decoder adds almost nothing to what the features encode directly.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, n_hidden: int = 2,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, in_dim: int, hidden: int, out_dim: int, n_hidden: int = 2, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         if in_dim < 1 or hidden < 1 or out_dim < 1 or n_hidden < 1:
             raise ValueError(f"DecoderMLP needs positive sizes, got {in_dim}, {hidden}, {out_dim}, {n_hidden}")
@@ -131,7 +133,7 @@ class DecoderMLP(nn.Module):
 
     # ----------------------------------------------------------------- compute
     def layer_backend(self, i: int, x: Tensor) -> str:
-        """"sparse" or "dense" for prunable layer ``i`` on input ``x`` (sparse only without autograd)."""
+        """ "sparse" or "dense" for prunable layer ``i`` on input ``x`` (sparse only without autograd)."""
         if i not in self.prunable or torch.is_grad_enabled() or self.sparse_mode == "dense":
             return "dense"
         if self.sparse_mode == "sparse":

@@ -14,6 +14,7 @@ rasteriser's own culling) are decoded: ``mlp(features, SH-encoded view direction
 and an opacity-logit offset (``recon.kernels.sparse.apply_on_active``). The decoded colours are then splatted
 by the same ``rasterize`` kernel as Gaussians (plain features, ``sh_degree=None``).
 """
+
 from __future__ import annotations
 
 import math
@@ -229,8 +230,17 @@ class NeuralPrimitives(SplatPrimitives):
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         viewmats, Ks, width, height, single = camera_tensors(cameras, width, height, self.device)
         scales = self.scales
-        visible = visible_mask(self.means.detach(), scales.detach(), viewmats.detach(), Ks.detach(), width, height,
-                               near_plane, far_plane, raster_kwargs.get("eps2d", 0.3))
+        visible = visible_mask(
+            self.means.detach(),
+            scales.detach(),
+            viewmats.detach(),
+            Ks.detach(),
+            width,
+            height,
+            near_plane,
+            far_plane,
+            raster_kwargs.get("eps2d", 0.3),
+        )
         colors, opac = self.decode(viewmats, visible)
         render_colors, render_alphas, meta = rasterize(
             self.means, self.quats, scales, opac, colors, viewmats, Ks, width, height,
@@ -268,8 +278,9 @@ class NeuralPrimitives(SplatPrimitives):
             "sh0": coeffs[:, :1],
             "shN": coeffs[:, 1:],
         }
-        return GaussianModel({k_: v.cpu() for k_, v in params.items()}, sh_degree=sh_degree,
-                             active_sh_degree=sh_degree).to(self.device)
+        return GaussianModel(
+            {k_: v.cpu() for k_, v in params.items()}, sh_degree=sh_degree, active_sh_degree=sh_degree
+        ).to(self.device)
 
     # ----------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -279,8 +290,13 @@ class NeuralPrimitives(SplatPrimitives):
             "format": FORMAT,
             "params": {k: self.splats[k].detach().cpu().clone() for k in PARAM_NAMES},
             "mlp": {k: v.detach().cpu().clone() for k, v in self.mlp.state_dict().items()},
-            "config": {"feature_dim": self.feature_dim, "hidden": cfg["hidden"], "n_hidden": cfg["n_hidden"],
-                       "dir_degree": self.dir_degree, "sparse_mode": self.mlp.sparse_mode},
+            "config": {
+                "feature_dim": self.feature_dim,
+                "hidden": cfg["hidden"],
+                "n_hidden": cfg["n_hidden"],
+                "dir_degree": self.dir_degree,
+                "sparse_mode": self.mlp.sparse_mode,
+            },
             "mlp_sparsity": self.mlp.sparsity(),
         }
 
@@ -289,8 +305,9 @@ class NeuralPrimitives(SplatPrimitives):
         if state.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} state (format {state.get('format')!r})")
         cfg = state["config"]
-        model = cls(state["params"], hidden=int(cfg["hidden"]), n_hidden=int(cfg["n_hidden"]),
-                    dir_degree=int(cfg["dir_degree"]))
+        model = cls(
+            state["params"], hidden=int(cfg["hidden"]), n_hidden=int(cfg["n_hidden"]), dir_degree=int(cfg["dir_degree"])
+        )
         model.mlp.load_state_dict(state["mlp"])
         model.mlp.sparse_mode = cfg.get("sparse_mode", "auto")
         return model.to(device)

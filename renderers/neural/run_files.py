@@ -1,4 +1,5 @@
 """Neural primitives in a run folder: ``neural.pt`` (the model) and ``splats.ply`` (baked, for viewers)."""
+
 from __future__ import annotations
 
 import io
