@@ -399,3 +399,24 @@ def test_blender_missing_frame_image(tmp_path: Path) -> None:
     with pytest.raises(ReconInputError) as e:
         read_blender(tmp_path / "lego")
     assert_one_line_error(e, tmp_path / "lego" / "transforms_train.json", "r_86")
+
+
+def test_subset_keeps_per_view_meta_in_step() -> None:
+    from recon.io.types import ViewSet
+
+    img = np.zeros((2, 2, 3), np.float32)
+    vs = ViewSet(
+        names=["a", "b", "c"],
+        images=[img] * 3,
+        meta={
+            "near_far": [(1, 2), (3, 4), (5, 6)],
+            "frame_ids": [7, 8, 9],
+            "full_size": (3, 4, 5),
+            "image_paths": ["pa", "pb", "pc"],
+            "layout": "llff",
+        },
+    )
+    sub = vs.subset([2, 0])
+    assert sub.meta["near_far"] == [(5, 6), (1, 2)] and sub.meta["frame_ids"] == [9, 7]
+    assert sub.meta["image_paths"] == ["pc", "pa"] and sub.meta["full_size"] == (3, 4, 5)
+    assert sub.meta["layout"] == "llff" and vs.meta["frame_ids"] == [7, 8, 9]
