@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from bench_helpers import write_submission
 
 from recon.bench import submission as submission_mod
 from recon.bench.dataset import load_benchmark, make_dataset
@@ -37,17 +38,6 @@ HUGE_ID = "9" * 23  # beyond SQLite's 64-bit integers
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("hostile") / "data", n_dev=1, n_test=1, width=W, height=H)
-
-
-def write_submission(dataset: Path, out: Path, split: str = "dev", offset: int = 10) -> Path:
-    """A valid submission: the ground-truth test views brightened by ``offset`` grey levels."""
-    bench = load_benchmark(dataset)
-    for scene in bench.scenes[split]:
-        (out / scene).mkdir(parents=True, exist_ok=True)
-        for v in bench.test_views(scene):
-            img = cv2.imread(str(v.image), cv2.IMREAD_COLOR).astype(np.int32) + offset
-            cv2.imwrite(str(out / scene / v.name), np.clip(img, 0, 255).astype(np.uint8))
-    return out
 
 
 @pytest.fixture(scope="module")

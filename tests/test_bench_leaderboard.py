@@ -24,23 +24,14 @@ from recon.bench.submission import SubmissionError, read_submission
 from recon.errors import ReconInputError
 
 ROOT = Path(__file__).resolve().parents[1]
+from bench_helpers import write_submission  # noqa: E402
+
 W, H = 64, 48
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("bench") / "data", n_dev=2, n_test=1, width=W, height=H)
-
-
-def write_submission(dataset: Path, out: Path, split: str = "dev", offset: int = 10) -> Path:
-    """A valid submission: the ground-truth test views brightened by ``offset`` grey levels."""
-    bench = load_benchmark(dataset)
-    for scene in bench.scenes[split]:
-        (out / scene).mkdir(parents=True, exist_ok=True)
-        for v in bench.test_views(scene):
-            img = cv2.imread(str(v.image), cv2.IMREAD_COLOR).astype(np.int32) + offset
-            cv2.imwrite(str(out / scene / v.name), np.clip(img, 0, 255).astype(np.uint8))
-    return out
 
 
 def zip_folder(folder: Path, dest: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]] = ()) -> Path:

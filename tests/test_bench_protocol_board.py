@@ -10,9 +10,7 @@ import base64
 import hashlib
 import json
 import re
-import shutil
 import sqlite3
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -20,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_helpers import CHROMIUM, chromium_dom
 
 from recon.bench.leaderboard import SCHEMA_VERSION, Leaderboard, read_results, submit_results
 from recon.bench.published import LABEL, PUBLISHED, SCENES_NOTE
 from recon.bench.scoring import METRICS, Scores
 from recon.errors import ReconInputError
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 XSS_METHOD = '"><script>alert(1)</script>'
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_SCENE = "<b onmouseover=alert(3)>scan</b>"
@@ -447,19 +445,7 @@ def test_bench_run_protocol_submit_stores_results_json(tmp_path: Path, monkeypat
 # ------------------------------------------------------------------------------------------ in a real browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_page_with_protocols_loads_in_headless_chromium(site: dict, tmp_path: Path) -> None:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--dump-dom",
-        site["url"] + "/",
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    dom = chromium_dom(site["url"] + "/", tmp_path / "profile")
     for tid in (
         "track1-dev",
         "protocol-dtu3",

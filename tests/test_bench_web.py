@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import urllib.request
 from pathlib import Path
@@ -17,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from bench_helpers import CHROMIUM, chromium_dom
 
 from recon.bench.dataset import load_benchmark, make_dataset
 from recon.bench.leaderboard import Leaderboard, submit
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or (
     "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
 )
@@ -107,19 +106,7 @@ def test_pages_and_thumbnails_over_http(board: dict) -> None:
 
 @needs_chromium
 def test_page_loads_in_headless_chromium_with_all_rows(board: dict, tmp_path: Path) -> None:
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--dump-dom",
-        board["url"] + "/",
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    dom = chromium_dom(board["url"] + "/", tmp_path / "profile")
     assert 'id="track1-dev"' in dom
     names = {r["name"] for r in Leaderboard(board["db"]).rows()}
     assert len(names) == 3
