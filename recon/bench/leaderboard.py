@@ -38,7 +38,7 @@ import numpy as np
 from recon.bench.dataset import SPLITS, TRACKS, Benchmark, check_track_split, load_benchmark
 from recon.bench.protocols import PROTOCOLS
 from recon.bench.published import PublishedRow, published
-from recon.bench.scoring import HIGHER_IS_BETTER, METRICS, Scores, score_renders
+from recon.bench.scoring import HIGHER_IS_BETTER, METRICS, Scores, mean_or_none, score_renders
 from recon.bench.submission import MAX_BYTES, Submission, SubmissionError, max_entries, open_zip, read_submission
 from recon.errors import ReconInputError
 
@@ -743,11 +743,6 @@ def _scores(row: Any, where: str) -> dict[str, float | None]:
     return out
 
 
-def _mean_of(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None
-
-
 def _check_protocol_fields(data: dict[str, Any]) -> str:
     """The protocol a results.json names, checked against what it says it did (dtu3 is not dtu3m)."""
     name = data.get("protocol")
@@ -786,7 +781,7 @@ def _parse_results(data: Any) -> ProtocolResults:
     if "mean" not in data:
         raise ReconInputError('lacks the mean over its scenes ("mean")')
     mean = _scores(data["mean"], "mean")
-    expect = {m: _mean_of([row[m] for row in per_scene.values()]) for m in RESULT_METRICS}
+    expect = {m: mean_or_none([row[m] for row in per_scene.values()]) for m in RESULT_METRICS}
     for m in RESULT_METRICS:  # rounding is fine, a mean that is not its scenes' is not
         if (expect[m] is None) != (mean[m] is None) or (
             expect[m] is not None and not math.isclose(expect[m], mean[m], rel_tol=1e-3, abs_tol=1e-4)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from recon.bench.protocols import find_scenes, get_protocol, load_scene, score_view
+from recon.bench.scoring import load_lpips, mean_or_none
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_write_text
 from recon.io.images import save_image
@@ -44,7 +44,6 @@ def run_protocol(
     """Run ``method`` (a name of recon.bench.runner.METHODS) under the protocol on every scene found in
     ``data``; returns the results dict written to ``out/results.json``."""
     from recon.bench.runner import METHODS
-    from recon.bench.scoring import load_lpips
     from recon.config import make_config
     from recon.pipeline import load_run_model, reconstruct, render_views
 
@@ -92,7 +91,7 @@ def run_protocol(
             save_image(out / "renders" / scene.name / f"{Path(name).stem}.png", img)
             mask = None if scene.test.masks is None else scene.test.masks[k]
             per_view.append({"view": name, **score_view(protocol, img, scene.test.images[k], mask, lpips_fn)})
-        row = {m: _mean([v[m] for v in per_view]) for m in ("psnr", "ssim", "lpips")}
+        row = {m: mean_or_none([v[m] for v in per_view]) for m in ("psnr", "ssim", "lpips")}
         row.update(
             {
                 "wall_s": round(wall, 1),
@@ -115,7 +114,7 @@ def run_protocol(
         results["scenes"][scene.name] = row
         say(f"{protocol.name} {scene.name}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, {wall:.0f} s")
     rows = list(results["scenes"].values())
-    results["mean"] = {m: _mean([r[m] for r in rows]) for m in ("psnr", "ssim", "lpips", "wall_s")}
+    results["mean"] = {m: mean_or_none([r[m] for r in rows]) for m in ("psnr", "ssim", "lpips", "wall_s")}
     results["lpips"] = lpips_note or "computed (AlexNet, local weights)"
     results["config"] = None if config is None else config.to_dict()
     results["machine"] = {
@@ -127,8 +126,3 @@ def run_protocol(
     results["total_s"] = round(time.perf_counter() - t_all, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
-
-
-def _mean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None

@@ -88,7 +88,8 @@ def _to_float(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _mean(values: list[float | None]) -> float | None:
+def mean_or_none(values: list[float | None]) -> float | None:
+    """Mean of the values that exist (None = not computed, e.g. LPIPS without weights); None when none do."""
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
 
@@ -117,7 +118,7 @@ def score_renders(
             row = {"scene": scene, "view": view.name, **score_image(images[scene][view.name], gt, mask, lpips_fn)}
             rows.append(row)
         per_image.extend(rows)
-        per_scene[scene] = {k: _mean([r[k] for r in rows]) for k in METRICS}
-    mean = {k: _mean([s[k] for s in per_scene.values()]) for k in METRICS}
+        per_scene[scene] = {k: mean_or_none([r[k] for r in rows]) for k in METRICS}
+    mean = {k: mean_or_none([s[k] for s in per_scene.values()]) for k in METRICS}
     std = {k: _std([s[k] for s in per_scene.values()]) for k in METRICS}
     return Scores(per_image=per_image, per_scene=per_scene, mean=mean, std=std, lpips_note=note)
