@@ -93,6 +93,22 @@ def data_points(views: ViewSet) -> tuple[np.ndarray, np.ndarray] | None:
     return xyz[finite], np.clip(rgb[finite], 0.0, 1.0)
 
 
+def scene_start(
+    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Where a scene-mode run starts when the data says something: (xyz, rgb, what they are) from the input's
+    sparse points, else from the input frusta between the data's near and far depths; None when the data gives
+    neither (the caller starts as vanilla 3DGS)."""
+    found = data_points(views)
+    if found is not None:
+        return (*found, "sparse points from the input")
+    near_far = data_depth_range(views)
+    if near_far is not None:
+        xyz, rgb = frustum_points(views, cameras, n, rng, near_far)
+        return xyz, rgb, f"points seen by 2+ input views, depths {near_far[0]:.3g}-{near_far[1]:.3g}"
+    return None
+
+
 def data_depth_range(views: ViewSet) -> tuple[float, float] | None:
     """(near, far) the data gives (LLFF's poses_bounds), or None."""
     nf = views.meta.get("near_far")

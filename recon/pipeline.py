@@ -147,26 +147,18 @@ def initialise(
         pts = hull.points(config.init.points, rng=rng)
         rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
         bounds = np.asarray(hull.bounds, dtype=np.float64)
-    elif config.init.scene_points == "data":
-        found = modes.data_points(views)
-        near_far = modes.data_depth_range(views)
-        if found is not None:
-            pts, rgb = found
-            log.info("scene init: %d sparse points from the input", len(pts))
-        elif near_far is not None:
-            pts, rgb = modes.frustum_points(views, cameras, config.init.points, rng, near_far)
-            log.info("scene init: %d points seen by 2+ input views, depths %.3g-%.3g", len(pts), *near_far)
+    else:
+        start = (
+            modes.scene_start(views, cameras, config.init.points, rng) if config.init.scene_points == "data" else None
+        )
+        if start is not None:
+            pts, rgb, how = start
+            bounds = modes.scene_bounds_of_points(pts)
+            log.info("scene init: %d %s", len(pts), how)
         else:  # as vanilla 3DGS: uniform in the box the cameras look at (coloured from the views: measured worse)
             bounds = scene_bounds(cameras)
             pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
             rgb = rng.uniform(0.0, 1.0, size=(config.init.points, 3))
-            log.info("scene init: %d random points around what the cameras look at", len(pts))
-        if found is not None or near_far is not None:
-            bounds = modes.scene_bounds_of_points(pts)
-    else:
-        bounds = scene_bounds(cameras)
-        pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
-        rgb = rng.uniform(0.0, 1.0, size=(config.init.points, 3))
     model = GaussianModel.from_points(pts, rgb, sh_degree=config.train.sh_degree, init_opacity=config.init.opacity)
     return Initialisation(model=model, hull=hull, scene_scale=scene_scale(bounds), bounds=bounds)
 
