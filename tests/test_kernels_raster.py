@@ -495,8 +495,36 @@ def test_input_validation_and_gsplat_dispatch(monkeypatch):
         rasterize(*params, vm, K, 16, 16, backend="gsplat")
 
 
-def test_alpha_max_constant_is_the_issue_value():
-    assert ALPHA_MAX == 0.99
+def test_alpha_max_is_gsplats():
+    """gsplat 1.5.3 (the CUDA path) clamps alpha at 0.999: the CPU paths use the same constant."""
+    assert ALPHA_MAX == 0.999
+
+
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+def test_opaque_gaussian_centre_alpha_is_clamped_at_0999(backend):
+    """Opacity 1 at the Gaussian's centre gives alpha 0.999 (gsplat's clamp), the pixel behind keeps T = 1e-3,
+    and the clamped pixel passes no gradient to the opacity (gsplat's backward); its neighbours do."""
+    if backend == "cpp" and not cpu_raster.available():
+        pytest.skip("no C++ compiler")
+    W, H = 20, 20
+    vm, K = look_at_camera([0.0, 0.0, -2.0], [0.0, 0.0, 0.0], W, H)
+    K[0, 2], K[1, 2] = 10.5, 10.5  # the mean projects onto the centre of pixel (10, 10)
+    means = torch.zeros(1, 3)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    scales = torch.full((1, 3), 0.01)
+    opac = torch.ones(1, requires_grad=True)
+    color = torch.tensor([[0.2, 0.5, 0.9]])
+    bg = torch.tensor([[1.0, 1.0, 1.0]])
+    colors, alphas, _ = rasterize(
+        means, quats, scales, opac, color, vm[None], K[None], W, H, backgrounds=bg, backend=backend
+    )
+    assert alphas[0, 10, 10, 0].item() == pytest.approx(0.999, abs=1e-6)
+    assert torch.allclose(colors[0, 10, 10], 0.999 * color[0] + 0.001 * bg[0], atol=1e-6)
+    assert 1 / 255 < alphas[0, 10, 11, 0].item() < 0.99  # a neighbour: not clamped
+    alphas[0, 10, 10, 0].backward(retain_graph=True)
+    assert opac.grad is not None and opac.grad.abs().item() == 0.0
+    alphas[0, 10, 11, 0].backward()
+    assert opac.grad.item() > 0.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and gsplat")
@@ -507,6 +535,6 @@ def test_gsplat_and_cpu_agree():  # pragma: no cover - GPU only
     cuda = [p.cuda() for p in params]
     c_gpu, a_gpu, meta = rasterize(*cuda, vm.cuda(), K.cuda(), 96, 64, render_mode="RGB+ED")
     assert meta["backend"] == "gsplat"
-    # gsplat clamps alpha at 0.999 instead of 0.99: compare with a loose tolerance
+    # same rule (alpha clamp 0.999) on both; gsplat's __expf and its tile bounds differ at float precision
     assert (a_gpu.cpu() - a_cpu).abs().mean() < 5e-3
     assert (c_gpu.cpu()[..., :3] - c_cpu[..., :3]).abs().mean() < 5e-3

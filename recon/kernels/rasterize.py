@@ -93,8 +93,8 @@ def rasterize(
     "cpp", "reference", "gsplat". Float32 CPU inputs whose viewmats/Ks require grad use the C++ compositing
     with PyTorch projection/SH, so gradients reach the cameras too.
 
-    Compositing rule (all CPU paths): alpha = min(0.99, opacity exp(-sigma)), skipped below 1/255, stop
-    before T drops to <= 1e-4; opacity-aware tight bounding boxes as gsplat 1.5 (which clamps at 0.999).
+    Compositing rule (all paths, gsplat 1.5.3's): alpha = min(0.999, opacity exp(-sigma)), skipped below
+    1/255, stop before T drops to <= 1e-4; opacity-aware tight bounding boxes as gsplat 1.5.
 
     meta: means2d [C,N,2] (graph tensor: call ``retain_grad()`` on it for densification), radii [C,N]
     int32 (max of the per-axis radii_xy [C,N,2]; 0 = culled), depths, conics, opacities [C,N],

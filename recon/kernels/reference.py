@@ -1,7 +1,8 @@
 """Pure-PyTorch tile compositing with autograd: the reference the C++ kernel is tested against, and the
 fallback when no compiler is available.
 
-Same math and the same early-termination rule as the kernel (and gsplat):
+Same math and the same early-termination rule as the kernel and gsplat 1.5.3 (the CUDA path, pinned in
+pyproject), so CPU and GPU runs of one scene agree:
   sigma = 0.5 (a dx^2 + c dy^2) + b dx dy,  dx = mean_x - (x + 0.5)
   alpha = min(ALPHA_MAX, opacity exp(-sigma)); skipped when sigma < 0 or alpha < 1/255, or when the
           Gaussian's depth >= the pixel's far-depth limit
@@ -18,7 +19,10 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 ALPHA_THRESHOLD = 1.0 / 255.0
-ALPHA_MAX = 0.99
+# gsplat 1.5.3's rasterize_to_pixels: alpha = min(0.999, opacity exp(-sigma)), skipped when sigma < 0 or
+# alpha < 1/255, the pixel stops (that Gaussian excluded) when T (1 - alpha) <= 1e-4; its backward passes
+# gradients to sigma and opacity only where opacity exp(-sigma) <= 0.999 (the clamp is inactive).
+ALPHA_MAX = 0.999
 T_MIN = 1e-4
 
 

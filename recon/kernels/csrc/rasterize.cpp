@@ -1,8 +1,9 @@
 // CPU tile rasteriser for 2D Gaussians: forward (front to back) and hand-written backward (back to front).
 //
-// Same rule as gsplat's rasterize_to_pixels (and recon/kernels/reference.py):
+// Same rule as gsplat 1.5.3's rasterize_to_pixels (and recon/kernels/reference.py):
 //   sigma = 0.5 (a dx^2 + c dy^2) + b dx dy,   dx = mean_x - (x + 0.5),  dy = mean_y - (y + 0.5)
-//   alpha = min(alpha_max, opacity * exp(-sigma)); skip if sigma < 0 or alpha < 1/255
+//   alpha = min(alpha_max, opacity * exp(-sigma)), alpha_max = 0.999; skip if sigma < 0 or alpha < 1/255
+//   (backward: no gradient to sigma or opacity where opacity * exp(-sigma) > alpha_max, as gsplat)
 //   next_T = T (1 - alpha); stop the pixel (this Gaussian not included) when next_T <= 1e-4
 //   optional far-depth limit: a Gaussian whose depth >= far[pixel] is skipped, and since each tile list
 //   is sorted front to back every later one is too, so the pixel stops there.
