@@ -1,18 +1,28 @@
 """Build and cache the C++/OpenMP CPU kernels through torch.utils.cpp_extension.
 
-Compiled once per (source hash, torch version) into a user cache folder; later imports load the cached
-library in milliseconds. When no compiler is available, or RECON_NO_CPP=1 is set, ``load_cpp_extension``
-returns None and callers fall back to the pure-PyTorch reference path.
+Compiled once per key into a user cache folder; later imports load the cached library in milliseconds. The
+key covers the sources and the headers they include, the flags, the CPU, the interpreter (``sys.executable``,
+``sys.prefix``, Python version) and the torch install (its path, version and C++ ABI), so two virtual
+environments never share, and so never rebuild, each other's kernel. A build goes to a private temporary
+folder that is renamed into place when complete (under a file lock so concurrent processes compile once):
+a library a running job has loaded is never overwritten. When no compiler is available, or RECON_NO_CPP=1 is
+set, ``load_cpp_extension`` returns None and callers fall back to the pure-PyTorch reference path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
+import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -70,11 +80,104 @@ def _local_headers(sources: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+def _default_cflags() -> list[str]:
+    cflags, _ = _openmp_flags()
+    if os.environ.get("RECON_PORTABLE_BUILD") is None:
+        return ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", *cflags]
+    return ["-O3", *cflags]
+
+
+def key_parts(paths: list[Path], extra_cflags: list[str] | None = None) -> dict[str, str]:
+    """Everything a built kernel depends on, by name (written next to the library as key.json)."""
+    sources = hashlib.sha1()
+    for p in [*paths, *_local_headers(paths)]:
+        sources.update(p.name.encode() + b"\0" + p.read_bytes())
+    return {
+        "sources": sources.hexdigest(),
+        "cflags": " ".join([*_default_cflags(), *(extra_cflags or [])]),
+        "cxx": os.environ.get("CXX", ""),
+        "portable": str(os.environ.get("RECON_PORTABLE_BUILD")),  # a -march=native build stays on its CPU
+        "cpu": _cpu_signature(),
+        "python": sys.version,
+        "executable": os.path.realpath(sys.executable),
+        "prefix": os.path.realpath(sys.prefix),
+        "torch": torch.__version__,
+        "torch_path": os.path.realpath(os.path.dirname(torch.__file__)),
+        "cxx11_abi": str(bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))),
+    }
+
+
+def cache_key(parts: dict[str, str]) -> str:
+    """12 hex digits of the hash of ``key_parts``."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path`` between processes (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _built_library(folder: Path, module_name: str) -> Path | None:
+    for suffix in (".so", ".pyd"):
+        lib = folder / f"{module_name}{suffix}"
+        if lib.is_file():
+            return lib
+    return None
+
+
+def _import_library(module_name: str, lib: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, lib)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {lib}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_into_place(final: Path, module_name: str, compile_fn: Callable[[Path], ModuleType]) -> ModuleType:
+    """Load ``final/<module_name>.so``, building it first with ``compile_fn(tmp_dir)`` if it is missing.
+
+    The build runs in a fresh temporary folder beside ``final`` and is renamed to ``final`` once it holds the
+    library; a lock file serialises builders, so a finished ``final`` is never written to again.
+    """
+    lib = _built_library(final, module_name)
+    if lib is not None:
+        return _import_library(module_name, lib)
+    with _file_lock(final.parent / f"{final.name}.lock"):
+        lib = _built_library(final, module_name)
+        if lib is not None:  # another process finished it while we waited
+            return _import_library(module_name, lib)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.build-", dir=final.parent))
+        try:
+            module = compile_fn(tmp)
+            if _built_library(tmp, module_name) is None:
+                raise RuntimeError(f"the build left no {module_name} library in {tmp}")
+            if final.exists():  # an incomplete folder (e.g. from an interrupted older build): no library in it
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return module
+
+
 def load_cpp_extension(name: str, sources: list[str], extra_cflags: list[str] | None = None) -> ModuleType | None:
     """Compile (first time) and load the extension ``name`` from files in ``csrc/``; None if that fails.
 
     ``extra_cflags`` are appended after the default flags (so they can override them, e.g. -fno-fast-math).
-    The cache key covers the sources, the ``csrc/`` headers they include, the flags and the torch version.
+    The cache key is ``key_parts`` (sources, headers, flags, CPU, interpreter, torch install).
     """
     if cpp_disabled():
         return None
@@ -82,41 +185,33 @@ def load_cpp_extension(name: str, sources: list[str], extra_cflags: list[str] | 
         if name in _cache:
             return _cache[name]
         paths = [CSRC / s for s in sources]
-        digest = hashlib.sha1()
-        for p in [*paths, *_local_headers(paths)]:
-            digest.update(p.read_bytes())
-        digest.update(torch.__version__.encode())
-        digest.update(" ".join(extra_cflags or []).encode())
-        # a -march=native build must not be reused on another CPU or in portable mode
-        digest.update(str(os.environ.get("RECON_PORTABLE_BUILD")).encode())
-        digest.update(_cpu_signature().encode())
-        tag = digest.hexdigest()[:12]
-        build_dir = cache_root() / f"{name}_{tag}"
-        build_dir.mkdir(parents=True, exist_ok=True)
-        fresh = not any(build_dir.glob("*.so"))
-        if fresh:
+        parts = key_parts(paths, extra_cflags)
+        module_name = f"{name}_{cache_key(parts)}"
+        final = cache_root() / module_name
+        _, ldflags = _openmp_flags()
+
+        def compile_fn(build_dir: Path) -> ModuleType:
+            from torch.utils.cpp_extension import load
+
             print(
                 f"[recon] compiling CPU kernel '{name}' (first use only, about a minute)...",
                 file=sys.stderr,
                 flush=True,
             )
-        cflags, ldflags = _openmp_flags()
-        try:
-            from torch.utils.cpp_extension import load
-
             module = load(
-                name=f"{name}_{tag}",
+                name=module_name,
                 sources=[str(p) for p in paths],
-                extra_cflags=(
-                    ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", *cflags]
-                    if os.environ.get("RECON_PORTABLE_BUILD") is None
-                    else ["-O3", *cflags]
-                )
-                + list(extra_cflags or []),
+                extra_cflags=_default_cflags() + list(extra_cflags or []),
                 extra_ldflags=ldflags,
                 build_directory=str(build_dir),
                 verbose=False,
             )
+            (build_dir / "key.json").write_text(json.dumps(parts, indent=1, sort_keys=True) + "\n")
+            print(f"[recon] kernel '{name}' built and cached in {final}", file=sys.stderr, flush=True)
+            return module
+
+        try:
+            module: ModuleType | None = build_into_place(final, module_name, compile_fn)
         except Exception as exc:  # no compiler, missing headers, ...
             warnings.warn(
                 f"could not build the C++ kernel '{name}' "
@@ -126,7 +221,5 @@ def load_cpp_extension(name: str, sources: list[str], extra_cflags: list[str] | 
                 stacklevel=2,
             )
             module = None
-        if fresh and module is not None:
-            print(f"[recon] kernel '{name}' built and cached in {build_dir}", file=sys.stderr, flush=True)
         _cache[name] = module
         return module
