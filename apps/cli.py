@@ -214,14 +214,40 @@ app.add_typer(leaderboard_app, name="leaderboard")
 def export(
     run: Path = typer.Argument(..., help="Run folder written by `recon reconstruct` (or a 3DGS .ply file)."),
     to: Path = typer.Option(
-        ..., "--to", help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout); with --mesh the mesh file."
+        ...,
+        "--to",
+        help="Output file: .splat (antimatter15 layout) or .ply (3DGS layout); with --mesh the mesh file; "
+        "with --cameras a folder.",
     ),
     mesh: Optional[str] = typer.Option(None, "--mesh", help="Export the run's mesh.ply instead, as obj, ply or glb."),
+    cameras: Optional[str] = typer.Option(
+        None,
+        "--cameras",
+        help="Export the run's cameras instead: colmap (cameras.txt, images.txt, points3D.txt) or nerfstudio "
+        "(transforms.json), into the folder --to.",
+    ),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="With --cameras: the folder holding the photos (default: the run's source folder)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --cameras: replace a non-empty --to folder."),
 ) -> None:
-    """Export a reconstruction: splats to .splat / .ply, or (--mesh obj|ply|glb) its mesh."""
+    """Export a reconstruction: splats to .splat / .ply, (--mesh obj|ply|glb) its mesh, or (--cameras
+    colmap|nerfstudio) its cameras."""
     from renderers.gaussians.ply import read_ply, write_ply
     from renderers.gaussians.splat_format import write_splat
 
+    if cameras is not None:
+        from recon.export.cameras import export_cameras
+
+        done = export_cameras(run, cameras, to, overwrite=overwrite, images=images)
+        typer.echo(f"wrote {cameras} cameras of {done.cameras} views and {done.points} points to {to}")
+        if done.photos_missing:
+            typer.echo(
+                f"recon: note: photos not found for {len(done.photos_missing)} views (pass --images); the export "
+                "names them images/NAME at the run's image size",
+                err=True,
+            )
+        return
     if mesh is not None:
         from renderers.mesh.io import export_run_mesh
 
