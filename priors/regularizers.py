@@ -9,6 +9,9 @@ Each term targets a failure mode that sparse-view methods report:
 * ``scale_regularizer``: PhysGaussian's anisotropy penalty (max/min scale ratio above a threshold) plus a
   mean-size term; needle-like and huge Gaussians overfit the training views and streak in novel ones.
 * ``alpha_mask_loss``: rendered alpha should match the object mask (GaussianObject, masks-as-supervision).
+* ``dropout_scale``: Gaussian dropout (DropGaussian / DropoutGS): random Gaussians left out of a training
+  render, the rest compensated, so every Gaussian must be useful on its own rather than co-adapt to the few
+  input views.
 * ``random_background`` + ``composite``: train against a random background so the model cannot paint the
   background colour into the object's transparency (3DGS's random_background option).
 All losses return a 0-d tensor (a mean, so weights do not depend on the number of pixels or Gaussians).
@@ -156,3 +159,13 @@ __all__ = [
     "composite",
     "LN2",
 ]
+
+
+def dropout_scale(n: int, rate: float, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Per-Gaussian opacity factors for one dropout training step: 0 with probability ``rate``, else
+    1/(1-rate) (inverted dropout: the expected opacity is unchanged). Drawn on the CPU from ``generator`` so a
+    seed gives the same draws on every device."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    keep = torch.rand(n, generator=generator) >= rate
+    return (keep.to(torch.float32) / (1.0 - rate)).to(device)

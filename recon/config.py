@@ -56,6 +56,10 @@ class TrainConfig:
     sh_raise_every: int = 250
     random_background: bool = True
     lrs: dict[str, float] = field(default_factory=dict)
+    # Gaussian dropout (DropGaussian, CVPR 2025): each step every Gaussian is left out of the render with this
+    # probability and the kept ones' opacity is scaled by 1/(1-rate), so no Gaussian can hide behind others that
+    # already explain the few input views (sparse-view overfitting); 0 = off. Not used for the final renders.
+    dropout: float = 0.0
 
 
 @dataclass
@@ -129,6 +133,8 @@ class ReconstructConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{path} must be a fraction in [0, 1]; got {value!r}")
+        if self.train.dropout >= 1.0:
+            raise ValueError(f"train.dropout must be below 1 (1 drops every Gaussian); got {self.train.dropout!r}")
         if self.track not in (None, 3, 9):
             raise ValueError(f"track must be 3 or 9; got {self.track!r}")
         return self
@@ -207,6 +213,7 @@ _MINIMUMS: dict[str, float] = {
 }
 _FRACTIONS = (
     "train.coarse_until",
+    "train.dropout",
     "densify.refine_stop_frac",
     "poses.refine_start",
     "neural.sparsity",

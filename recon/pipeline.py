@@ -263,6 +263,9 @@ def train(
             bg = reg.random_background(generator=gen, device=device)
         else:
             bg = torch.zeros(3, device=device)
+        step_kwargs = dict(raster_kwargs)
+        if config.train.dropout > 0:
+            step_kwargs["opacity_scale"] = reg.dropout_scale(model.num_gaussians, config.train.dropout, gen, device)
         if pose_opt is not None:
             Kt = pose_opt.scale_K((Ks_half if coarse else Ks_full)[i])
             out = model.render(
@@ -271,10 +274,10 @@ def train(
                 height=cam.height,
                 background=bg,
                 render_mode="RGB+ED",
-                **raster_kwargs,
+                **step_kwargs,
             )[0]
         else:
-            out = model.render(cam, background=bg, render_mode="RGB+ED", **raster_kwargs)
+            out = model.render(cam, background=bg, render_mode="RGB+ED", **step_kwargs)
         target = gt if mask is None else reg.composite(gt * mask[..., None], mask, bg)
         strategy.step_pre_backward(out.meta)
         loss = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.loss.dssim)

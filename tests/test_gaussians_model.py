@@ -228,3 +228,15 @@ def test_render_cameras_batches_by_size_and_keeps_order() -> None:
     outs = render_cameras(m, cams, background=(1.0, 1.0, 1.0))
     assert [tuple(o.rgb.shape) for o in outs] == [(32, 48, 3), (32, 40, 3), (32, 48, 3)]
     assert not outs[0].rgb.requires_grad
+
+
+@needs_rasterize
+def test_render_opacity_scale_leaves_out_dropped_gaussians():
+    model, cam = blob_model(), front_camera()
+    full = model.render(cam)
+    none = model.render(cam, opacity_scale=torch.zeros(3))
+    assert float(none.alpha.max()) == 0.0 and float(full.alpha.max()) > 0.1
+    ones = model.render(cam, opacity_scale=torch.ones(3))
+    assert torch.allclose(ones.rgb, full.rgb)
+    only_first = model.render(cam, opacity_scale=torch.tensor([1.0, 0.0, 0.0]))
+    assert float(only_first.alpha.sum()) < float(full.alpha.sum())

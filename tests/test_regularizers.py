@@ -117,3 +117,16 @@ def test_random_background_and_composite() -> None:
     alpha = torch.full((2, 2), 0.5)
     out = R.composite(rgb, alpha, torch.tensor([1.0, 0.0, 0.0]))
     assert torch.allclose(out[0, 0], torch.tensor([0.75, 0.25, 0.25]))
+
+
+def test_dropout_scale_drops_at_the_rate_and_keeps_the_expected_opacity() -> None:
+    s = R.dropout_scale(20000, 0.25, torch.Generator().manual_seed(3))
+    dropped = float((s == 0).float().mean())
+    assert dropped == pytest.approx(0.25, abs=0.02)
+    assert torch.unique(s).tolist() == [0.0, pytest.approx(1 / 0.75)]
+    assert float(s.mean()) == pytest.approx(1.0, abs=0.03)  # inverted dropout: expected opacity unchanged
+    again = R.dropout_scale(20000, 0.25, torch.Generator().manual_seed(3))
+    assert torch.equal(s, again)  # a seed gives the same draws
+    assert torch.equal(R.dropout_scale(5, 0.0, torch.Generator()), torch.ones(5))
+    with pytest.raises(ValueError):
+        R.dropout_scale(5, 1.0, torch.Generator())

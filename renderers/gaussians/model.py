@@ -183,6 +183,7 @@ class GaussianModel(SplatPrimitives):
         sh_degree: int | None = None,
         near_plane: float = 0.01,
         far_plane: float = 1e10,
+        opacity_scale: Tensor | None = None,
         **raster_kwargs: Any,
     ) -> RenderOutput:
         """Rasterize the Gaussians into one camera (unbatched output) or several (batched output).
@@ -190,7 +191,9 @@ class GaussianModel(SplatPrimitives):
         cameras: a Camera, a list of Cameras of one size, or a ``(viewmats [C,4,4], Ks [C,3,3])`` pair (then
         ``width``/``height`` are required). background: RGB [3], [C,3] or per-pixel [C,H,W,3] / [H,W,3],
         composited as ``rgb + bg * (1 - alpha)``. render_mode: "RGB" (depth None) or "RGB+ED" (expected depth).
-        sh_degree defaults to ``active_sh_degree``. Extra keyword arguments go to ``rasterize``.
+        sh_degree defaults to ``active_sh_degree``. ``opacity_scale`` [N] multiplies the opacities for this render
+        only (Gaussian dropout during training: 0 = dropped, 1/(1-rate) = kept). Extra keyword arguments go to
+        ``rasterize``.
         """
         from recon.kernels import rasterize
 
@@ -203,7 +206,7 @@ class GaussianModel(SplatPrimitives):
             self.means,
             self.quats,
             self.scales,
-            self.opacities,
+            self.opacities if opacity_scale is None else self.opacities * opacity_scale,
             colors,
             viewmats,
             Ks,

@@ -221,6 +221,7 @@ class NeuralPrimitives(SplatPrimitives):
         sh_degree: int | None = None,
         near_plane: float = 0.01,
         far_plane: float = 1e10,
+        opacity_scale: Tensor | None = None,
         **raster_kwargs: Any,
     ) -> RenderOutput:
         """Same contract as ``GaussianModel.render`` (``sh_degree`` is ignored: colour is decoded)."""
@@ -242,6 +243,8 @@ class NeuralPrimitives(SplatPrimitives):
             raster_kwargs.get("eps2d", 0.3),
         )
         colors, opac = self.decode(viewmats, visible)
+        if opacity_scale is not None:
+            opac = opac * opacity_scale
         render_colors, render_alphas, meta = rasterize(
             self.means, self.quats, scales, opac, colors, viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, sh_degree=None, render_mode=render_mode, **raster_kwargs,
