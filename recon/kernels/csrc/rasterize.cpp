@@ -14,12 +14,15 @@
 // pixel state (structure of arrays): only the rows where the Gaussian can reach alpha >= 1/255 are visited
 // (a conservative ellipse bound), each row is one branch-free SIMD loop over the tile width, and every
 // pixel still gets the exact tests above. Rows whose pixels are all finished are skipped.
-// Backward: per-thread gradient buffers over all Gaussians, summed at the end (no atomics).
+// Backward: each intersection (tile, Gaussian) gets its own gradient record, written by the one thread that
+// owns the tile; the records are then summed per Gaussian in intersection order. No atomics, and the result is
+// bitwise the same whatever the thread count or the scheduling.
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #ifdef _OPENMP
@@ -245,16 +248,17 @@ struct GradOut {
     float* v_abs;      // [C*N,2] or null
 };
 
-// per-Gaussian record in the thread buffers: mx, my, a, b, c, opacity, colour[D], |mx|, |my|
+// per-intersection gradient record: mx, my, a, b, c, opacity, colour[D], |mx|, |my| (the last two with absgrad)
 template <int DT, int TS>
 void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int32_t* last_ids, const float* v_color,
-                   const float* v_alpha_eff, float* buf, bool absgrad, TileState& st) {
+                   const float* v_alpha_eff, float* rec, bool absgrad, TileState& st) {
     const int D = DT > 0 ? DT : in.D;
     const int ts = TS > 0 ? TS : in.ts;
     const int P = ts * ts;
     const TileBox b = tile_box(in, t);
     if (b.end <= b.start) return;
     const int G = 6 + D + (absgrad ? 2 : 0);
+    std::fill(rec + b.start * G, rec + b.end * G, 0.0f);  // intersections this tile skips contribute zero
     float* __restrict T = st.T.data();
     float* __restrict Tf = st.Tf.data();
     float* __restrict gA = st.gA.data();
@@ -390,19 +394,19 @@ void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int3
                 }
             }
         }
-        float* r = buf + g * G;
+        float* r = rec + k * G;
         float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int j = 0; j < 8; ++j)
             for (int lx = 0; lx < ts; ++lx) sums[j] += L[j * ts + lx];
-        for (int j = 0; j < 6; ++j) r[j] += sums[j];
+        for (int j = 0; j < 6; ++j) r[j] = sums[j];
         for (int c = 0; c < D; ++c) {
             float s = 0.0f;
             for (int lx = 0; lx < ts; ++lx) s += Lcol[c * ts + lx];
-            r[6 + c] += s;
+            r[6 + c] = s;
         }
         if (absgrad) {
-            r[6 + D] += sums[6];
-            r[7 + D] += sums[7];
+            r[6 + D] = sums[6];
+            r[7 + D] = sums[7];
         }
     }
 }
@@ -415,52 +419,55 @@ void backward_all(const Inputs& in, const float* T_final, const int32_t* last_id
     const int D = in.D;
     const int G = 6 + D + (absgrad ? 2 : 0);
     const int64_t CN = static_cast<int64_t>(in.C) * in.N;
-    const int nt = n_threads();
-    std::vector<std::vector<float>> bufs(nt);
+    const int64_t M = in.n_isects;
+    // every record is written (zeros included) by the tile that owns it: no initialisation pass needed
+    std::unique_ptr<float[]> rec(new float[static_cast<size_t>(std::max<int64_t>(M, 1)) * G]);
+    float* R = rec.get();
+    // each Gaussian's intersections in increasing order (CSR by a counting sort): the summation order below
+    std::vector<int32_t> first(static_cast<size_t>(CN) + 1, 0);
+    std::vector<int32_t> order(static_cast<size_t>(M));
+    for (int64_t k = 0; k < M; ++k) ++first[static_cast<size_t>(in.ids[k]) + 1];
+    for (int64_t g = 0; g < CN; ++g) first[g + 1] += first[g];
+    {
+        std::vector<int32_t> cursor(first.begin(), first.end() - 1);
+        for (int64_t k = 0; k < M; ++k) order[cursor[in.ids[k]]++] = static_cast<int32_t>(k);
+    }
 #pragma omp parallel
     {
-        const int tid = thread_id();
-        std::vector<float>& buf = bufs[tid];
-        buf.assign(static_cast<size_t>(CN) * G, 0.0f);
         TileState st;
         st.init(P, D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            backward_tile<DT, TS>(in, t, T_final, last_ids, v_color, v_alpha_eff, buf.data(), absgrad, st);
-        // sum the per-thread buffers (each thread reduces a slice of Gaussians)
-#pragma omp for schedule(dynamic, 1024)
+            backward_tile<DT, TS>(in, t, T_final, last_ids, v_color, v_alpha_eff, R, absgrad, st);
+#pragma omp for schedule(static)
         for (int64_t g = 0; g < CN; ++g) {
-            float r[64 + 8];
+            float a[64 + 8] = {};
             const int Gc = std::min(G, 64 + 8);
-            for (int j = 0; j < Gc; ++j) r[j] = 0.0f;
-            for (int j = 0; j < nt; ++j) {
-                if (bufs[j].empty()) continue;
-                const float* s = bufs[j].data() + g * G;
-                for (int q = 0; q < Gc; ++q) r[q] += s[q];
+            for (int32_t j = first[g]; j < first[g + 1]; ++j) {
+                const float* r = R + int64_t(order[j]) * G;
+                for (int q = 0; q < Gc; ++q) a[q] += r[q];
             }
-            out.v_means2d[2 * g] = r[0];
-            out.v_means2d[2 * g + 1] = r[1];
-            out.v_conics[3 * g] = r[2];
-            out.v_conics[3 * g + 1] = r[3];
-            out.v_conics[3 * g + 2] = r[4];
-            out.v_opac[g] = r[5];
+            out.v_means2d[2 * g] = a[0];
+            out.v_means2d[2 * g + 1] = a[1];
+            out.v_conics[3 * g] = a[2];
+            out.v_conics[3 * g + 1] = a[3];
+            out.v_conics[3 * g + 2] = a[4];
+            out.v_opac[g] = a[5];
             for (int c = 0; c < D; ++c) {
-                float acc = 0.0f;
+                float v = 0.0f;
                 if (6 + c < Gc) {
-                    acc = r[6 + c];
-                } else {
-                    for (int j = 0; j < nt; ++j)
-                        if (!bufs[j].empty()) acc += bufs[j][g * G + 6 + c];
+                    v = a[6 + c];
+                } else {  // more channels than the stack array holds
+                    for (int32_t j = first[g]; j < first[g + 1]; ++j) v += R[int64_t(order[j]) * G + 6 + c];
                 }
-                out.v_colors[g * D + c] = acc;
+                out.v_colors[g * D + c] = v;
             }
             if (absgrad) {
                 float ax = 0.0f, ay = 0.0f;
-                for (int j = 0; j < nt; ++j)
-                    if (!bufs[j].empty()) {
-                        ax += bufs[j][g * G + 6 + D];
-                        ay += bufs[j][g * G + 7 + D];
-                    }
+                for (int32_t j = first[g]; j < first[g + 1]; ++j) {
+                    ax += R[int64_t(order[j]) * G + 6 + D];
+                    ay += R[int64_t(order[j]) * G + 7 + D];
+                }
                 out.v_abs[2 * g] = ax;
                 out.v_abs[2 * g + 1] = ay;
             }
