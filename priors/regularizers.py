@@ -9,6 +9,8 @@ Each term targets a failure mode that sparse-view methods report:
 * ``scale_regularizer``: PhysGaussian's anisotropy penalty (max/min scale ratio above a threshold) plus a
   mean-size term; needle-like and huge Gaussians overfit the training views and streak in novel ones.
 * ``alpha_mask_loss``: rendered alpha should match the object mask (GaussianObject, masks-as-supervision).
+* ``stereo_depth_loss``: rendered depth against the input views' own confident stereo depth (the stand-in
+  for DNGaussian / FSGS's monocular depth), relative error weighted by the stereo confidence.
 * ``dropout_scale``: Gaussian dropout (DropGaussian / DropoutGS): random Gaussians left out of a training
   render, the rest compensated, so every Gaussian must be useful on its own rather than co-adapt to the few
   input views.
@@ -169,3 +171,19 @@ def dropout_scale(n: int, rate: float, generator: torch.Generator, device: torch
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     keep = torch.rand(n, generator=generator) >= rate
     return (keep.to(torch.float32) / (1.0 - rate)).to(device)
+
+
+def stereo_depth_loss(depth: torch.Tensor, target: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """Confidence-weighted mean relative error |d - t| / t between rendered depth ``depth`` [H,W] (or [H,W,1],
+    any size: area-resampled to the target's) and stereo depth ``target`` [h,w] (0 = unknown) with
+    ``confidence`` [h,w] in [0, 1]. Zero when nothing is trusted."""
+    if depth.dim() == 3:
+        depth = depth[..., 0]
+    if depth.shape != target.shape:
+        depth = F.interpolate(depth[None, None], size=tuple(target.shape), mode="area")[0, 0]
+    w = confidence * (target > 0)
+    total = w.sum()
+    if float(total) <= 0:
+        return depth.new_zeros(())
+    rel = (depth - target).abs() / target.clamp_min(_EPS)
+    return (w * rel).sum() / total

@@ -75,6 +75,9 @@ class LossConfig:
     max_scale_ratio: float = 8.0
     depth_smooth: float = 0.0
     prune_outside_hull: bool = True
+    # scene mode: rendered depth pulled toward the confident plane-sweep stereo depth of the input views
+    # (priors.stereo), weighted by its confidence: the stand-in for the monocular depth priors published methods use
+    stereo_depth: float = 0.5
 
 
 @dataclass
@@ -189,6 +192,7 @@ _MINIMUMS: dict[str, float] = {
     "loss.scale": 0,
     "loss.max_scale_ratio": 1,
     "loss.depth_smooth": 0,
+    "loss.stereo_depth": 0,
     "densify.refine_start_iter": 0,
     "densify.refine_every": 1,
     "densify.reset_every": 1,
@@ -418,6 +422,7 @@ PRESETS: dict[str, ReconstructConfig] = {
         loss__opacity_entropy=0.0,
         loss__scale=0.0,
         loss__depth_smooth=0.0,
+        loss__stereo_depth=0.0,
         loss__prune_outside_hull=False,
     ),
 }

@@ -3,10 +3,11 @@
 object: the input comes with object masks (mask files, RGBA alpha): train on the object only, with a mask loss,
   a visual-hull initialisation and floater pruning outside the hull.
 scene: everything else (forward-facing captures, rooms, photos with background): train on the whole image, no
-  masks and no hull; start from the points the data offers (SfM/COLMAP points, the pose estimator's points),
-  or from points spread through the input cameras' frusta between the near and far depths the data gives
-  (LLFF), coloured from their pixels and seen by 2+ views; else, as vanilla 3DGS, at random in the box the
-  cameras look at.
+  masks and no hull; start from where stereo between the input views is confident (priors.stereo) plus a
+  backdrop at the far depth where it is not, with the points the data offers added (SfM/COLMAP points, the
+  pose estimator's points); without stereo from those points alone, or from points spread through the input
+  cameras' frusta between the near and far depths the data gives (LLFF), coloured from their pixels and seen by
+  2+ views; else, as vanilla 3DGS, at random in the box the cameras look at.
 
 ``--mode object`` on photos without masks segments them automatically (OpenCV); when the segmentation finds no
 single object the run falls back to scene mode and says so. The decision and its reason go to run.log and
@@ -24,6 +25,7 @@ import numpy as np
 from recon.cameras import Camera
 from recon.config import ReconstructConfig
 from recon.io.types import ViewSet
+from recon.rig import scene_bounds as rig_bounds
 from recon.run_checks import MaskDecision, decide_masks
 
 MODES = ("auto", "object", "scene")
@@ -93,20 +95,73 @@ def data_points(views: ViewSet) -> tuple[np.ndarray, np.ndarray] | None:
     return xyz[finite], np.clip(rgb[finite], 0.0, 1.0)
 
 
-def scene_start(
-    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """Where a scene-mode run starts when the data says something: (xyz, rgb, what they are) from the input's
-    sparse points, else from the input frusta between the data's near and far depths; None when the data gives
-    neither (the caller starts as vanilla 3DGS)."""
+@dataclass
+class SceneStart:
+    """Where a scene-mode run starts: points (xyz, rgb), what they are, and the stereo depth maps behind them
+    (priors.stereo.StereoDepth per input view; None when the points do not come from stereo)."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    how: str
+    stereo: list[Any] | None = None
+
+
+def scene_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator) -> SceneStart | None:
+    """Where a scene-mode run starts when the data says something: points where stereo between the input views
+    is confident (with the input's own sparse points added when it has them), else the sparse points alone,
+    else points in the input frusta between the data's near and far depths; None when the data gives none of
+    these (the caller starts as vanilla 3DGS)."""
     found = data_points(views)
+    stereo = stereo_start(views, cameras, n, rng)
+    if stereo is not None and found is not None:
+        stereo.xyz = np.concatenate([stereo.xyz, found[0]])
+        stereo.rgb = np.concatenate([stereo.rgb, found[1]])
+        stereo.how += f" and {len(found[0])} sparse points from the input"
+    if stereo is not None:
+        return stereo
     if found is not None:
-        return (*found, "sparse points from the input")
+        return SceneStart(*found, "sparse points from the input")
     near_far = data_depth_range(views)
     if near_far is not None:
         xyz, rgb = frustum_points(views, cameras, n, rng, near_far)
-        return xyz, rgb, f"points seen by 2+ input views, depths {near_far[0]:.3g}-{near_far[1]:.3g}"
+        return SceneStart(xyz, rgb, f"points seen by 2+ input views, depths {near_far[0]:.3g}-{near_far[1]:.3g}")
     return None
+
+
+BACKDROP_SHARE = 0.25  # of the stereo start's points: placed at the far depth where stereo found nothing
+
+
+def stereo_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator) -> SceneStart | None:
+    """``n`` coloured points: most where plane-sweep stereo between the input views is confident and
+    consistent (priors.stereo), the rest (``BACKDROP_SHARE``) a backdrop at the far end of the depth range
+    through pixels stereo could not place (untextured walls, sky, table tops), so that what no two views agree
+    on is explained from behind the scene rather than by floaters in front of it. None when stereo finds too
+    few points (one view, no texture, no overlap). The depth range comes from the data when it gives one (LLFF
+    near/far; the unit sphere of normalised IDR/NeuS cameras), else from the box the cameras look at."""
+    from priors.stereo import stereo_depths, stereo_points, untrusted_backdrop
+
+    if len(cameras) < 2:
+        return None
+    near_far: tuple[float, float] | list[tuple[float, float]] | None = data_depth_range(views)
+    if near_far is not None:
+        near_far = (0.9 * near_far[0], 1.1 * near_far[1])
+    elif views.meta.get("normalised"):  # IDR/NeuS: the object of interest is inside the unit sphere
+        dist = [float(np.linalg.norm(c.center)) for c in cameras]
+        near_far = [(max(0.05 * d, d - 1.0), d + 1.0) for d in dist]
+    bounds = rig_bounds(cameras)
+    try:
+        depths = stereo_depths(views.images, cameras, bounds, near_far=near_far)
+    except ValueError:
+        return None
+    n_back = int(round(BACKDROP_SHARE * n))
+    xyz, rgb = stereo_points(depths, views.images, n - n_back, rng)
+    if len(xyz) < MIN_DATA_POINTS:
+        return None
+    far = [nf[1] for nf in near_far] if isinstance(near_far, list) else None
+    bxyz, brgb = untrusted_backdrop(depths, views.images, n_back, rng, bounds, far=far or (near_far and near_far[1]))
+    cover = ", ".join(f"{100 * d.valid.mean():.0f}%" for d in depths)
+    how = f"{len(xyz)} stereo points (confident depth on {cover} of the views' pixels) and a backdrop of {len(bxyz)}"
+    return SceneStart(np.concatenate([xyz, bxyz]), np.concatenate([rgb, brgb]), how, depths)
 
 
 def data_depth_range(views: ViewSet) -> tuple[float, float] | None:

@@ -125,6 +125,7 @@ class Initialisation:
     hull: Any | None  # priors.visual_hull.VisualHull
     scene_scale: float
     bounds: np.ndarray  # [2,3] min/max corner of the working volume
+    stereo: list[Any] | None = None  # priors.stereo.StereoDepth per input view (scene mode), for the depth loss
 
 
 def initialise(
@@ -137,6 +138,7 @@ def initialise(
 
     rng = np.random.default_rng(config.seed)
     hull = None
+    stereo = None
     if config.init.visual_hull and masks is not None:
         from priors.visual_hull import carve_visual_hull
 
@@ -152,15 +154,15 @@ def initialise(
             modes.scene_start(views, cameras, config.init.points, rng) if config.init.scene_points == "data" else None
         )
         if start is not None:
-            pts, rgb, how = start
+            pts, rgb, stereo = start.xyz, start.rgb, start.stereo
             bounds = modes.scene_bounds_of_points(pts)
-            log.info("scene init: %d %s", len(pts), how)
+            log.info("scene init: %d points: %s", len(pts), start.how)
         else:  # as vanilla 3DGS: uniform in the box the cameras look at (coloured from the views: measured worse)
             bounds = scene_bounds(cameras)
             pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
             rgb = rng.uniform(0.0, 1.0, size=(config.init.points, 3))
     model = GaussianModel.from_points(pts, rgb, sh_degree=config.train.sh_degree, init_opacity=config.init.opacity)
-    return Initialisation(model=model, hull=hull, scene_scale=scene_scale(bounds), bounds=bounds)
+    return Initialisation(model=model, hull=hull, scene_scale=scene_scale(bounds), bounds=bounds, stereo=stereo)
 
 
 # ----------------------------------------------------------------------------- stage 4: training
@@ -245,6 +247,11 @@ def train(
         pose_start = int(config.poses.refine_start * config.iterations)
         Ks_full = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
         Ks_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
+    stereo = None
+    if init.stereo is not None and config.loss.stereo_depth > 0:
+        stereo = [
+            (torch.from_numpy(sd.depth).to(device), torch.from_numpy(sd.confidence).to(device)) for sd in init.stereo
+        ]
     result = TrainResult()
     start = time.perf_counter()
     n_views = len(images)
@@ -291,6 +298,8 @@ def train(
             )
         if config.loss.depth_smooth > 0 and out.depth is not None:
             loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
+        if stereo is not None and out.depth is not None:
+            loss = loss + config.loss.stereo_depth * reg.stereo_depth_loss(out.depth, *stereo[i])
         if extra_loss is not None:
             extra = extra_loss(step, model)
             if extra is not None:

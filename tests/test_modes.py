@@ -97,3 +97,19 @@ def test_forward_facing_toy_scene_is_never_masked_away(tmp_path: Path, mode: str
     if mode == "object":  # the automatic segmentation finds no single object in a wall: said on the terminal
         assert "recon: warning:" in proc.stderr and "whole image" in proc.stderr
     assert "scene mode" in (out / "run.log").read_text()
+
+
+def test_scene_start_puts_stereo_points_on_the_wall_and_a_backdrop_behind(tmp_path: Path) -> None:
+    from recon.io.transforms_json import read_transforms
+    from recon.modes import BACKDROP_SHARE, scene_start
+
+    _forward_facing_scene(tmp_path / "ff", w=96, h=72)
+    views = read_transforms(tmp_path / "ff" / "transforms.json")
+    views.meta["near_far"] = [(2.0, 8.0)] * len(views)
+    start = scene_start(views, list(views.cameras), 1000, np.random.default_rng(0))
+    assert start is not None and start.stereo is not None and "stereo points" in start.how
+    assert len(start.xyz) == 1000 and start.rgb.shape == (1000, 3)
+    n_back = int(round(BACKDROP_SHARE * 1000))
+    wall, back = start.xyz[:-n_back], start.xyz[-n_back:]
+    assert np.median(np.abs(wall[:, 2] - 4.0)) < 0.25  # stereo points near the wall at z = 4 (a blocky texture)
+    assert back[:, 2].min() > 7.0  # the backdrop is far behind it (depth 8.8 along each ray)

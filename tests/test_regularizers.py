@@ -130,3 +130,16 @@ def test_dropout_scale_drops_at_the_rate_and_keeps_the_expected_opacity() -> Non
     assert torch.equal(R.dropout_scale(5, 0.0, torch.Generator()), torch.ones(5))
     with pytest.raises(ValueError):
         R.dropout_scale(5, 1.0, torch.Generator())
+
+
+def test_stereo_depth_loss_counts_only_trusted_pixels_and_resamples_the_render() -> None:
+    target = torch.full((4, 6), 2.0)
+    conf = torch.zeros(4, 6)
+    conf[:2] = 1.0
+    target[2:] = 0.0  # unknown where not trusted
+    depth = torch.full((8, 12), 2.2, requires_grad=True)  # rendered at twice the stereo size
+    loss = R.stereo_depth_loss(depth, target, conf)
+    assert loss.item() == pytest.approx(0.1, rel=1e-5)  # |2.2 - 2| / 2
+    loss.backward()
+    assert depth.grad[:4].abs().sum() > 0 and depth.grad[4:].abs().sum() == 0  # untrusted rows get no pull
+    assert R.stereo_depth_loss(torch.ones(4, 6, 1), target, torch.zeros(4, 6)).item() == 0.0

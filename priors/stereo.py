@@ -1,0 +1,309 @@
+"""Multi-view stereo on the input views themselves: plane-sweep NCC depth maps and their consistent 3D points.
+
+Sparse-view Gaussian methods lead the tables by starting from (and supervising with) good geometry: monocular
+depth networks (DNGaussian, FSGS), dense matchers (Binocular3DGS). Neither can be downloaded here, but with known
+cameras the input views already constrain depth wherever two of them see the same textured surface. For every
+input view (the reference) this module sweeps fronto-parallel planes through its depth range (uniform in
+inverse depth), warps every other view onto each plane, scores the match by normalised cross-correlation (NCC)
+over a small window and keeps the best plane per pixel (sub-plane refined by a parabola through the neighbouring
+scores). A depth is trusted only where
+
+* the best NCC is high and the reference window has texture (flat patches match at any depth), and
+* it is geometrically consistent: back-projected, projected into another view and re-projected through that
+  view's own depth, it lands within a pixel of where it started at nearly the same depth (MVSNet / COLMAP
+  fusion's check); one pair alone cannot tell a true match from a repeated pattern.
+
+The survivors become coloured 3D points (initialisation of scene-mode runs) and per-view depth maps with a
+confidence (a depth loss). OpenCV warps and box filters on the CPU (no gradients needed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from recon.cameras import Camera
+
+log = logging.getLogger("recon")
+
+
+@dataclass
+class StereoSettings:
+    """Plane sweep: ``planes`` depth hypotheses, NCC over ``window`` x ``window`` pixels; trust a depth with NCC
+    >= ``min_ncc``, a reference window standard deviation >= ``min_texture`` (images in [0, 1]) and agreement
+    with another view within ``max_reproj_px`` pixels and ``max_rel_depth`` relative depth."""
+
+    max_planes: int = 512  # depth hypotheses: enough for <= ``plane_step_px`` pixels of shift between planes
+    plane_step_px: float = 1.0
+    window: int = 9
+    min_ncc: float = 0.6
+    min_texture: float = 0.01
+    max_reproj_px: float = 1.5
+    max_rel_depth: float = 0.02
+    max_side: int = 200  # views are swept at most this large (longest side): halves the planes a sweep needs
+
+
+@dataclass
+class StereoDepth:
+    """One view's stereo depth: ``depth`` [H, W] along the optical axis (0 = unknown), ``confidence`` [H, W] in
+    [0, 1] (0 where the depth is not trusted), at the size of ``camera``."""
+
+    camera: Camera
+    depth: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.confidence > 0
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image[..., :3], dtype=np.float32)
+    return np.ascontiguousarray(img @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+
+
+def _resize(image: np.ndarray, camera: Camera, max_side: int) -> tuple[np.ndarray, Camera]:
+    h, w = image.shape[:2]
+    gray = _gray(image)
+    s = min(1.0, max_side / max(h, w))
+    nw, nh = max(8, round(w * s)), max(8, round(h * s))
+    if (nw, nh) != (w, h):
+        gray = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
+    return gray, camera.resized(nw, nh) if (nw, nh) != (camera.width, camera.height) else camera
+
+
+def _box(x: np.ndarray, window: int) -> np.ndarray:
+    """Mean over a window x window neighbourhood (same size, edges replicated)."""
+    return cv2.boxFilter(x, -1, (window, window), borderType=cv2.BORDER_REPLICATE)
+
+
+def depth_range(camera: Camera, bounds: np.ndarray) -> tuple[float, float]:
+    """(near, far) depths of a [2, 3] world box's corners in ``camera``, near kept in front of the camera."""
+    corners = np.array([[bounds[i][0], bounds[j][1], bounds[k][2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    z = camera.world_to_camera(corners)[:, 2]
+    far = float(z.max())
+    if far <= 0:
+        raise ValueError(f"the working volume is behind camera {camera.name or '?'}")
+    near = max(float(z.min()), 0.02 * far)
+    return near, far
+
+
+def _cv_K(camera: Camera) -> np.ndarray:
+    """Intrinsics in OpenCV's pixel convention (pixel centres at integers; ours are at +0.5)."""
+    K = camera.K.copy()
+    K[0, 2] -= 0.5
+    K[1, 2] -= 0.5
+    return K
+
+
+def plane_homography(ref: Camera, src: Camera, depth: float) -> np.ndarray:
+    """3x3 map from ``ref`` pixels (OpenCV convention) to ``src`` pixels through the fronto-parallel plane at
+    optical depth ``depth`` of ``ref``: K_s (R_rel + t_rel n^T / d) K_r^-1 with n = (0, 0, 1)."""
+    R_rel = src.R @ ref.R.T
+    t_rel = src.t - R_rel @ ref.t
+    n = np.array([0.0, 0.0, 1.0])
+    return _cv_K(src) @ (R_rel + np.outer(t_rel, n) / depth) @ np.linalg.inv(_cv_K(ref))
+
+
+def plane_count(ref: Camera, sources: Sequence[Camera], near_far: tuple[float, float], settings: StereoSettings) -> int:
+    """Planes needed so that no image point moves more than ``plane_step_px`` in any source between neighbouring
+    planes (uniform in inverse depth), between 16 and ``max_planes``."""
+    near, far = near_far
+    grid = np.array([[x * ref.width, y * ref.height] for x in (0.1, 0.5, 0.9) for y in (0.1, 0.5, 0.9)])
+    shift = 0.0
+    for src in sources:
+        a, _ = src.project(ref.unproject(grid, np.full(len(grid), near)))
+        b, _ = src.project(ref.unproject(grid, np.full(len(grid), far)))
+        d = np.linalg.norm(a - b, axis=1)
+        shift = max(shift, float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
+    return int(np.clip(math.ceil(shift / settings.plane_step_px) + 1, 16, settings.max_planes))
+
+
+def sweep(
+    ref: np.ndarray,
+    ref_cam: Camera,
+    sources: Sequence[tuple[np.ndarray, Camera]],
+    near_far: tuple[float, float],
+    settings: StereoSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best depth and its NCC per pixel of ``ref`` [H, W] against the ``sources`` (image, camera) pairs.
+
+    Per plane the score is the best NCC over the sources (each pixel needs one other view that sees it:
+    occlusions). The winning depth is refined by a parabola through its neighbours' scores."""
+    near, far = near_far
+    planes = plane_count(ref_cam, [c for _, c in sources], near_far, settings)
+    inv = np.linspace(1.0 / near, 1.0 / far, planes)
+    w = settings.window
+    h, wd = ref.shape
+    mu_r = _box(ref, w)
+    var_r = np.maximum(_box(ref * ref, w) - mu_r * mu_r, 0)
+    ones = np.ones_like(ref)
+    scores = np.full((planes, h, wd), -1.0, dtype=np.float32)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for k, d in enumerate(1.0 / inv):
+        best = scores[k]
+        for img, cam in sources:
+            H = plane_homography(ref_cam, cam, float(d))
+            warped = cv2.warpPerspective(img, H, (wd, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            inside = cv2.warpPerspective(ones, H, (wd, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            mu_s = _box(warped, w)
+            var_s = np.maximum(_box(warped * warped, w) - mu_s * mu_s, 0)
+            cov = _box(ref * warped, w) - mu_r * mu_s
+            ncc = cov / np.sqrt(var_r * var_s + 1e-8)
+            ok = _box(inside, w) > 0.99
+            np.maximum(best, np.where(ok, ncc, -1.0), out=best)
+    idx = scores.argmax(axis=0)
+    top = np.take_along_axis(scores, idx[None], 0)[0]
+    # sub-plane refinement in inverse depth: vertex of the parabola through (idx-1, idx, idx+1)
+    s_lo = np.take_along_axis(scores, np.maximum(idx - 1, 0)[None], 0)[0]
+    s_hi = np.take_along_axis(scores, np.minimum(idx + 1, planes - 1)[None], 0)[0]
+    denom = s_lo - 2 * top + s_hi
+    interior = (idx > 0) & (idx < planes - 1) & (denom < -1e-6)
+    offset = np.where(interior, 0.5 * (s_lo - s_hi) / np.where(interior, denom, -1.0), 0.0)
+    step = (inv[-1] - inv[0]) / max(1, planes - 1)
+    depth = 1.0 / (inv[idx] + np.clip(offset, -0.5, 0.5) * step)
+    score = np.where(np.sqrt(var_r) >= settings.min_texture, top, -1.0)
+    return depth.astype(np.float32), score.astype(np.float32)
+
+
+def _consistent(
+    depth_r: np.ndarray, cam_r: Camera, depth_s: np.ndarray, cam_s: Camera, settings: StereoSettings
+) -> np.ndarray:
+    """Pixels of view r whose depth, carried into view s and back through s's depth (nearest pixel), returns
+    within ``max_reproj_px`` pixels and ``max_rel_depth`` relative depth."""
+    h, w = depth_r.shape
+    grid = cam_r.pixel_grid().reshape(-1, 2)
+    d_r = depth_r.reshape(-1)
+    xyz = cam_r.unproject(grid, d_r)
+    uv_s, z_s = cam_s.project(xyz)
+    ok = np.isfinite(uv_s).all(axis=1) & (z_s > 0)
+    xs = np.floor(np.nan_to_num(uv_s[:, 0], nan=-1)).astype(int)
+    ys = np.floor(np.nan_to_num(uv_s[:, 1], nan=-1)).astype(int)
+    ok &= (xs >= 0) & (xs < depth_s.shape[1]) & (ys >= 0) & (ys < depth_s.shape[0])
+    d_s = np.zeros_like(d_r)
+    d_s[ok] = depth_s[ys[ok], xs[ok]]
+    ok &= d_s > 0
+    back = cam_s.unproject(np.where(ok[:, None], uv_s, 0.0), np.where(ok, d_s, 1.0))
+    uv_b, z_b = cam_r.project(back)
+    err = np.linalg.norm(np.nan_to_num(uv_b - grid, nan=1e9), axis=1)
+    rel = np.abs(z_b - d_r) / np.maximum(d_r, 1e-6)
+    ok &= (err <= settings.max_reproj_px) & (rel <= settings.max_rel_depth)
+    return ok.reshape(h, w)
+
+
+def stereo_depths(
+    images: Sequence[np.ndarray],
+    cameras: Sequence[Camera],
+    bounds: np.ndarray,
+    settings: StereoSettings | None = None,
+    near_far: tuple[float, float] | list[tuple[float, float]] | None = None,
+) -> list[StereoDepth]:
+    """Trusted stereo depth for every view (see the module docstring). ``bounds`` [2, 3] is the working volume
+    the depth range is taken from, unless the data gives ``near_far`` itself. Views are swept at most
+    ``settings.max_side`` large; depths come back at that size with the camera they belong to."""
+    settings = settings or StereoSettings()
+    if len(images) < 2:
+        return []
+    small = [_resize(im, cam, settings.max_side) for im, cam in zip(images, cameras)]
+    raw: list[tuple[np.ndarray, np.ndarray]] = []
+    for r, (ref, cam) in enumerate(small):
+        nf = near_far[r] if isinstance(near_far, list) else near_far or depth_range(cam, bounds)
+        others = [small[s] for s in range(len(small)) if s != r]
+        raw.append(sweep(ref, cam, others, nf, settings))
+    out = []
+    for r, (depth, score) in enumerate(raw):
+        cam = small[r][1]
+        good = score >= settings.min_ncc
+        agree = np.zeros_like(good)
+        for s in range(len(small)):
+            if s != r:
+                d_s = np.where(raw[s][1] >= settings.min_ncc, raw[s][0], 0.0)
+                agree |= _consistent(depth, cam, d_s, small[s][1], settings)
+        keep = good & agree
+        conf = np.where(keep, np.clip((score - settings.min_ncc) / (1 - settings.min_ncc), 0.05, 1.0), 0.0)
+        out.append(StereoDepth(cam, np.where(keep, depth, 0.0).astype(np.float32), conf.astype(np.float32)))
+    return out
+
+
+def stereo_points(
+    depths: Sequence[StereoDepth], images: Sequence[np.ndarray], max_points: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz, rgb) of the trusted depths of all views, at most ``max_points`` (a random subset), coloured from
+    their pixels."""
+    xyz_all, rgb_all = [], []
+    for sd, img in zip(depths, images):
+        ys, xs = np.nonzero(sd.valid)
+        if len(ys) == 0:
+            continue
+        uv = np.stack([xs + 0.5, ys + 0.5], axis=1)
+        xyz_all.append(sd.camera.unproject(uv, sd.depth[ys, xs]))
+        h, w = img.shape[:2]
+        px = np.clip(((xs + 0.5) * w / sd.camera.width).astype(int), 0, w - 1)
+        py = np.clip(((ys + 0.5) * h / sd.camera.height).astype(int), 0, h - 1)
+        rgb_all.append(np.asarray(img[py, px, :3], dtype=np.float64))
+    if not xyz_all:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    xyz, rgb = np.concatenate(xyz_all), np.concatenate(rgb_all)
+    if len(xyz) > max_points:
+        pick = rng.choice(len(xyz), size=max_points, replace=False)
+        xyz, rgb = xyz[pick], rgb[pick]
+    return xyz, rgb
+
+
+def untrusted_backdrop(
+    depths: Sequence[StereoDepth],
+    images: Sequence[np.ndarray],
+    n: int,
+    rng: np.random.Generator,
+    bounds: np.ndarray,
+    far: float | list[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz, rgb) of ``n`` points through random pixels without a trusted depth, at the far depth of their view
+    (``far``: one for all views, one per view, or the far corner of ``bounds``), coloured from their pixel."""
+    xyz_all, rgb_all = [], []
+    if n <= 0 or not depths:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    per_view = np.bincount(rng.integers(0, len(depths), size=n), minlength=len(depths))
+    for k, (sd, img, m) in enumerate(zip(depths, images, per_view)):
+        ys, xs = np.nonzero(~sd.valid)
+        if m == 0 or len(ys) == 0:
+            continue
+        pick = rng.integers(0, len(ys), size=m)
+        ys, xs = ys[pick], xs[pick]
+        d_far = far[k] if isinstance(far, list) else far if far is not None else depth_range(sd.camera, bounds)[1]
+        uv = np.stack([xs + 0.5, ys + 0.5], axis=1)
+        xyz_all.append(sd.camera.unproject(uv, np.full(len(uv), d_far)))
+        h, w = img.shape[:2]
+        px = np.clip(((xs + 0.5) * w / sd.camera.width).astype(int), 0, w - 1)
+        py = np.clip(((ys + 0.5) * h / sd.camera.height).astype(int), 0, h - 1)
+        rgb_all.append(np.asarray(img[py, px, :3], dtype=np.float64))
+    if not xyz_all:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return np.concatenate(xyz_all), np.concatenate(rgb_all)
+
+
+def coverage(depths: Sequence[StereoDepth]) -> float:
+    """Mean fraction of each view's pixels with a trusted depth."""
+    return float(np.mean([sd.valid.mean() for sd in depths])) if depths else 0.0
+
+
+def describe(depths: Sequence[StereoDepth]) -> str:
+    """One line for the log: trusted fraction per view."""
+    return "stereo depth on " + ", ".join(f"{100 * sd.valid.mean():.0f}%" for sd in depths) + " of the views' pixels"
+
+
+__all__ = [
+    "StereoDepth",
+    "StereoSettings",
+    "coverage",
+    "depth_range",
+    "describe",
+    "stereo_depths",
+    "stereo_points",
+    "untrusted_backdrop",
+]

@@ -1,0 +1,91 @@
+"""Plane-sweep stereo (priors.stereo): depth of a textured plane recovered from three views; no texture -> no
+trusted depth; the points it gives lie on the plane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from priors.stereo import StereoSettings, depth_range, plane_homography, stereo_depths, stereo_points
+from recon.cameras import Camera, intrinsics
+
+PLANE_Z = 0.0  # the textured wall: the plane z = 0 in world coordinates, cameras at z = -3 looking at it
+
+
+def _texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A smooth random colour pattern on the wall (sum of sinusoids), RGB in [0, 1]."""
+    rng = np.random.default_rng(1)
+    out = np.zeros((*u.shape, 3))
+    for _ in range(12):
+        f = rng.uniform(2, 9, size=2)
+        ph = rng.uniform(0, 2 * np.pi)
+        out += rng.uniform(0.2, 1, size=3) * np.sin(f[0] * u + f[1] * v + ph)[..., None]
+    return 0.5 + 0.5 * out / np.abs(out).max()
+
+
+def _view(x: float, textured: bool = True) -> tuple[np.ndarray, Camera]:
+    w, h = 96, 72
+    cam = Camera.look_at(
+        [x, 0.2 * x, -3.0], [0.0, 0.0, PLANE_Z], [0.0, -1.0, 0.0], intrinsics(90.0, 90.0, w / 2, h / 2), w, h
+    )
+    grid = cam.pixel_grid().reshape(-1, 2)
+    rays = cam.world_directions(grid)
+    c = cam.center
+    s = (PLANE_Z - c[2]) / rays[:, 2]
+    p = c + rays * s[:, None]
+    img = _texture(p[:, 0], p[:, 1]) if textured else np.full((len(p), 3), 0.5)
+    return img.reshape(h, w, 3).astype(np.float32), cam
+
+
+def _true_depth(cam: Camera) -> np.ndarray:
+    grid = cam.pixel_grid().reshape(-1, 2)
+    rays = cam.world_directions(grid)
+    s = (PLANE_Z - cam.center[2]) / rays[:, 2]
+    pts = cam.center + rays * s[:, None]
+    return cam.world_to_camera(pts)[:, 2].reshape(cam.height, cam.width)
+
+
+def test_plane_homography_agrees_with_projecting_the_plane_point() -> None:
+    _, a = _view(-0.5)
+    _, b = _view(0.6)
+    uv = np.array([[30.5, 20.5]])
+    X = a.unproject(uv, np.array([2.7]))
+    expect, _ = b.project(X)
+    H = plane_homography(a, b, 2.7)
+    p = H @ np.array([uv[0, 0] - 0.5, uv[0, 1] - 0.5, 1.0])
+    assert np.allclose(p[:2] / p[2] + 0.5, expect[0], atol=1e-6)
+
+
+def test_stereo_recovers_the_depth_of_a_textured_wall() -> None:
+    views = [_view(x) for x in (-0.4, 0.0, 0.45)]
+    images, cams = [v[0] for v in views], [v[1] for v in views]
+    bounds = np.array([[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]])
+    depths = stereo_depths(images, cams, bounds, StereoSettings(max_side=96))
+    assert len(depths) == 3
+    for sd in depths:
+        truth = _true_depth(sd.camera)
+        ok = sd.valid
+        assert ok.mean() > 0.4  # most of the wall is trusted
+        rel = np.abs(sd.depth[ok] - truth[ok]) / truth[ok]
+        assert np.median(rel) < 0.01 and np.percentile(rel, 95) < 0.03
+        assert sd.confidence[~ok].max(initial=0) == 0
+    xyz, rgb = stereo_points(depths, images, 500, np.random.default_rng(0))
+    assert len(xyz) == 500 and rgb.shape == (500, 3)
+    assert np.percentile(np.abs(xyz[:, 2] - PLANE_Z), 95) < 0.05  # on the wall
+
+
+def test_untextured_views_give_no_trusted_depth() -> None:
+    views = [_view(x, textured=False) for x in (-0.4, 0.0, 0.45)]
+    bounds = np.array([[-2.0, -2.0, -1.0], [2.0, 2.0, 1.0]])
+    depths = stereo_depths([v[0] for v in views], [v[1] for v in views], bounds, StereoSettings(max_side=96))
+    assert all(not sd.valid.any() for sd in depths)
+    xyz, _ = stereo_points(depths, [v[0] for v in views], 100, np.random.default_rng(0))
+    assert len(xyz) == 0
+
+
+def test_depth_range_of_the_working_volume_and_behind_the_camera() -> None:
+    _, cam = _view(0.0)
+    near, far = depth_range(cam, np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    assert near == pytest.approx(2.0, abs=0.2) and far == pytest.approx(4.0, abs=0.3)
+    with pytest.raises(ValueError):
+        depth_range(cam, np.array([[-1.0, -1.0, -9.0], [1.0, 1.0, -8.0]]))
