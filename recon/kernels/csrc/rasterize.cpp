@@ -93,7 +93,9 @@ struct TileState {
     std::vector<int32_t> last, done;
     std::vector<int32_t> rowv;              // per tile row: any live pixel (forward) / max last index (backward)
     std::vector<float> lanes;               // backward per-lane gradient accumulators [(8 + D)][ts]
+    std::vector<float> lane_alpha, lane_vis;  // one SIMD block's alpha (0 where not composited) and exp(-sigma)
     void init(int P, int D, int ts) {
+        lane_alpha.resize(ts); lane_vis.resize(ts);
         T.resize(P); wsum.resize(P); far.resize(P); acc.resize(size_t(P) * D);
         Tf.resize(P); gA.resize(P); S.resize(size_t(P) * D); gC.resize(size_t(P) * D);
         last.resize(P); done.resize(P); rowv.resize(ts);
@@ -104,12 +106,28 @@ struct TileState {
 // ---------------------------------------------------------------------------------------------
 // forward
 // ---------------------------------------------------------------------------------------------
+// Lanes per SIMD block of a tile row: 8 (one AVX2 vector) for 16-pixel tiles, so a Gaussian that covers one
+// half of the tile's columns costs one block per row, not two; the whole row otherwise.
+template <int TS>
+inline int block_width(int ts) {
+    return TS == 16 ? 8 : ts;
+}
+
+// Gaussians are visited in depth order, scattered in memory: fetch the record and colour of the one
+// kPrefetch intersections ahead while this one is composited.
+constexpr int64_t kPrefetch = 6;
+inline void prefetch_gaussian(const Inputs& in, const recon_raster::Splat* splats, int64_t g) {
+    __builtin_prefetch(splats + g);
+    __builtin_prefetch(in.colors + g * in.D);
+}
+
 template <int DT, int TS>
-void forward_tile(const Inputs& in, int64_t t, float* out_color, float* out_alpha, float* out_T, int32_t* out_last,
-                  TileState& st) {
+void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, float* out_color, float* out_alpha,
+                  float* out_T, int32_t* out_last, TileState& st) {
     const int D = DT > 0 ? DT : in.D;
     const int ts = TS > 0 ? TS : in.ts;
     const int P = ts * ts;
+    const int BW = block_width<TS>(ts);
     const TileBox b = tile_box(in, t);
     float* __restrict T = st.T.data();
     float* __restrict wsum = st.wsum.data();
@@ -147,38 +165,57 @@ void forward_tile(const Inputs& in, int64_t t, float* out_color, float* out_alph
             }
             if (!alive) break;  // every pixel of the tile is done
         }
+        if (k + kPrefetch < b.end) prefetch_gaussian(in, splats, in.ids[k + kPrefetch]);
         const int64_t g = in.ids[k];
-        const float mx = in.means2d[2 * g], my = in.means2d[2 * g + 1];
-        const float ca = in.conics[3 * g], cb = in.conics[3 * g + 1], cc = in.conics[3 * g + 2];
-        const float op = in.opacities[g];
-        if (!(op >= thr)) continue;  // alpha <= opacity when sigma >= 0
+        const recon_raster::Splat sp = splats[g];
+        if (!(sp.ey >= 0.0f)) continue;  // opacity below 1/255: alpha <= opacity when sigma >= 0
+        int ylo, yhi, xlo, xhi;
+        if (!recon_raster::pixel_span(sp.my, sp.ey, b.y0, b.y1, ylo, yhi) ||
+            !recon_raster::pixel_span(sp.mx, sp.ex, b.x0, b.x1, xlo, xhi))
+            continue;
+        const int h0 = (xlo - b.x0) / BW, h1 = (xhi - b.x0) / BW + 1;  // column blocks touched
+        const float mx = sp.mx, my = sp.my, ca = sp.a, cb = sp.b, cc = sp.c, op = sp.op;
         const float depth = use_far ? in.depths[g] : 0.0f;
         float col[DT > 0 ? DT : 1];
         const float* colp = in.colors + g * D;
+        if (DT > 0)
+            for (int c = 0; c < D; ++c) col[c] = colp[c];
         const int32_t kk = static_cast<int32_t>(k);
-        const recon_raster::Ellipse e(mx, my, ca, cb, cc, op);
-        int ylo, yhi;
-        e.rows(b.y0, b.y1, ylo, yhi);
         const float px0 = static_cast<float>(b.x0) + 0.5f;
         for (int y = ylo; y <= yhi; ++y) {
             if (!rowlive[y - b.y0]) continue;
             const float dy = my - (static_cast<float>(y) + 0.5f);
-            const int row = (y - b.y0) * ts;
+            for (int h = h0; h < h1; ++h) {
+            const int row = (y - b.y0) * ts + h * BW;
+            const float pxb = px0 + static_cast<float>(h * BW);
             float* __restrict Tr = T + row;
             float* __restrict wr = wsum + row;
             int32_t* __restrict lr = last + row;
             int32_t* __restrict dr = done + row;
             const float* __restrict fr = farv + row;
             if (DT > 0) {
-                for (int c = 0; c < D; ++c) col[c] = colp[c];
-#pragma omp simd
-                for (int lx = 0; lx < ts; ++lx) {
-                    const float dx = mx - (px0 + static_cast<float>(lx));
+                // pass 1: alpha per lane (0 where this Gaussian is not composited); most blocks at the rim of
+                // the ellipse have none, and then nothing is loaded or stored for them
+                float* __restrict al = st.lane_alpha.data();
+                int any = 0;
+#pragma omp simd reduction(| : any)
+                for (int lx = 0; lx < BW; ++lx) {
+                    const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
                     const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
                     const bool live = dr[lx] == 0;
                     const bool beyond = depth >= fr[lx];
                     const bool ok = live && !beyond && sigma >= 0.0f && alpha >= thr;
+                    al[lx] = ok ? alpha : 0.0f;
+                    any |= (ok || (live && beyond)) ? 1 : 0;
+                }
+                if (!any) continue;
+#pragma omp simd
+                for (int lx = 0; lx < BW; ++lx) {
+                    const float alpha = al[lx];
+                    const bool live = dr[lx] == 0;
+                    const bool beyond = depth >= fr[lx];
+                    const bool ok = alpha > 0.0f;
                     const float nT = Tr[lx] * (1.0f - alpha);
                     const bool stop = ok && nT <= tmin;
                     const bool use = ok && !stop;
@@ -190,8 +227,8 @@ void forward_tile(const Inputs& in, int64_t t, float* out_color, float* out_alph
                     dr[lx] = (stop || (live && beyond)) ? 1 : dr[lx];
                 }
             } else {
-                for (int lx = 0; lx < ts; ++lx) {
-                    const float dx = mx - (px0 + static_cast<float>(lx));
+                for (int lx = 0; lx < BW; ++lx) {
+                    const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
                     const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
                     const bool live = dr[lx] == 0;
@@ -207,6 +244,7 @@ void forward_tile(const Inputs& in, int64_t t, float* out_color, float* out_alph
                     Tr[lx] = nT;
                     lr[lx] = kk;
                 }
+            }
             }
         }
     }
@@ -224,16 +262,29 @@ void forward_tile(const Inputs& in, int64_t t, float* out_color, float* out_alph
         }
 }
 
+// One Splat record per Gaussian (the per-Gaussian setup done once, not once per tile).
+std::vector<recon_raster::Splat> make_splats(const Inputs& in) {
+    const int64_t CN = static_cast<int64_t>(in.C) * in.N;
+    std::vector<recon_raster::Splat> sp(static_cast<size_t>(CN));
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < CN; ++g)
+        sp[g] = recon_raster::make_splat(in.means2d[2 * g], in.means2d[2 * g + 1], in.conics[3 * g],
+                                         in.conics[3 * g + 1], in.conics[3 * g + 2], in.opacities[g]);
+    return sp;
+}
+
 template <int DT, int TS>
 void forward_all(const Inputs& in, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
     const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
     const int P = in.ts * in.ts;
+    const std::vector<recon_raster::Splat> splats = make_splats(in);
 #pragma omp parallel
     {
         TileState st;
         st.init(P, in.D, in.ts);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < n_tiles; ++t) forward_tile<DT, TS>(in, t, out_color, out_alpha, out_T, out_last, st);
+        for (int64_t t = 0; t < n_tiles; ++t)
+            forward_tile<DT, TS>(in, splats.data(), t, out_color, out_alpha, out_T, out_last, st);
     }
 }
 
@@ -250,15 +301,18 @@ struct GradOut {
 
 // per-intersection gradient record: mx, my, a, b, c, opacity, colour[D], |mx|, |my| (the last two with absgrad)
 template <int DT, int TS>
-void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int32_t* last_ids, const float* v_color,
-                   const float* v_alpha_eff, float* rec, bool absgrad, TileState& st) {
+void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, const float* T_final,
+                   const int32_t* last_ids, const float* v_color, const float* v_alpha_eff, float* rec,
+                   const int32_t* slot, bool absgrad, TileState& st) {
     const int D = DT > 0 ? DT : in.D;
     const int ts = TS > 0 ? TS : in.ts;
     const int P = ts * ts;
+    const int BW = block_width<TS>(ts);
     const TileBox b = tile_box(in, t);
     if (b.end <= b.start) return;
     const int G = 6 + D + (absgrad ? 2 : 0);
-    std::fill(rec + b.start * G, rec + b.end * G, 0.0f);  // intersections this tile skips contribute zero
+    for (int64_t k = b.start; k < b.end; ++k)  // intersections this tile skips contribute zero
+        std::fill(rec + int64_t(slot[k]) * G, rec + int64_t(slot[k] + 1) * G, 0.0f);
     float* __restrict T = st.T.data();
     float* __restrict Tf = st.Tf.data();
     float* __restrict gA = st.gA.data();
@@ -294,50 +348,70 @@ void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int3
 
     const float amax = in.alpha_max;
     const float thr = recon_raster::kAlphaThreshold;
-    float* __restrict L = st.lanes.data();  // [8 + D][ts]
+    float* __restrict L = st.lanes.data();  // [8 + D][BW]
     float* __restrict Lmx = L;
-    float* __restrict Lmy = L + ts;
-    float* __restrict La = L + 2 * ts;
-    float* __restrict Lb = L + 3 * ts;
-    float* __restrict Lc = L + 4 * ts;
-    float* __restrict Lop = L + 5 * ts;
-    float* __restrict Lax = L + 6 * ts;
-    float* __restrict Lay = L + 7 * ts;
-    float* __restrict Lcol = L + 8 * ts;
+    float* __restrict Lmy = L + BW;
+    float* __restrict La = L + 2 * BW;
+    float* __restrict Lb = L + 3 * BW;
+    float* __restrict Lc = L + 4 * BW;
+    float* __restrict Lop = L + 5 * BW;
+    float* __restrict Lax = L + 6 * BW;
+    float* __restrict Lay = L + 7 * BW;
+    float* __restrict Lcol = L + 8 * BW;
     for (int64_t k = kmax; k >= b.start; --k) {
+        if (k - kPrefetch >= b.start) prefetch_gaussian(in, splats, in.ids[k - kPrefetch]);
         const int64_t g = in.ids[k];
-        const float mx = in.means2d[2 * g], my = in.means2d[2 * g + 1];
-        const float ca = in.conics[3 * g], cb = in.conics[3 * g + 1], cc = in.conics[3 * g + 2];
-        const float op = in.opacities[g];
-        if (!(op >= thr)) continue;
-        const float* colp = in.colors + g * D;
-        float col[DT > 0 ? DT : 1];
+        const recon_raster::Splat sp = splats[g];
+        if (!(sp.ey >= 0.0f)) continue;
+        int ylo, yhi, xlo, xhi;
+        if (!recon_raster::pixel_span(sp.my, sp.ey, b.y0, b.y1, ylo, yhi) ||
+            !recon_raster::pixel_span(sp.mx, sp.ex, b.x0, b.x1, xlo, xhi))
+            continue;
         const int32_t kk = static_cast<int32_t>(k);
-        const recon_raster::Ellipse e(mx, my, ca, cb, cc, op);
-        int ylo, yhi;
-        e.rows(b.y0, b.y1, ylo, yhi);
         // rows where some pixel still composites this Gaussian (its last index is >= k)
         while (ylo <= yhi && rowmax[ylo - b.y0] < kk) ++ylo;
         while (yhi >= ylo && rowmax[yhi - b.y0] < kk) --yhi;
         if (ylo > yhi) continue;
-        std::fill(L, L + size_t(8 + D) * ts, 0.0f);
+        const int h0 = (xlo - b.x0) / BW, h1 = (xhi - b.x0) / BW + 1;
+        const float mx = sp.mx, my = sp.my, ca = sp.a, cb = sp.b, cc = sp.c, op = sp.op;
+        const float* colp = in.colors + g * D;
+        float col[DT > 0 ? DT : 1];
+        if (DT > 0)
+            for (int c = 0; c < D; ++c) col[c] = colp[c];
+        std::fill(L, L + size_t(8 + D) * BW, 0.0f);
         const float px0 = static_cast<float>(b.x0) + 0.5f;
         for (int y = ylo; y <= yhi; ++y) {
             if (rowmax[y - b.y0] < kk) continue;
             const float dy = my - (static_cast<float>(y) + 0.5f);
-            const int row = (y - b.y0) * ts;
+            for (int h = h0; h < h1; ++h) {
+            const int row = (y - b.y0) * ts + h * BW;
+            const float pxb = px0 + static_cast<float>(h * BW);
             float* __restrict Tr = T + row;
             const float* __restrict Tfr = Tf + row;
             const float* __restrict gAr = gA + row;
             const int32_t* __restrict lr = last + row;
             if (DT > 0) {
-                for (int c = 0; c < D; ++c) col[c] = colp[c];
-#pragma omp simd
-                for (int lx = 0; lx < ts; ++lx) {
-                    const float dx = mx - (px0 + static_cast<float>(lx));
+                // pass 1 as in the forward: skip blocks where no pixel composites this Gaussian
+                float* __restrict al = st.lane_alpha.data();
+                float* __restrict vv = st.lane_vis.data();
+                int any = 0;
+#pragma omp simd reduction(| : any)
+                for (int lx = 0; lx < BW; ++lx) {
+                    const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
                     const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
                     const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
+                    al[lx] = ok ? alpha : 0.0f;
+                    vv[lx] = vis;
+                    any |= ok ? 1 : 0;
+                }
+                if (!any) continue;
+#pragma omp simd
+                for (int lx = 0; lx < BW; ++lx) {
+                    const float dx = mx - (pxb + static_cast<float>(lx));
+                    const float alpha = al[lx];
+                    const float vis = vv[lx];
+                    const bool ok = alpha > 0.0f;
                     const float ra = 1.0f / (1.0f - alpha);
                     const float Tn = Tr[lx] * ra;  // transmittance in front of this Gaussian
                     const float fac = alpha * Tn;
@@ -345,7 +419,7 @@ void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int3
                     for (int c = 0; c < DT; ++c) {
                         const size_t q = size_t(c) * P + row + lx;
                         v_alpha += (col[c] * Tn - S[q] * ra) * gC[q];
-                        Lcol[c * ts + lx] += ok ? fac * gC[q] : 0.0f;
+                        Lcol[c * BW + lx] += ok ? fac * gC[q] : 0.0f;
                         S[q] += ok ? col[c] * fac : 0.0f;
                     }
                     Tr[lx] = ok ? Tn : Tr[lx];
@@ -363,8 +437,8 @@ void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int3
                     Lop[lx] += grad ? vis * v_alpha : 0.0f;
                 }
             } else {
-                for (int lx = 0; lx < ts; ++lx) {
-                    const float dx = mx - (px0 + static_cast<float>(lx));
+                for (int lx = 0; lx < BW; ++lx) {
+                    const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
                     const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
                     if (!(kk <= lr[lx] && sigma >= 0.0f && alpha >= thr)) continue;
@@ -375,7 +449,7 @@ void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int3
                     for (int c = 0; c < D; ++c) {
                         const size_t q = size_t(c) * P + row + lx;
                         v_alpha += (colp[c] * Tn - S[q] * ra) * gC[q];
-                        Lcol[c * ts + lx] += fac * gC[q];
+                        Lcol[c * BW + lx] += fac * gC[q];
                         S[q] += colp[c] * fac;
                     }
                     Tr[lx] = Tn;
@@ -393,15 +467,16 @@ void backward_tile(const Inputs& in, int64_t t, const float* T_final, const int3
                     Lop[lx] += vis * v_alpha;
                 }
             }
+            }
         }
-        float* r = rec + k * G;
+        float* r = rec + int64_t(slot[k]) * G;
         float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int j = 0; j < 8; ++j)
-            for (int lx = 0; lx < ts; ++lx) sums[j] += L[j * ts + lx];
+            for (int lx = 0; lx < BW; ++lx) sums[j] += L[j * BW + lx];
         for (int j = 0; j < 6; ++j) r[j] = sums[j];
         for (int c = 0; c < D; ++c) {
             float s = 0.0f;
-            for (int lx = 0; lx < ts; ++lx) s += Lcol[c * ts + lx];
+            for (int lx = 0; lx < BW; ++lx) s += Lcol[c * BW + lx];
             r[6 + c] = s;
         }
         if (absgrad) {
@@ -423,28 +498,31 @@ void backward_all(const Inputs& in, const float* T_final, const int32_t* last_id
     // every record is written (zeros included) by the tile that owns it: no initialisation pass needed
     std::unique_ptr<float[]> rec(new float[static_cast<size_t>(std::max<int64_t>(M, 1)) * G]);
     float* R = rec.get();
-    // each Gaussian's intersections in increasing order (CSR by a counting sort): the summation order below
+    // records are stored grouped by Gaussian, each group in increasing intersection order (CSR by a counting
+    // sort): slot[k] is where intersection k writes, and the sums below read each group front to back
     std::vector<int32_t> first(static_cast<size_t>(CN) + 1, 0);
-    std::vector<int32_t> order(static_cast<size_t>(M));
+    std::vector<int32_t> slot(static_cast<size_t>(M));
     for (int64_t k = 0; k < M; ++k) ++first[static_cast<size_t>(in.ids[k]) + 1];
     for (int64_t g = 0; g < CN; ++g) first[g + 1] += first[g];
     {
         std::vector<int32_t> cursor(first.begin(), first.end() - 1);
-        for (int64_t k = 0; k < M; ++k) order[cursor[in.ids[k]]++] = static_cast<int32_t>(k);
+        for (int64_t k = 0; k < M; ++k) slot[k] = cursor[in.ids[k]]++;
     }
+    const std::vector<recon_raster::Splat> splats = make_splats(in);
 #pragma omp parallel
     {
         TileState st;
         st.init(P, D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            backward_tile<DT, TS>(in, t, T_final, last_ids, v_color, v_alpha_eff, R, absgrad, st);
+            backward_tile<DT, TS>(in, splats.data(), t, T_final, last_ids, v_color, v_alpha_eff, R, slot.data(),
+                                  absgrad, st);
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < CN; ++g) {
             float a[64 + 8] = {};
             const int Gc = std::min(G, 64 + 8);
             for (int32_t j = first[g]; j < first[g + 1]; ++j) {
-                const float* r = R + int64_t(order[j]) * G;
+                const float* r = R + int64_t(j) * G;
                 for (int q = 0; q < Gc; ++q) a[q] += r[q];
             }
             out.v_means2d[2 * g] = a[0];
@@ -458,15 +536,15 @@ void backward_all(const Inputs& in, const float* T_final, const int32_t* last_id
                 if (6 + c < Gc) {
                     v = a[6 + c];
                 } else {  // more channels than the stack array holds
-                    for (int32_t j = first[g]; j < first[g + 1]; ++j) v += R[int64_t(order[j]) * G + 6 + c];
+                    for (int32_t j = first[g]; j < first[g + 1]; ++j) v += R[int64_t(j) * G + 6 + c];
                 }
                 out.v_colors[g * D + c] = v;
             }
             if (absgrad) {
                 float ax = 0.0f, ay = 0.0f;
                 for (int32_t j = first[g]; j < first[g + 1]; ++j) {
-                    ax += R[int64_t(order[j]) * G + 6 + D];
-                    ay += R[int64_t(order[j]) * G + 7 + D];
+                    ax += R[int64_t(j) * G + 6 + D];
+                    ay += R[int64_t(j) * G + 7 + D];
                 }
                 out.v_abs[2 * g] = ax;
                 out.v_abs[2 * g + 1] = ay;
