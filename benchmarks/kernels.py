@@ -6,6 +6,12 @@ memory (VmHWM from /proc/self/status) belongs to that case alone. Times are medi
 full CPU path: projection + SH (degree 3) + binning + compositing (forward), and loss.backward().
 
     python benchmarks/kernels.py [--repeats 5] [--ref-repeats 2] [--json benchmarks/results/kernels.json] [--quick]
+                                 [--baseline REV]
+
+``--baseline REV`` also times the C++ path of an older commit's ``recon`` package (``git archive`` into a temporary
+folder; its kernel builds into its own cache folder) case by case in the same run, alternating with this
+tree's, and records ``speedup_vs_baseline`` (a before/after figure that does not depend on the machine's load
+at two different times).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# a baseline worker imports ``recon`` from the older tree named by RECON_BENCH_ROOT
+_IMPORT_ROOT = os.environ.get("RECON_BENCH_ROOT") or str(ROOT)
+if _IMPORT_ROOT not in sys.path:
+    sys.path.insert(0, _IMPORT_ROOT)
 
 GAUSSIANS = (5_000, 20_000, 100_000)
 RESOLUTIONS = ((128, 128), (256, 256), (400, 300))
@@ -35,6 +44,7 @@ TARGET = {
     "res": (256, 256),
     "max_fwd_bwd_s": 0.35,
     "min_speedup": 20.0,
+    "min_speedup_vs_baseline": 1.5,  # issue 21: forward+backward against the commit before its changes
     "mem_case": (100_000, (400, 300)),
     "max_mem_mb": 2048,
 }
@@ -87,19 +97,21 @@ def worker(
 
     params, viewmat, K = make_scene(n, width, height)
     leaves = [p.requires_grad_(True) for p in params]
-    fwd, bwd = [], []
+    fwd, bwd, fwd_cpu, bwd_cpu = [], [], [], []
     meta: dict[str, Any] = {}
     for i in range(warmup + repeats):
         for p in leaves:
             p.grad = None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         colors, alphas, meta = rasterize(*leaves, viewmat, K, width, height, sh_degree=3, backend=backend)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         (colors.sum() + alphas.sum()).backward()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         if i >= warmup:
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
+            fwd_cpu.append(c1 - c0)
+            bwd_cpu.append(c2 - c1)
         alpha_mean = float(alphas.detach().mean())
         if fwd and sum(fwd) + sum(bwd) > budget_s:
             break
@@ -108,6 +120,9 @@ def worker(
         "fwd_s": statistics.median(fwd),
         "bwd_s": statistics.median(bwd),
         "fwd_bwd_s": statistics.median([a + b for a, b in zip(fwd, bwd)]),
+        "fwd_bwd_min_s": min(a + b for a, b in zip(fwd, bwd)),
+        # CPU seconds of all threads: less sensitive than wall time to other jobs on a busy machine
+        "fwd_bwd_cpu_s": statistics.median([a + b for a, b in zip(fwd_cpu, bwd_cpu)]),
         "repeats": len(fwd),
         "peak_rss_mb": peak_rss_mb(),
         "n_isects": int(meta["isect_ids"].numel()),
@@ -117,16 +132,31 @@ def worker(
     }
 
 
-def run_case(backend: str, n: int, width: int, height: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Run ``worker`` in a fresh interpreter and parse its JSON line."""
+def run_case(
+    backend: str, n: int, width: int, height: int, repeats: int, warmup: int, root: Path | None = None
+) -> dict[str, Any]:
+    """Run ``worker`` in a fresh interpreter (importing ``recon`` from ``root``, default this tree); parse its JSON."""
     cmd = [sys.executable, __file__, "--worker", backend, str(n), str(width), str(height), str(repeats), str(warmup)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ)
+    if root is not None:
+        env["RECON_BENCH_ROOT"] = str(root)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root or ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker failed ({backend}, {n}, {width}x{height}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_raster(repeats: int, ref_repeats: int, quick: bool) -> list[dict[str, Any]]:
+def checkout_baseline(rev: str, dest: Path) -> Path:
+    """``recon`` of commit ``rev`` extracted under ``dest``; its kernel is built once there (outside the timings)."""
+    archive = subprocess.run(["git", "archive", rev, "recon"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    env = dict(os.environ, RECON_BENCH_ROOT=str(dest))
+    code = "from recon.kernels import cpu_raster; assert cpu_raster.available()"
+    subprocess.run([sys.executable, "-c", code], cwd=dest, env=env, check=True)
+    return dest
+
+
+def bench_raster(repeats: int, ref_repeats: int, quick: bool, baseline: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     gaussians = QUICK_GAUSSIANS if quick else GAUSSIANS
     resolutions = QUICK_RESOLUTIONS if quick else RESOLUTIONS
@@ -136,6 +166,7 @@ def bench_raster(repeats: int, ref_repeats: int, quick: bool) -> list[dict[str, 
     cpu_raster.available()
     for n in gaussians:
         for width, height in resolutions:
+            base = run_case("cpp", n, width, height, repeats, warmup=1, root=baseline) if baseline else None
             k = run_case("cpp", n, width, height, repeats, warmup=1)
             r = run_case(
                 "reference", n, width, height, ref_repeats, warmup=1 if n * width * height <= 20_000 * 65_536 else 0
@@ -152,9 +183,17 @@ def bench_raster(repeats: int, ref_repeats: int, quick: bool) -> list[dict[str, 
                     "speedup": r["fwd_bwd_s"] / k["fwd_bwd_s"],
                 }
             )
+            if base is not None:
+                rows[-1]["baseline"] = base
+                rows[-1]["speedup_vs_baseline"] = base["fwd_bwd_s"] / k["fwd_bwd_s"]
+                rows[-1]["speedup_vs_baseline_fwd"] = base["fwd_s"] / k["fwd_s"]
+                rows[-1]["speedup_vs_baseline_bwd"] = base["bwd_s"] / k["bwd_s"]
+                rows[-1]["speedup_vs_baseline_min"] = base["fwd_bwd_min_s"] / k["fwd_bwd_min_s"]
+                rows[-1]["speedup_vs_baseline_cpu"] = base["fwd_bwd_cpu_s"] / k["fwd_bwd_cpu_s"]
             print(
                 f"  {n:>7} {width}x{height}: kernel {k['fwd_bwd_s'] * 1e3:.1f} ms, "
-                f"reference {r['fwd_bwd_s'] * 1e3:.0f} ms",
+                f"reference {r['fwd_bwd_s'] * 1e3:.0f} ms"
+                + (f", baseline {base['fwd_bwd_s'] * 1e3:.1f} ms" if base else ""),
                 file=sys.stderr,
                 flush=True,
             )
@@ -193,6 +232,11 @@ def print_raster_table(rows: list[dict[str, Any]]) -> None:
         ]
         for r in rows
     ]
+    if rows and "baseline" in rows[0]:
+        headers += ["base f+b ms", "vs base", "vs base (CPU s)"]
+        for line, r in zip(body, rows):
+            line += [f"{r['baseline']['fwd_bwd_s'] * 1e3:.1f}", f"{r['speedup_vs_baseline']:.2f}x"]
+            line += [f"{r['speedup_vs_baseline_cpu']:.2f}x"]
     _print_table("Gaussian rasterisation, CPU (projection + SH3 + binning + compositing)", headers, body)
 
 
@@ -238,11 +282,20 @@ def check_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out["fwd_bwd_ok"] = r["kernel"]["fwd_bwd_s"] <= TARGET["max_fwd_bwd_s"]
             out["speedup_20k_256"] = r["speedup"]
             out["speedup_ok"] = r["speedup"] >= TARGET["min_speedup"]
+            if "speedup_vs_baseline" in r:
+                out["speedup_vs_baseline_20k_256"] = r["speedup_vs_baseline"]
+                out["speedup_vs_baseline_cpu_20k_256"] = r["speedup_vs_baseline_cpu"]
+                out["speedup_vs_baseline_ok"] = r["speedup_vs_baseline"] >= TARGET["min_speedup_vs_baseline"]
         n_mem, res_mem = TARGET["mem_case"]
         if r["n_gaussians"] == n_mem and (r["width"], r["height"]) == res_mem:
             out["peak_rss_mb_100k_400x300"] = r["kernel"]["peak_rss_mb"]
             out["memory_ok"] = r["kernel"]["peak_rss_mb"] < TARGET["max_mem_mb"]
     return out
+
+
+def _git_head() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "kernels.json")
     parser.add_argument("--quick", action="store_true", help="small cases only (5k/20k at 128^2/256^2)")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse linear benchmark")
+    parser.add_argument("--baseline", metavar="REV", help="also time the C++ path of this older commit, case by case")
     parser.add_argument(
         "--worker", nargs=6, metavar=("BACKEND", "N", "W", "H", "REPEATS", "WARMUP"), help=argparse.SUPPRESS
     )
@@ -263,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.time()
-    rows = bench_raster(args.repeats, args.ref_repeats, args.quick)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    with tempfile.TemporaryDirectory(prefix="recon-baseline-") as tmp:
+        baseline = checkout_baseline(args.baseline, Path(tmp)) if args.baseline else None
+        rows = bench_raster(args.repeats, args.ref_repeats, args.quick, baseline)
     print_raster_table(rows)
     sparse_rows: list[dict[str, Any]] | None = None
     if not args.no_sparse:
@@ -288,9 +345,19 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "load_avg_at_start": load_before,
+            # other jobs on the machine inflate every time (both sides of a baseline comparison alike)
+            "under_load": bool(load_before and load_before[0] > 0.5 * (os.cpu_count() or 1)),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
-        "settings": {"repeats": args.repeats, "ref_repeats": args.ref_repeats, "quick": args.quick, "sh_degree": 3},
+        "settings": {
+            "repeats": args.repeats,
+            "ref_repeats": args.ref_repeats,
+            "quick": args.quick,
+            "sh_degree": 3,
+            "baseline": args.baseline,
+            "commit": _git_head(),
+        },
         "rasterization": rows,
         "sparse_linear": sparse_rows,
         "targets": targets,
