@@ -45,14 +45,28 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("bench_runs/real"), help="where the runs go")
     ap.add_argument("--iterations", type=int, default=None, help="override the presets' steps (quick checks)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real.json")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take WORK/PROTOCOL-METHOD/results.json when it exists (a run made earlier) instead of running again",
+    )
+    ap.add_argument(
+        "--replace", action="store_true", help="start the JSON afresh (default: keep the other protocols' rows)"
+    )
     args = ap.parse_args()
     table: dict = {}
+    if args.out.exists() and not args.replace:
+        table = {p: rows for p, rows in json.loads(args.out.read_text()).get("table", {}).items()}
     for item in args.run:
         protocol, _, data = item.partition("=")
+        table.pop(protocol, None)  # this protocol's rows are measured again
         for method in args.methods.split(","):
-            res = run_protocol(
-                protocol, data, method, args.work / f"{protocol}-{method}", iterations=args.iterations, progress=print
-            )
+            work = args.work / f"{protocol}-{method}"
+            if args.reuse and (work / "results.json").exists():
+                res = json.loads((work / "results.json").read_text())
+                print(f"{protocol} {method}: reusing {work / 'results.json'}")
+            else:
+                res = run_protocol(protocol, data, method, work, iterations=args.iterations, progress=print)
             for scene, row in res["scenes"].items():
                 entry = table.setdefault(protocol, {}).setdefault(scene, {})
                 entry[method] = {
@@ -67,6 +81,8 @@ def main() -> None:
             cells = " | ".join(
                 f"{entry[m]['psnr']:.2f} | {entry[m]['ssim']:.4f} | {entry[m]['wall_s']:.0f}" for m in methods
             )
+            if not all(m in entry for m in methods):
+                continue
             diff = entry[methods[0]]["psnr"] - entry[methods[-1]]["psnr"]
             print(f"| {protocol} | {scene} | {cells} | {diff:+.2f} |")
     out = {

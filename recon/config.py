@@ -77,7 +77,7 @@ class LossConfig:
     prune_outside_hull: bool = True
     # scene mode: rendered depth pulled toward the confident plane-sweep stereo depth of the input views
     # (priors.stereo), weighted by its confidence: the stand-in for the monocular depth priors published methods use
-    stereo_depth: float = 0.5
+    stereo_depth: float = 1.0
 
 
 @dataclass
@@ -88,6 +88,10 @@ class ReconstructConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA (gsplat kernels) when available, else the CPU kernels
     iterations: int = 1000
+    # > 0: the run trains this many steps per input view instead (``iterations`` = steps_per_view x views, kept
+    # within STEPS_RANGE): every view is visited equally often whatever the view count, so 3 views do not
+    # overfit on steps 8 views need. An explicit ``iterations`` (--iterations, make_config) turns it off.
+    steps_per_view: int = 0
     max_side: int = 400  # images are downscaled so their longest side is at most this
     track: int | None = None  # SpaRe scenes: which track's input views to use (3 or 9)
     # what the run produces: "gaussians" (3DGS), "mesh" (Gaussians -> TSDF/Poisson mesh, rendered as a mesh),
@@ -145,6 +149,20 @@ class ReconstructConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def for_views(self, n_views: int) -> ReconstructConfig:
+        """This config with ``iterations`` fixed for ``n_views`` input views (see ``steps_per_view``)."""
+        if self.steps_per_view <= 0:
+            return self
+        lo, hi = STEPS_RANGE
+        steps = int(min(hi, max(lo, self.steps_per_view * max(1, n_views))))
+        return replace(self, iterations=steps, steps_per_view=0)
+
+    def steps_label(self) -> str:
+        """How many steps the run trains, for progress lines."""
+        if self.steps_per_view > 0:
+            return f"{self.steps_per_view} steps per view"
+        return f"{self.iterations} steps"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], report: Callable[[str], None] | None = None) -> ReconstructConfig:
         """The config a config.json holds (nested, or the flat layout of older runs). Keys no field matches are
@@ -167,6 +185,8 @@ class ReconstructConfig:
         return config
 
 
+STEPS_RANGE = (300, 3000)  # iterations that steps_per_view may give
+
 # Densification schedule of the CPU default: short sparse-view runs refine early and often; no opacity reset.
 FAST_DENSIFY = DensifyConfig(
     refine_start_iter=100,
@@ -180,6 +200,7 @@ FAST_DENSIFY = DensifyConfig(
 # Smallest sensible value of numeric fields (smaller ones train nothing or break the image pyramid).
 _MINIMUMS: dict[str, float] = {
     "iterations": 1,
+    "steps_per_view": 0,
     "max_side": 32,
     "train.sh_degree": 0,
     "train.sh_raise_every": 1,
@@ -436,7 +457,10 @@ def make_config(preset: str = "fast", settings: dict[str, Any] | None = None, **
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[preset]
-    for path, value in [*((k, v) for k, v in overrides.items() if v is not None), *(settings or {}).items()]:
+    given = [*((k, v) for k, v in overrides.items() if v is not None), *(settings or {}).items()]
+    if any(k == "iterations" for k, _ in given) and not any(k == "steps_per_view" for k, _ in given):
+        config = replace(config, steps_per_view=0)  # an explicit number of steps wins over the per-view rule
+    for path, value in given:
         try:
             config = set_field(config, path, value)
         except KeyError:

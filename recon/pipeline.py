@@ -29,7 +29,7 @@ from recon.io.images import save_image
 from recon.io.types import ViewSet
 from recon.representations import load_model, mesh_stage, neural_model_from_init, representation  # noqa: F401 (stage functions, public)
 from recon.rig import scene_bounds, scene_scale
-from recon.run_checks import black_renders
+from recon.run_checks import SUSPECT_VIEW_DB, ViewEvidence, black_renders, diagnose_views, poorly_fitting_views  # noqa: F401 (public)
 from recon.run_folder import RunFolder
 from renderers.types import Renderer, TrainableSplats
 
@@ -89,7 +89,11 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
         "registered": result.registered,
         "failed": result.failed,
         "normalisation": result.normalisation.matrix().tolist(),
-        **{k: v for k, v in result.info.items() if k in ("rms_px", "points", "focal_px", "seconds", "focal_prior")},
+        **{
+            k: v
+            for k, v in result.info.items()
+            if k in ("rms_px", "view_rms_px", "points", "focal_px", "seconds", "focal_prior")
+        },
     }
     log.info(
         "poses (%s): %d/%d views registered, focal %.1f px, %.1f s",
@@ -410,22 +414,6 @@ def train_metrics(renders: list[np.ndarray], views: ViewSet, masks: list[np.ndar
     }
 
 
-SUSPECT_VIEW_DB = 5.0  # a view fitting this much worse than the median of the others is named (estimated poses)
-
-
-def poorly_fitting_views(per_view: dict[str, float], gap_db: float = SUSPECT_VIEW_DB) -> dict[str, float]:
-    """Views whose train PSNR is more than ``gap_db`` below the median of the other views, with their gap.
-
-    With estimated poses such a view most often has a wrong pose (the Gaussians cannot agree with it and the
-    others at once); a blurred photo or a moved object look the same. On ground-truth poses of the 9-view
-    benchmark scenes the largest gap was 4.6 dB; a view 19 deg off showed 6.3 dB."""
-    names, ps = list(per_view), np.array(list(per_view.values()))
-    if len(ps) < 3:
-        return {}
-    gaps = {n: float(np.median(np.delete(ps, i)) - ps[i]) for i, n in enumerate(names)}
-    return {n: g for n, g in gaps.items() if g > gap_db}
-
-
 def write_run_folder(
     tmp: Path,
     model: Renderer,
@@ -468,6 +456,17 @@ def write_run_folder(
     return summary
 
 
+def _for_terminal(record: logging.LogRecord) -> bool:
+    """Warnings, and the few info lines marked ``extra={"terminal": True}`` (the object/scene decision)."""
+    return record.levelno >= logging.WARNING or getattr(record, "terminal", False)
+
+
+class _TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"recon: {kind}{record.getMessage()}"
+
+
 def reconstruct(
     source: str | Path | ViewSet,
     out: str | Path,
@@ -487,8 +486,8 @@ def reconstruct(
         handler = logging.FileHandler(RunFolder(tmp).log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         terminal = logging.StreamHandler(sys.stderr)  # warnings reach the terminal, not only run.log
-        terminal.setLevel(logging.WARNING)
-        terminal.setFormatter(logging.Formatter("recon: warning: %(message)s"))
+        terminal.addFilter(_for_terminal)
+        terminal.setFormatter(_TerminalFormatter())
         log.addHandler(handler)
         log.addHandler(terminal)
         log.setLevel(logging.INFO)
@@ -505,6 +504,9 @@ def reconstruct(
                 timings["poses_s"] = time.perf_counter() - t
             cameras = require_poses(views)
             log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, where)
+            if config.steps_per_view > 0:
+                config = config.for_views(len(views))
+                log.info("%d training steps (%d views)", config.iterations, len(views))
             t = time.perf_counter()
             decision = modes.decide_mode(views, config)
             for msg in decision.mask_decision.warnings if decision.mask_decision is not None else []:
@@ -512,7 +514,7 @@ def reconstruct(
             masks = decision.masks
             if decision.mode == "scene":
                 config = modes.scene_config(config)
-            log.info("%s mode: %s", decision.mode, decision.reason)
+            log.info("%s mode: %s", decision.mode, decision.reason, extra={"terminal": True})
             timings["masks_s"] = time.perf_counter() - t
             t = time.perf_counter()
             init = initialise(views, cameras, masks, config)
@@ -590,16 +592,24 @@ def reconstruct(
                 summary["prior"] = prior_report()
             summary = write_run_folder(tmp, model, views, cameras, masks, config, summary)
             timings["write_s"] = time.perf_counter() - t
+            diagnosis = diagnose_views(
+                ViewEvidence(
+                    train_psnr=summary["train_psnr_per_view"],
+                    mask_coverage=decision.mask_decision.coverage
+                    if masks is not None and decision.mask_decision
+                    else None,
+                    mask_source=decision.mask_decision.source if decision.mask_decision is not None else None,
+                    pose_method=pose_info["method"] if pose_info is not None else None,
+                    pose_residual_px=(pose_info or {}).get("view_rms_px"),
+                    pose_correction_deg=dict(zip(views.names, result.pose_correction_deg or [])) or None,
+                    black=summary["black_renders"],
+                )
+            )
+            summary["diagnosis"] = {"poorly_fitting_views": diagnosis.suspects, "likely_causes": diagnosis.causes}
             if pose_info is not None:
-                suspects = poorly_fitting_views(summary["train_psnr_per_view"])
-                pose_info["poorly_fitting_views"] = suspects
-                if suspects:
-                    msg = (
-                        "these views fit much worse than the others, so their estimated poses may be wrong "
-                        "(try --poses colmap, or leave them out): "
-                        + ", ".join(f"{n} ({g:.1f} dB below the median view)" for n, g in suspects.items())
-                    )
-                    log.warning(msg)
+                pose_info["poorly_fitting_views"] = diagnosis.suspects
+            for msg in diagnosis.warnings:
+                log.warning(msg)
             timings["total_s"] = time.perf_counter() - t0
             summary["timings"] = timings
             RunFolder(tmp).write_metrics(summary)

@@ -152,3 +152,18 @@ def test_cli_set_reaches_the_run_and_config_json(tiny_scene: Path, tmp_path: Pat
     assert saved["densify"]["prune_opa"] == 0.02 and saved["init"]["points"] == 300
     assert saved["train"]["lrs"] == {"means": 0.0001}
     assert json.loads((out / "metrics.json").read_text())["num_gaussians"] <= 300
+
+
+def test_steps_per_view_sets_the_steps_from_the_view_count_unless_iterations_are_given() -> None:
+    from recon.config import STEPS_RANGE
+
+    config = make_config("fast", steps_per_view=150)
+    assert config.for_views(3).iterations == max(STEPS_RANGE[0], 450)
+    assert config.for_views(8).iterations == 1200 and config.for_views(8).steps_per_view == 0
+    assert config.for_views(1000).iterations == STEPS_RANGE[1]
+    assert "per view" in config.steps_label()
+    explicit = make_config("fast", settings={"steps_per_view": "150"}, iterations=60)
+    assert explicit.steps_per_view == 150  # both given: the per-view rule was asked for by name
+    assert make_config("fast", iterations=60).steps_per_view == 0  # --iterations wins over a preset's rule
+    assert make_config("fast", iterations=60).for_views(9).iterations == 60
+    assert make_config("fast", steps_per_view=0).for_views(9).iterations == make_config("fast").iterations

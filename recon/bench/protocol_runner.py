@@ -78,7 +78,7 @@ def run_protocol(
             raise ReconInputError(str(exc)) from None
         say(
             f"{protocol.name} {scene.name}: {len(scene.inputs)} input views, {len(scene.test)} test views, "
-            f"{method} ({config.iterations} steps)"
+            f"{method} ({config.steps_label()})"
         )
         t0 = time.perf_counter()
         run_dir = out / "runs" / scene.name

@@ -104,7 +104,7 @@ def run_benchmark(
         shutil.rmtree(submission)
     for scene in bench.scenes[split]:
         scene_dir = bench.inputs_dir(track, split) / scene
-        say(f"{scene}: reconstructing ({method}, preset {config.preset}, {config.iterations} steps)")
+        say(f"{scene}: reconstructing ({method}, preset {config.preset}, {config.steps_label()})")
         t0 = time.perf_counter()
         summary = reconstruct(scene_dir, out / "runs" / scene, config, overwrite=True)
         t1 = time.perf_counter()
