@@ -97,3 +97,69 @@ def test_warnings_reach_the_terminal_and_metrics_say_what_was_scored(tiny_scene:
     assert metrics["mode"]["mode"] == "scene" and "hull" in metrics["mode"]["reason"]
     assert metrics["train_psnr_over"] == "the whole image"
     assert "masks of 1 view(s) are empty" in (out / "run.log").read_text()
+
+
+# ----------------------------------------------------------------------------- warnings name the likely cause
+_FITS = {"a.png": 30.0, "b.png": 31.0, "c.png": 30.5, "d.png": 22.0}  # d fits 8.5 dB worse
+
+
+def _cov(d: float) -> dict[str, float]:
+    return {"a.png": 0.3, "b.png": 0.3, "c.png": 0.3, "d.png": d}
+
+
+def test_diagnosis_masking_failure_is_not_blamed_on_poses() -> None:
+    from recon.run_checks import ViewEvidence, diagnose_views
+
+    ev = ViewEvidence(
+        _FITS,
+        mask_coverage=_cov(0.003),
+        mask_source="automatic",
+        pose_method="colmap",
+        pose_residual_px=dict.fromkeys(_FITS, 0.5),
+    )
+    d = diagnose_views(ev)
+    assert d.causes == {"d.png": "masks"}
+    assert len(d.warnings) == 1 and "masks" in d.warnings[0] and "d.png" in d.warnings[0]
+    assert "--poses" not in d.warnings[0]
+
+
+def test_diagnosis_pose_failure_never_suggests_the_method_in_use() -> None:
+    from recon.run_checks import ViewEvidence, diagnose_views
+
+    res = {"a.png": 0.4, "b.png": 0.5, "c.png": 0.6, "d.png": 6.0}
+    d = diagnose_views(ViewEvidence(_FITS, mask_coverage=_cov(0.3), pose_method="colmap", pose_residual_px=res))
+    assert d.causes == {"d.png": "poses"}
+    assert "estimated poses" in d.warnings[0] and "6.0 px" in d.warnings[0]
+    assert "--poses colmap" not in d.warnings[0] and "--poses own" in d.warnings[0]
+    d = diagnose_views(ViewEvidence(_FITS, pose_method="own", pose_correction_deg={"d.png": 7.0}))
+    assert d.causes == {"d.png": "poses"} and "--poses own" not in d.warnings[0] and "--poses colmap" in d.warnings[0]
+
+
+def test_diagnosis_both_causes_and_neither() -> None:
+    from recon.run_checks import ViewEvidence, diagnose_views
+
+    both = ViewEvidence(
+        _FITS, mask_coverage=_cov(0.99), mask_source="automatic", pose_method="auto", pose_residual_px={"d.png": 9.0}
+    )
+    d = diagnose_views(both)
+    assert d.causes == {"d.png": "masks and poses"} and "both" in d.warnings[0]
+    neither = diagnose_views(ViewEvidence(_FITS, mask_coverage=_cov(0.3), pose_method=None))
+    assert neither.causes == {"d.png": "unknown"} and "--poses" not in neither.warnings[0]
+    assert "masks look sound" in neither.warnings[0]
+    fine = diagnose_views(ViewEvidence({"a.png": 30.0, "b.png": 31.0, "c.png": 29.0}, pose_method="auto"))
+    assert fine.suspects == {} and fine.warnings == []
+
+
+def test_diagnosis_names_black_renders_with_their_cause() -> None:
+    from recon.run_checks import ViewEvidence, diagnose_views
+
+    fits = {"a.png": 30.0, "b.png": 30.0, "c.png": 30.0}
+    d = diagnose_views(ViewEvidence(fits, mask_coverage={"a.png": 0.001, "b.png": 0.3, "c.png": 0.3}, black=["a.png"]))
+    assert d.causes == {"a.png": "masks"} and "black render" in d.warnings[0]
+
+
+def test_automatic_masks_without_confidence_fall_back_to_scene_mode() -> None:
+    masks = _masks(0.3, 0.25, 0.2, 0.3)
+    assert decide_masks(list("abcd"), masks, from_input=False, confidence=[0.9, 0.8, 0.9, 0.7]).use
+    d = decide_masks(list("abcd"), masks, from_input=False, confidence=[0.9, 0.2, 0.1, 0.7])
+    assert not d.use and "confident" in d.reason and "2 of 4" in d.reason
