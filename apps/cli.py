@@ -61,7 +61,11 @@ def reconstruct(
     track: Optional[int] = typer.Option(None, help="SpaRe scenes: use the 3-view or 9-view track's input views."),
     seed: int = typer.Option(0, help="Random seed (recorded in config.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty run folder."),
-    poses: str = typer.Option("auto", help="Unposed image folders: auto (built-in SfM) or colmap (pycolmap)."),
+    poses: str = typer.Option(
+        "auto",
+        help="Unposed image folders: auto (pycolmap set for few views; the built-in SfM for views it leaves out), "
+        "own (built-in SfM only) or colmap (pycolmap's defaults).",
+    ),
     pose_refine: bool = typer.Option(
         True, "--pose-refine/--no-pose-refine", help="Refine estimated poses photometrically during training."
     ),
@@ -99,8 +103,8 @@ def reconstruct(
         import torch
 
         preset = "quality" if torch.cuda.is_available() else "fast"
-    if poses not in ("auto", "colmap"):
-        _fail(f"--poses must be auto or colmap, got {poses!r}")
+    if poses not in ("auto", "own", "colmap"):
+        _fail(f"--poses must be auto, own or colmap, got {poses!r}")
     try:
         if prior_weights is not None and not prior_weights.is_dir():
             _fail(f"{prior_weights}: --prior-weights must be a folder holding a saved repair model")

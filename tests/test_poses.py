@@ -12,7 +12,15 @@ from recon.bench.synth import make_scene
 from recon.errors import ReconInputError
 from recon.io.spare import read_spare_scene
 from recon.io.types import ViewSet
-from recon.poses import Similarity, align_cameras, estimate_poses, pose_errors, transform_camera, umeyama
+from recon.poses import (
+    PoseResult,
+    Similarity,
+    align_cameras,
+    estimate_poses,
+    pose_errors,
+    transform_camera,
+    umeyama,
+)
 from recon.poses.refine import PoseCorrection, so3_exp
 
 
@@ -76,7 +84,7 @@ def test_pose_correction_starts_at_identity_and_gets_gradients(scene: Path) -> N
 
 def test_three_views_register_with_small_errors(scene: Path) -> None:
     v = read_spare_scene(scene, track=3, split="train")
-    res = estimate_poses(_unposed(v), focal_px=v.cameras[0].fx)
+    res = estimate_poses(_unposed(v), method="own", focal_px=v.cameras[0].fx)
     assert res.failed == [] and sorted(res.registered) == sorted(v.names)
     ref = [v.cameras[v.names.index(n)] for n in res.registered]
     e = pose_errors(res.cameras, ref)
@@ -96,7 +104,7 @@ def test_an_unmatchable_view_is_reported_by_name(scene: Path) -> None:
     noise = np.random.default_rng(0).random(u.images[0].shape).astype(np.float32)
     u.names.append("noise.png")
     u.images.append(noise)
-    res = estimate_poses(u, focal_px=v.cameras[0].fx)
+    res = estimate_poses(u, method="own", focal_px=v.cameras[0].fx)
     assert res.failed == ["noise.png"]
     assert len(res.registered) == 3 and len(res.cameras) == 3
 
@@ -224,3 +232,51 @@ def test_guided_matching_finds_matches_along_epipolar_lines_only() -> None:
     # keypoints 100-199 have their twin off the epipolar line: never matched to it
     off = g[(g[:, 0] >= 100) & (g[:, 0] < 200)]
     assert not np.any(off[:, 0] == off[:, 1])
+
+
+def _fake_result(names: list[str], failed: list[str], method: str) -> PoseResult:
+    from recon.cameras import Camera
+
+    cams = [Camera(K=np.eye(3), viewmat=np.eye(4), width=4, height=3, name=n) for n in names]
+    ident = Similarity(1.0, np.eye(3), np.zeros(3))
+    return PoseResult(cams, list(names), failed, np.zeros((0, 3)), np.zeros((0, 3)), ident, method=method)
+
+
+@pytest.mark.parametrize("own_registers", [3, 2, None])
+def test_auto_falls_back_to_the_own_sfm_only_where_pycolmap_leaves_views_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, own_registers: int | None
+) -> None:
+    from recon.poses import colmap_runner
+    from recon.poses import estimate as E
+
+    names = ["a.png", "b.png", "c.png"]
+    u = ViewSet(names=names, images=[np.zeros((3, 4, 3), np.float32)] * 3, cameras=None, source=tmp_path, meta={})
+    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _fake_result(names[:2], ["c.png"], "pyc"))
+
+    def own(*a: object, **k: object) -> PoseResult:
+        if own_registers is None:
+            raise ReconInputError("pose estimation failed", tmp_path)
+        return _fake_result(names[:own_registers], names[own_registers:], "own")
+
+    monkeypatch.setattr(E, "own_sfm_poses", own)
+    res = estimate_poses(u)
+    assert res.method == ("auto (own SfM)" if own_registers == 3 else "pyc")  # a tie keeps pycolmap's
+    assert len(res.registered) == (3 if own_registers == 3 else 2)
+    # every view registered by pycolmap: the own SfM is not run
+    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _fake_result(names, [], "pyc"))
+    monkeypatch.setattr(E, "own_sfm_poses", lambda *a, **k: pytest.fail("own SfM run although pycolmap had all"))
+    assert estimate_poses(u).method == "pyc"
+
+
+def test_pycolmap_sparse_settings_register_three_generated_views(scene: Path) -> None:
+    """pycolmap with the few-view settings (images upsampled for SIFT, cameras scaled back) on 3 views."""
+    from recon.poses.colmap_runner import SPARSE, colmap_poses
+
+    v = read_spare_scene(scene, track=3, split="train")
+    res = colmap_poses(_unposed(v), focal_px=v.cameras[0].fx, settings=SPARSE)
+    assert res.failed == []
+    ref = [v.cameras[v.names.index(n)] for n in res.registered]
+    assert np.median(pose_errors(res.cameras, ref)["rotation_deg"]) < 1.0
+    c = res.cameras[0]
+    assert (c.width, c.height) == (240, 180) and c.fx == pytest.approx(v.cameras[0].fx, rel=1e-6)
+    assert c.cx == pytest.approx(120.0, abs=1e-6)

@@ -1,12 +1,17 @@
-"""``--poses colmap``: pycolmap's incremental SfM on the same images, as a reference to compare against."""
+"""pycolmap's incremental SfM on a ViewSet's images: COLMAP's defaults, or settings relaxed for 3-9 views.
+
+pycolmap is imported inside the functions and only after cv2 (importing pycolmap first crashed once here).
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2  # before pycolmap: see the module docstring
 import numpy as np
 
 from recon.cameras import Camera, intrinsics
@@ -18,35 +23,141 @@ from recon.poses.result import PoseResult
 log = logging.getLogger(__name__)
 
 
-def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
+@dataclass(frozen=True)
+class ColmapSettings:
+    """The options that matter for a few views. The defaults are COLMAP's own; :data:`SPARSE` relaxes them.
+
+    ``min_num_matches``: verified matches a pair needs to count; ``init_min_num_inliers`` / ``init_min_tri_angle``:
+    the seed pair; ``abs_pose_min_num_inliers``: PnP inliers to register a view; ``ignore_two_view_tracks``:
+    COLMAP drops points seen by two views only (most points of a 3-view set); ``fix_focal``: a given focal is
+    held (otherwise it is a starting value refined by bundle adjustment); ``camera_model`` without a given focal;
+    ``min_side``: smaller images are upsampled (bicubic) so their long side reaches it before SIFT (small images
+    hold few features at SIFT's scales: a DTU view at 400x300 gives ~600, upsampled 2x ~5000); the cameras are
+    scaled back. ``min_support`` / ``min_support_rel``: a registered view seeing fewer 3D points than these (absolute,
+    and relative to the median view) is dropped and reported as failed: on DTU scan37 (9 views) the one view
+    registered wrong (19 deg) saw 13 points, the others 133-1164; a wrong camera hurts more than a missing one.
+    """
+
+    min_side: int = 0
+    max_features: int = 8192
+    peak_threshold: float = 0.02 / 3
+    domain_size_pooling: bool = False
+    max_ratio: float = 0.8
+    min_num_matches: int = 15
+    init_min_num_inliers: int = 100
+    init_min_tri_angle: float = 16.0
+    abs_pose_min_num_inliers: int = 30
+    ignore_two_view_tracks: bool = True
+    guided_matching: bool = False
+    fix_focal: bool = False
+    camera_model: str = "SIMPLE_RADIAL"
+    multiple_models: bool = True
+    ba_max_iterations: int = -1
+    min_support: int = 0
+    min_support_rel: float = 0.0
+    num_threads: int = -1
+
+
+DEFAULT = ColmapSettings()
+SPARSE = ColmapSettings(
+    min_side=640,
+    max_features=4096,
+    peak_threshold=0.002,
+    max_ratio=0.9,
+    min_num_matches=10,
+    init_min_num_inliers=30,
+    init_min_tri_angle=4.0,
+    abs_pose_min_num_inliers=15,
+    ignore_two_view_tracks=False,
+    fix_focal=True,
+    camera_model="SIMPLE_PINHOLE",
+    multiple_models=False,
+    min_support=30,
+    min_support_rel=0.25,
+)
+
+
+def _shared_focal(views: ViewSet, focal_px: float | None) -> float | None:
+    """The focal given, else the EXIF focal when every photo has the same one."""
+    if focal_px is not None:
+        return focal_px
+    exif = views.meta.get("exif_focal_px") or []
+    if exif and all(f is not None for f in exif) and max(exif) - min(exif) < 1e-3 * max(exif):
+        return float(exif[0])
+    return None
+
+
+def colmap_poses(
+    views: ViewSet, focal_px: float | None = None, settings: ColmapSettings = DEFAULT, method: str = "colmap"
+) -> PoseResult:
     """Run pycolmap (SIFT, exhaustive matching, incremental mapping, one shared camera) on ``views``' images.
 
     The images are written as PNG to a temporary folder (the ViewSet's images, already resized), so the
-    cameras match them. The largest model is kept; views outside it are reported as failed.
+    cameras match them. ``focal_px`` (else a shared EXIF focal) starts, or with ``settings.fix_focal`` fixes,
+    the focal. The largest model is kept; views outside it are reported as failed.
     """
     import pycolmap
 
+    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)  # COLMAP's progress log: silent
     from recon.poses.align import transform_camera
     from recon.poses.normalize import normalisation
 
     t0 = time.perf_counter()
+    s = settings
+    focal = _shared_focal(views, focal_px)
     with tempfile.TemporaryDirectory(prefix="recon_colmap_") as tmp:
         tmp_p = Path(tmp)
         img_dir = tmp_p / "images"
         names = [f"{k:03d}_{Path(n).stem}.png" for k, n in enumerate(views.names)]
+        h0, w0 = views.images[0].shape[:2]
+        up = max(1.0, s.min_side / max(h0, w0))
         for n, img in zip(names, views.images):
+            if up > 1.0:
+                size = (round(img.shape[1] * up), round(img.shape[0] * up))
+                img = np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
             save_image(img_dir / n, img)
         db = tmp_p / "database.db"
         reader = pycolmap.ImageReaderOptions()
-        h, w = views.images[0].shape[:2]
-        if focal_px is not None:
+        h, w = round(h0 * up), round(w0 * up)
+        if focal is not None:
             reader.camera_model = "SIMPLE_PINHOLE"
-            reader.camera_params = f"{focal_px},{w / 2},{h / 2}"
+            reader.camera_params = f"{focal * w / w0},{w / 2},{h / 2}"
+        else:
+            reader.camera_model = s.camera_model
+        extract = pycolmap.FeatureExtractionOptions()
+        extract.num_threads = s.num_threads
+        extract.sift.max_num_features = s.max_features
+        extract.sift.domain_size_pooling = s.domain_size_pooling
+        extract.sift.peak_threshold = s.peak_threshold
         pycolmap.extract_features(
-            db, img_dir, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, device=pycolmap.Device.cpu
+            db,
+            img_dir,
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=extract,
+            device=pycolmap.Device.cpu,
         )
-        pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
+        match = pycolmap.FeatureMatchingOptions()
+        match.num_threads = s.num_threads
+        match.guided_matching = s.guided_matching
+        match.sift.max_ratio = s.max_ratio
+        verify = pycolmap.TwoViewGeometryOptions()
+        verify.min_num_inliers = s.min_num_matches
+        pycolmap.match_exhaustive(db, matching_options=match, verification_options=verify, device=pycolmap.Device.cpu)
         opts = pycolmap.IncrementalPipelineOptions()
+        opts.num_threads = s.num_threads
+        opts.random_seed = 0
+        opts.min_num_matches = s.min_num_matches
+        opts.multiple_models = s.multiple_models
+        opts.ba_global_max_num_iterations = s.ba_max_iterations
+        opts.ba_local_max_num_iterations = s.ba_max_iterations
+        opts.mapper.init_min_num_inliers = s.init_min_num_inliers
+        opts.mapper.init_min_tri_angle = s.init_min_tri_angle
+        opts.mapper.abs_pose_min_num_inliers = s.abs_pose_min_num_inliers
+        opts.triangulation.ignore_two_view_tracks = s.ignore_two_view_tracks
+        if focal is not None and s.fix_focal:
+            opts.ba_refine_focal_length = False
+            opts.mapper.abs_pose_refine_focal_length = False
         try:
             models = pycolmap.incremental_mapping(db, img_dir, tmp_p / "sparse", options=opts)
         except Exception as exc:  # pycolmap raises on degenerate inputs; report as a failure
@@ -56,8 +167,15 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
             raise ReconInputError(f"pycolmap could not reconstruct any pair of the {len(views)} images", views.source)
         rec = max(models.values(), key=lambda r: r.num_reg_images())
         by_name = {}
+        support = {im.name: im.num_points3D for im in rec.images.values() if im.has_pose}
+        limit = max(s.min_support, s.min_support_rel * float(np.median(list(support.values())))) if support else 0.0
+        weak = [n for n, k in support.items() if k < limit]
+        if len(support) - len(weak) >= 2:
+            for n in weak:
+                log.info("pycolmap: view %s dropped: it sees only %d 3D points (limit %.0f)", n, support[n], limit)
+                support.pop(n)
         for image in rec.images.values():
-            if not image.has_pose:
+            if image.name not in support:
                 continue
             cam = rec.cameras[image.camera_id]
             f, cx, cy = cam.focal_length_x, cam.principal_point_x, cam.principal_point_y
@@ -70,12 +188,14 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
             )
         xyz = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
         rgb = np.array([p.color for p in rec.points3D.values()], dtype=np.float32).reshape(-1, 3) / 255.0
+        rms = float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else float("nan")
     reg_idx = [k for k, n in enumerate(names) if n in by_name]
     if len(reg_idx) < 2:
         raise ReconInputError(f"pycolmap registered fewer than 2 of the {len(views)} images", views.source)
     raw = []
     for k in reg_idx:
-        c = by_name[names[k]]
+        hk, wk = views.images[k].shape[:2]
+        c = by_name[names[k]].resized(wk, hk)  # back from the upsampled images, if they were
         c.name = views.names[k]
         c.extra["index"] = k
         raw.append(c)
@@ -88,6 +208,13 @@ def colmap_poses(views: ViewSet, focal_px: float | None = None) -> PoseResult:
         xyz=norm.apply(xyz),
         rgb=rgb,
         normalisation=norm,
-        method="colmap",
-        info={"seconds": time.perf_counter() - t0, "focal_px": float(raw[0].fx)},
+        method=method,
+        info={
+            "seconds": time.perf_counter() - t0,
+            "focal_px": float(raw[0].fx),
+            "rms_px": rms,
+            "points": len(xyz),
+            "focal_prior": "given" if focal is not None else "none",
+            "support": [support[names[k]] for k in reg_idx],  # 3D points each registered view sees
+        },
     )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-POSE_METHODS = ("auto", "colmap")
+POSE_METHODS = ("auto", "own", "colmap")
 
 
 @dataclass
 class PoseConfig:
-    """``method``: auto (built-in SfM) or colmap (pycolmap); ``refine``: per-camera SE(3) corrections trained
-    with the model (zero-initialised, learning rate ``lr``), moving from ``refine_start`` x the iterations."""
+    """``method``: auto (pycolmap set for a few views; the own SfM where it leaves views out), own (built-in SfM)
+    or colmap (pycolmap's defaults); ``refine``: per-camera SE(3) corrections trained with the model
+    (zero-initialised, learning rate ``lr``), moving from ``refine_start`` x the iterations."""
 
     method: str = "auto"
     refine: bool = True

@@ -15,14 +15,17 @@ from recon.errors import ReconInputError
 from recon.io.types import ViewSet
 from recon.poses.align import transform_camera
 from recon.poses.features import detect
-from recon.poses.incremental import IncrementalSfM, Model
+from recon.poses.incremental import IncrementalSfM, Model, OutOfTime, check_deadline
 from recon.poses.matching import PairMatches, mutual_ratio_matches, verify_pair
 from recon.poses.normalize import normalisation
 from recon.poses.result import PoseResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HFOV_DEG = 50.0  # used when a photo has no EXIF focal length; refined by bundle adjustment
+DEFAULT_HFOV_DEG = 50.0
+#: seconds the own SfM may take as the fallback of ``--poses auto`` (``--poses own`` has no limit): on the real
+#: development data it never registered a view pycolmap had not, in 25-150+ s (benchmarks/poses_real.py)
+OWN_SFM_BUDGET_S = 60.0  # used when a photo has no EXIF focal length; refined by bundle adjustment
 
 
 def focal_from_hfov(width: int, hfov_deg: float) -> float:
@@ -51,6 +54,7 @@ def match_all(
     min_inliers: int = 20,
     seed: int = 0,
     putative: dict[tuple[int, int], np.ndarray] | None = None,
+    deadline: float | None = None,
 ) -> list[PairMatches]:
     """Verified matches for every pair of views (few views: exhaustive matching is cheap). The plain
     putative matches of every pair are stored in ``putative`` when given (PnP registration uses them)."""
@@ -58,6 +62,7 @@ def match_all(
     n = len(features)
     for i in range(n):
         for j in range(i + 1, n):
+            check_deadline(deadline)
             idx = mutual_ratio_matches(features[i].desc, features[j].desc, ratio)
             if putative is not None:
                 putative[(i, j)] = idx
@@ -133,6 +138,7 @@ def _sfm(
     refine_focal: bool,
     putative: dict[tuple[int, int], np.ndarray],
     reachable: int | None = None,
+    deadline: float | None = None,
 ) -> tuple[Model | None, np.ndarray, IncrementalSfM | None]:
     """Incremental SfM from the best seed pairs; stops at the first seed that registers ``reachable`` views
     (those in any verified pair; default all) with a sub-pixel fit."""
@@ -140,6 +146,7 @@ def _sfm(
     n = len(features) if reachable is None else reachable
     for seed in _seed_order(pairs, n):
         sfm = IncrementalSfM(features, pairs, Ks.copy(), reproj_px=4.0, min_pnp=15, putative=putative)
+        sfm.deadline = deadline
         m = sfm.run(seed)  # focal held while views come in; freed below once all are in
         if len(m.cams) >= 2 and m.n_points >= 6:
             sfm.adjust(m, refine_focal=refine_focal, fixed=seed[0])
@@ -210,28 +217,89 @@ def estimate_poses(
     hfov_deg: float | None = None,
     max_features: int = 8000,
     seed: int = 0,
+    own_budget_s: float | None = OWN_SFM_BUDGET_S,
 ) -> PoseResult:
     """Cameras for the views of an unposed ViewSet.
 
-    ``method``: "auto" (this module's SfM) or "colmap" (pycolmap on the same images). ``focal_px`` overrides
-    the per-image EXIF focal (``views.meta["exif_focal_px"]``); without either, ``hfov_deg`` (default 50 deg)
-    gives the starting focal. It is held while the views register (two or three views constrain it weakly;
-    freed that early it once wandered 429 -> 374 px, truth 471) and freed (one shared scale) once all are in:
-    final bundle adjustment, then ``focal_search``.
-    Views register by PnP on 2D-3D matches (see recon.poses.incremental). Views that cannot be registered
-    are listed in ``failed``; raises ReconInputError when fewer than 2 views can be registered.
+    ``method``: "auto" (pycolmap with settings for a few views, :data:`recon.poses.colmap_runner.SPARSE`;
+    where it fails or leaves views out, this module's own SfM within ``own_budget_s`` seconds; the result
+    registering more views wins, ties to pycolmap), "own" (this module's SfM only, no time limit) or "colmap"
+    (pycolmap with COLMAP's defaults). ``focal_px`` overrides the per-image EXIF focal
+    (``views.meta["exif_focal_px"]``). On the real development data (benchmarks/poses_real.py) pycolmap was
+    fast and right where the own SfM was slow and wrong; the own SfM is the fallback for views pycolmap drops.
+    Raises ReconInputError when fewer than 2 views can be registered.
     """
-    t0 = time.perf_counter()
     if method == "colmap":
         from recon.poses.colmap_runner import colmap_poses
 
         return colmap_poses(views, focal_px=focal_px)
+    if method == "own":
+        return own_sfm_poses(views, focal_px, hfov_deg, max_features, seed)
     if method != "auto":
-        raise ValueError(f"unknown pose method {method!r} (auto or colmap)")
+        raise ValueError(f"unknown pose method {method!r} (auto, own or colmap)")
+    from recon.poses.colmap_runner import SPARSE, colmap_poses
+
+    t0 = time.perf_counter()
+    first: PoseResult | None = None
+    try:
+        first = colmap_poses(views, focal_px=focal_px, settings=SPARSE, method="auto (pycolmap)")
+    except ReconInputError as exc:
+        log.info("poses: pycolmap registered no pair (%s); trying the own SfM", exc)
+    if first is not None and not first.failed:
+        return first
+    if first is not None:
+        log.info("poses: pycolmap left out %s; trying the own SfM", ", ".join(first.failed))
+    try:
+        second = own_sfm_poses(views, focal_px, hfov_deg, max_features, seed, budget_s=own_budget_s)
+    except OutOfTime:
+        log.warning("poses: the own SfM stopped after its %.0f s budget", own_budget_s)
+        if first is None:
+            raise ReconInputError(
+                f"pose estimation failed: pycolmap registered no pair of the {len(views)} images and the own SfM "
+                f"did not finish in {own_budget_s:.0f} s (try --poses own)",
+                views.source,
+            ) from None
+        second = None
+    except ReconInputError:
+        if first is None:
+            raise
+        second = None
+    if second is None or (first is not None and len(first.registered) >= len(second.registered)):
+        best = first
+    else:
+        best = second
+    assert best is not None
+    if best is second:
+        best.method = "auto (own SfM)"
+    best.info["seconds"] = time.perf_counter() - t0
+    best.info["tried"] = ["pycolmap", "own SfM"]
+    return best
+
+
+def own_sfm_poses(
+    views: ViewSet,
+    focal_px: float | None = None,
+    hfov_deg: float | None = None,
+    max_features: int = 8000,
+    seed: int = 0,
+    budget_s: float | None = None,
+) -> PoseResult:
+    """This module's SfM (features -> matching -> incremental SfM -> BA -> normalise) on an unposed ViewSet.
+
+    ``focal_px`` overrides the per-image EXIF focal (``views.meta["exif_focal_px"]``); without either,
+    ``hfov_deg`` (default 50 deg) gives the starting focal. It is held while the views register (two or three
+    views constrain it weakly; freed that early it once wandered 429 -> 374 px, truth 471) and freed (one shared
+    scale) once all are in: final bundle adjustment, then ``focal_search``.
+    Views register by PnP on 2D-3D matches (see recon.poses.incremental). Views that cannot be registered
+    are listed in ``failed``; raises ReconInputError when fewer than 2 views can be registered, and
+    recon.poses.incremental.OutOfTime when it runs longer than ``budget_s`` seconds.
+    """
+    t0 = time.perf_counter()
+    deadline = None if budget_s is None else t0 + budget_s
     Ks, known = _intrinsics(views, focal_px, hfov_deg or DEFAULT_HFOV_DEG)
     features = [detect(img, max_features=max_features) for img in views.images]
     putative: dict[tuple[int, int], np.ndarray] = {}
-    verified = match_all(features, Ks, seed=seed, putative=putative)
+    verified = match_all(features, Ks, seed=seed, putative=putative, deadline=deadline)
     pairs = consistent_pairs(verified)
     info: dict = {
         "features": [len(f) for f in features],
@@ -245,7 +313,9 @@ def estimate_poses(
     for cand in [pairs, verified] if len(pairs) < len(verified) else [verified]:
         if not cand or (model is not None and len(model.cams) >= reachable):
             continue
-        m, K_m, s_ = _sfm(features, cand, Ks, refine_focal=not known, putative=putative, reachable=reachable)
+        m, K_m, s_ = _sfm(
+            features, cand, Ks, refine_focal=not known, putative=putative, reachable=reachable, deadline=deadline
+        )
         if m is not None and _better(model, m):
             model, K_final, sfm = m, K_m, s_
     if model is not None and sfm is not None and not known and len(model.cams) >= 3:
@@ -303,6 +373,6 @@ def estimate_poses(
         xyz=norm.apply(xyz),
         rgb=rgb,
         normalisation=norm,
-        method="auto",
+        method="own",
         info=info,
     )

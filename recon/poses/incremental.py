@@ -12,6 +12,7 @@ matching), tracks are rebuilt, everything is re-triangulated and bundle adjusted
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -102,6 +103,15 @@ def _skew(t: np.ndarray) -> np.ndarray:
     return np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
 
 
+class OutOfTime(Exception):
+    """The SfM ran past its deadline (``IncrementalSfM.deadline``, a time.perf_counter() value)."""
+
+
+def check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.perf_counter() > deadline:
+        raise OutOfTime
+
+
 class IncrementalSfM:
     """Builds a Model from features, verified pairs, putative matches of all pairs and per-image intrinsics."""
 
@@ -129,6 +139,7 @@ class IncrementalSfM:
         self.min_support = min_support
         self.n = len(features)
         self.tracks = Tracks.build([len(f) for f in features], self.matches)
+        self.deadline: float | None = None  # time.perf_counter() value past which run/adjust raise OutOfTime
 
     def _rebuild(self, m: Model) -> None:
         """New tracks from ``self.matches``; every point is triangulated again."""
@@ -219,6 +230,7 @@ class IncrementalSfM:
         return (Observations(cam_pos[T.im[sel]], pt_pos[T.track[sel]], xy.reshape(-1, 2)), cam_list, trk_list.tolist())
 
     def adjust(self, m: Model, refine_focal: bool = False, fixed: int | None = None) -> None:
+        check_deadline(self.deadline)
         """Bundle adjustment of everything in ``m``, then drop points with an observation erring too much."""
         for _round in range(2):
             obs, cam_list, trk_list = self._observations(m)
@@ -415,6 +427,7 @@ class IncrementalSfM:
             return m
         rejected: set[int] = set()  # placed, but unsupported after re-matching: retried once more views are in
         while len(m.cams) < self.n:
+            check_deadline(self.deadline)
             todo = [im for im in range(self.n) if im not in m.cams and im not in rejected]
             counts = {im: len(self._correspondences(m, im, putative=False)[0]) for im in todo}
             added = None
