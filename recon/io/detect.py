@@ -64,7 +64,8 @@ def detect_format(path: str | Path) -> str:
         return "colmap"
     if is_spare_scene(path):
         return "spare"
-    if list_images(path) or ((path / "images").is_dir() and list_images(path / "images")):
+    unreadable: list = []  # broken links etc. with image names: the image-folder reader names them
+    if list_images(path, unreadable) or unreadable or ((path / "images").is_dir() and list_images(path / "images", [])):
         return "images"
     raise ReconInputError(
         "no images, transforms.json, COLMAP model (cameras.bin/txt, sparse/0), LLFF/DTU/Blender or SpaRe-style "

@@ -8,6 +8,7 @@ has an alpha channel that is not fully opaque, from the alpha channels. The EXIF
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ import numpy as np
 
 from recon.cameras import Camera
 from recon.errors import ReconInputError
-from recon.io.files import file_kind, not_regular_message
+from recon.io import image_header
+from recon.io.files import file_kind, not_regular_message, read_bytes
+from recon.io.image_header import MAX_IMAGE_FILE_BYTES, parse_header
 from recon.io.images import (
     exif_focal_px,
     has_image_name,
@@ -46,12 +49,12 @@ class LoadedViews:
     original_sizes: list[tuple[int, int]]
 
 
-def list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path, skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Image files directly inside ``folder``, naturally sorted by name.
 
     An entry with an image name that is a folder is skipped with a warning naming it; a broken symbolic link,
     FIFO or device with an image name is a ReconInputError naming it (the user meant it as an image, and a
-    FIFO would block the reader).
+    FIFO would block the reader), or, when ``skipped`` is given, appended to it as (path, reason).
     """
     try:
         entries = list(folder.iterdir())
@@ -66,9 +69,47 @@ def list_images(folder: Path) -> list[Path]:
             out.append(p)
         elif kind == "folder":
             log.warning("%s: skipped: a folder with an image file name", p)
+        elif skipped is not None:
+            skipped.append((p, not_regular_message(kind, "image file")))
         else:
             raise ReconInputError(not_regular_message(kind, "image file"), p)
     return sorted(out, key=lambda p: natural_key(p.name))
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why the image file ``path`` cannot be read (not a regular file, no permission, not an image, corrupt
+    header, truncated JPEG data), or None when it reads. An image over the pixel budget reads: the loader
+    refuses it with its own error. JPEGs are decoded at 1/8 scale (the whole entropy-coded stream is still
+    read, so a truncated file is caught)."""
+    try:
+        data = read_bytes(path, "image file", MAX_IMAGE_FILE_BYTES)
+        header = parse_header(data, path)
+    except ReconInputError as exc:
+        text = str(exc)
+        return text.split(": ", 1)[1] if exc.path is not None and ": " in text else text
+    if path.suffix.lower() not in (".jpg", ".jpeg") or header.width * header.height > image_header.MAX_IMAGE_PIXELS:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"cannot decode image ({exc})"
+    return None
+
+
+def readable_images(paths: list[Path], skipped: list[tuple[Path, str]]) -> list[Path]:
+    """``paths`` less the files that cannot be read, each added to ``skipped`` with its reason."""
+    out = []
+    for p in paths:
+        why = unreadable_reason(p)
+        if why is None:
+            out.append(p)
+        else:
+            skipped.append((p, why))
+    return out
 
 
 def check_unique(paths: list[Path]) -> None:
@@ -200,10 +241,19 @@ def read_image_folder(
     if kind != "folder":
         raise ReconInputError(f"not a folder (expected a folder of images; this is a {kind})", folder)
     root = folder
-    paths = list_images(folder)
-    if not paths and (folder / "images").is_dir() and list_images(folder / "images"):
+    skipped: list[tuple[Path, str]] = []
+    paths = list_images(folder, skipped)
+    if not paths and not skipped and (folder / "images").is_dir() and list_images(folder / "images", []):
         folder = folder / "images"  # scene/images (+ scene/masks) layout
-        paths = list_images(folder)
+        paths = list_images(folder, skipped)
+    paths = readable_images(paths, skipped)
+    for p, why in skipped:
+        log.warning("%s: skipped: %s", p, why)
+    if len(paths) < min_views and skipped:
+        bad = "; ".join(f"{p.name} ({why})" for p, why in skipped)
+        raise ReconInputError(
+            f"found {len(paths)} readable images, need at least {min_views}; cannot read {bad}", folder
+        )
     if not paths:
         raise ReconInputError("no images found (looked for .png/.jpg/.jpeg files)", folder)
     check_count(len(paths), folder, min_views)
