@@ -244,7 +244,8 @@ def export(
         from recon.export.cameras import export_cameras
 
         done = export_cameras(run, cameras, to, overwrite=overwrite, images=images)
-        typer.echo(f"wrote {cameras} cameras of {done.cameras} views and {done.points} points to {to}")
+        points = f" and {done.points} points" if cameras == "colmap" else ""
+        typer.echo(f"wrote {cameras} cameras of {done.cameras} views{points} to {to}")
         if done.photos_missing:
             typer.echo(
                 f"recon: note: photos not found for {len(done.photos_missing)} views (pass --images); the export "
