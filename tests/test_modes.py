@@ -41,7 +41,10 @@ def _forward_facing_scene(folder: Path, n: int = 4, w: int = 64, h: int = 48) ->
     return cams
 
 
-def test_photos_without_masks_are_a_scene_and_masks_make_an_object() -> None:
+def test_photos_without_masks_are_a_scene_and_masks_make_an_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    import priors.segmentation as seg
+
+    monkeypatch.setattr(seg, "salient_model_path", lambda: None)  # no segmentation model installed
     views = ViewSet(names=["a", "b"], images=[np.zeros((8, 8, 3), np.float32)] * 2)
     d = decide_mode(views, make_config("fast"))
     assert d.mode == "scene" and "without object masks" in d.reason and d.masks is None
@@ -50,6 +53,43 @@ def test_photos_without_masks_are_a_scene_and_masks_make_an_object() -> None:
     assert d.mode == "object" and d.masks is not None
     assert decide_mode(views, make_config("fast", mode="scene")).mode == "scene"
     assert decide_mode(views, make_config("plain")).mode == "scene"
+
+
+class _FakeSegmenter:
+    """Masks a centred square; confident on the views listed."""
+
+    name = "fake"
+
+    def __init__(self, confident: set[int]) -> None:
+        self.confident, self.k = confident, 0
+
+    def segment(self, image: np.ndarray):
+        from priors.segmentation import Segmentation
+
+        m = np.zeros(image.shape[:2], np.float32)
+        m[4:12, 4:12] = 1.0
+        conf = 0.9 if self.k in self.confident else 0.1
+        self.k += 1
+        return Segmentation(m, m, conf)
+
+
+@pytest.mark.parametrize(("confident", "mode"), [({0, 1, 2, 3}, "object"), ({0, 1, 2}, "object"), ({0}, "scene")])
+def test_auto_mode_is_object_only_for_a_confident_segmentation(
+    monkeypatch: pytest.MonkeyPatch, confident: set[int], mode: str
+) -> None:
+    import priors.segmentation as seg
+
+    monkeypatch.setattr(seg, "salient_model_path", lambda: Path("model.onnx"))
+    monkeypatch.setattr(seg, "make_segmenter", lambda name="auto": _FakeSegmenter(confident))
+    views = ViewSet(names=list("abcd"), images=[np.zeros((16, 16, 3), np.float32)] * 4)
+    d = decide_mode(views, make_config("fast"))
+    assert d.mode == mode
+    assert ("confident" in d.reason) if mode == "scene" else ("found one object" in d.reason and d.masks is not None)
+    with_bounds = ViewSet(names=list("abcd"), images=views.images, meta={"near_far": [(1.0, 5.0)] * 4})
+    d = decide_mode(with_bounds, make_config("fast"))
+    assert d.mode == "scene" and "near/far" in d.reason  # forward-facing data: the background is scored too
+    # --mode object trusts the segmentation whatever its confidence (it falls back only when nothing is found)
+    assert decide_mode(views, make_config("fast", mode="object")).mode == "object"
 
 
 def test_frustum_points_lie_between_near_and_far_and_take_pixel_colours(tmp_path: Path) -> None:
