@@ -43,6 +43,9 @@ def test_each_kind_of_unreadable_file_has_a_reason(tmp_path: Path) -> None:
     assert "broken symbolic link" in unreadable_reason(link)
     cut = _truncated(tmp_path / "cut.jpg", good)
     assert "decode" in unreadable_reason(cut)
+    png = _photo(tmp_path / "good.png")
+    assert unreadable_reason(png) is None
+    assert "decode" in unreadable_reason(_truncated(tmp_path / "cut.png", png))
     text = tmp_path / "notes.png"
     text.write_text("not an image at all\n")
     assert "decode" in unreadable_reason(text)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from recon.cameras import Camera
@@ -26,6 +27,7 @@ from recon.io.images import (
     load_image,
     load_mask,
     natural_key,
+    read_raw,
     resize_image,
     target_size,
 )
@@ -78,18 +80,23 @@ def list_images(folder: Path, skipped: list[tuple[Path, str]] | None = None) -> 
 
 def unreadable_reason(path: Path) -> str | None:
     """Why the image file ``path`` cannot be read (not a regular file, no permission, not an image, corrupt
-    header, truncated JPEG data), or None when it reads. An image over the pixel budget reads: the loader
-    refuses it with its own error. JPEGs are decoded at 1/8 scale (the whole entropy-coded stream is still
-    read, so a truncated file is caught)."""
+    header, truncated data), or None when it reads. An image over the pixel budget reads: the loader refuses it
+    with its own error. Decoded at 1/8 scale (JPEGs by Pillow, which reads the whole entropy-coded stream and
+    raises on a truncated one)."""
     try:
         data = read_bytes(path, "image file", MAX_IMAGE_FILE_BYTES)
         header = parse_header(data, path)
     except ReconInputError as exc:
-        text = str(exc)
-        return text.split(": ", 1)[1] if exc.path is not None and ": " in text else text
-    if path.suffix.lower() not in (".jpg", ".jpeg") or header.width * header.height > image_header.MAX_IMAGE_PIXELS:
+        return _reason(exc)
+    if header.width * header.height > image_header.MAX_IMAGE_PIXELS:
         return None
-    from PIL import Image
+    if path.suffix.lower() not in (".jpg", ".jpeg"):  # PNG & co: OpenCV refuses truncated data
+        try:
+            read_raw(path, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        except ReconInputError as exc:
+            return _reason(exc)
+        return None
+    from PIL import Image  # OpenCV decodes a truncated JPEG with a grey bottom; Pillow raises
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -98,6 +105,12 @@ def unreadable_reason(path: Path) -> str | None:
     except (OSError, SyntaxError, ValueError) as exc:
         return f"cannot decode image ({exc})"
     return None
+
+
+def _reason(exc: ReconInputError) -> str:
+    """The problem part of a ReconInputError's one-line message (without the path)."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if exc.path is not None and ": " in text else text
 
 
 def readable_images(paths: list[Path], skipped: list[tuple[Path, str]]) -> list[Path]:
