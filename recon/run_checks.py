@@ -185,9 +185,21 @@ def _pose_problem(name: str, ev: ViewEvidence) -> str | None:
     return None
 
 
+def _engine(method: str | None) -> str | None:
+    """The estimator that actually ran: "colmap" or "own" (from "colmap", "own", "auto (pycolmap)",
+    "auto (own SfM)"...), None when unknown."""
+    m = (method or "").lower()
+    if "colmap" in m:
+        return "colmap"
+    if "own" in m:
+        return "own"
+    return None
+
+
 def _pose_advice(method: str | None) -> str:
-    """What to try for doubtful estimated poses, never the method already in use."""
-    others = {"own": ["colmap"], "colmap": ["own"]}.get(method or "", ["colmap", "own"])
+    """What to try for doubtful estimated poses, never the estimator that produced them."""
+    used = _engine(method)
+    others = [m for m in ("colmap", "own") if m != used]
     tries = " or ".join(f"--poses {m}" for m in others)
     return f"try {tries}, give cameras, or leave these views out"
 
@@ -239,8 +251,10 @@ def diagnose_views(ev: ViewEvidence, gap_db: float = SUSPECT_VIEW_DB) -> Diagnos
         known = []
         if ev.mask_coverage is not None:
             known.append("their masks look sound")
-        if ev.pose_method is not None and (ev.pose_residual_px or ev.pose_correction_deg):
+        if ev.pose_method is not None and ev.pose_residual_px:
             known.append("their pose residuals are low")
+        elif ev.pose_method is not None and ev.pose_correction_deg:
+            known.append("pose refinement barely turned them")
         why = f" ({' and '.join(known)})" if known else ""
         guess = "a blurred photo or a moved object"
         if ev.pose_method is not None:

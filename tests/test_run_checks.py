@@ -133,6 +133,11 @@ def test_diagnosis_pose_failure_never_suggests_the_method_in_use() -> None:
     assert "--poses colmap" not in d.warnings[0] and "--poses own" in d.warnings[0]
     d = diagnose_views(ViewEvidence(_FITS, pose_method="own", pose_correction_deg={"d.png": 7.0}))
     assert d.causes == {"d.png": "poses"} and "--poses own" not in d.warnings[0] and "--poses colmap" in d.warnings[0]
+    # auto reports the estimator it ran: that one is never suggested either
+    d = diagnose_views(ViewEvidence(_FITS, pose_method="auto (pycolmap)", pose_residual_px=res))
+    assert "--poses colmap" not in d.warnings[0] and "--poses own" in d.warnings[0]
+    d = diagnose_views(ViewEvidence(_FITS, pose_method="auto (own SfM)", pose_residual_px=res))
+    assert "--poses own" not in d.warnings[0] and "--poses colmap" in d.warnings[0]
 
 
 def test_diagnosis_both_causes_and_neither() -> None:
