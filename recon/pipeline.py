@@ -601,6 +601,7 @@ def reconstruct(
                     mask_source=decision.mask_decision.source if decision.mask_decision is not None else None,
                     pose_method=pose_info["method"] if pose_info is not None else None,
                     pose_residual_px=(pose_info or {}).get("view_rms_px"),
+                    pose_rms_px=(pose_info or {}).get("rms_px"),
                     pose_correction_deg=dict(zip(views.names, result.pose_correction_deg or [])) or None,
                     black=summary["black_renders"],
                 )

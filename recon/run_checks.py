@@ -149,6 +149,7 @@ class ViewEvidence:
     mask_source: str | None = None  # "input" or "automatic"
     pose_method: str | None = None  # the --poses method used; None: cameras came with the input
     pose_residual_px: dict[str, float] | None = None  # per-view reprojection RMS from the pose estimator
+    pose_rms_px: float | None = None  # the estimator's overall reprojection RMS (used without per-view values)
     pose_correction_deg: dict[str, float] | None = None  # photometric refinement's per-view rotation change
     black: list[str] = field(default_factory=list)  # views whose render is black
 
@@ -179,6 +180,8 @@ def _pose_problem(name: str, ev: ViewEvidence) -> str | None:
     res = (ev.pose_residual_px or {}).get(name)
     if res is not None and res > HIGH_RESIDUAL_PX:
         return f"reprojection residual {res:.1f} px"
+    if res is None and ev.pose_rms_px is not None and ev.pose_rms_px > HIGH_RESIDUAL_PX:
+        return f"the pose estimate's reprojection residual is {ev.pose_rms_px:.1f} px overall"
     corr = (ev.pose_correction_deg or {}).get(name)
     if corr is not None and corr > LARGE_CORRECTION_DEG:
         return f"pose moved {corr:.1f} deg during training"
@@ -251,7 +254,7 @@ def diagnose_views(ev: ViewEvidence, gap_db: float = SUSPECT_VIEW_DB) -> Diagnos
         known = []
         if ev.mask_coverage is not None:
             known.append("their masks look sound")
-        if ev.pose_method is not None and ev.pose_residual_px:
+        if ev.pose_method is not None and (ev.pose_residual_px or ev.pose_rms_px is not None):
             known.append("their pose residuals are low")
         elif ev.pose_method is not None and ev.pose_correction_deg:
             known.append("pose refinement barely turned them")

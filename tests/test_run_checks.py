@@ -133,6 +133,9 @@ def test_diagnosis_pose_failure_never_suggests_the_method_in_use() -> None:
     assert "--poses colmap" not in d.warnings[0] and "--poses own" in d.warnings[0]
     d = diagnose_views(ViewEvidence(_FITS, pose_method="own", pose_correction_deg={"d.png": 7.0}))
     assert d.causes == {"d.png": "poses"} and "--poses own" not in d.warnings[0] and "--poses colmap" in d.warnings[0]
+    d = diagnose_views(ViewEvidence(_FITS, pose_method="own", pose_rms_px=4.5))  # only the overall residual
+    assert d.causes == {"d.png": "poses"} and "4.5 px overall" in d.warnings[0]
+    assert diagnose_views(ViewEvidence(_FITS, pose_method="own", pose_rms_px=0.4)).causes == {"d.png": "unknown"}
     # auto reports the estimator it ran: that one is never suggested either
     d = diagnose_views(ViewEvidence(_FITS, pose_method="auto (pycolmap)", pose_residual_px=res))
     assert "--poses colmap" not in d.warnings[0] and "--poses own" in d.warnings[0]
