@@ -74,7 +74,7 @@ class _FakeSegmenter:
 
 
 @pytest.mark.parametrize(("confident", "mode"), [({0, 1, 2, 3}, "object"), ({0, 1, 2}, "object"), ({0}, "scene")])
-def test_auto_mode_is_object_only_for_a_confident_segmentation(
+def test_mode_object_is_object_only_for_a_confident_segmentation_and_auto_stays_a_scene(
     monkeypatch: pytest.MonkeyPatch, confident: set[int], mode: str
 ) -> None:
     import priors.segmentation as seg
@@ -82,14 +82,12 @@ def test_auto_mode_is_object_only_for_a_confident_segmentation(
     monkeypatch.setattr(seg, "salient_model_path", lambda: Path("model.onnx"))
     monkeypatch.setattr(seg, "make_segmenter", lambda name="auto": _FakeSegmenter(confident))
     views = ViewSet(names=list("abcd"), images=[np.zeros((16, 16, 3), np.float32)] * 4)
-    d = decide_mode(views, make_config("fast"))
+    d = decide_mode(views, make_config("fast", mode="object"))
     assert d.mode == mode
     assert ("confident" in d.reason) if mode == "scene" else ("found one object" in d.reason and d.masks is not None)
-    with_bounds = ViewSet(names=list("abcd"), images=views.images, meta={"near_far": [(1.0, 5.0)] * 4})
-    d = decide_mode(with_bounds, make_config("fast"))
-    assert d.mode == "scene" and "near/far" in d.reason  # forward-facing data: the background is scored too
-    # --mode object trusts the segmentation whatever its confidence (it falls back only when nothing is found)
-    assert decide_mode(views, make_config("fast", mode="object")).mode == "object"
+    # auto: photos without masks are a scene even with a segmentation model installed (measured better on DTU)
+    d = decide_mode(views, make_config("fast"))
+    assert d.mode == "scene" and "without object masks" in d.reason and d.masks is None
 
 
 def test_frustum_points_lie_between_near_and_far_and_take_pixel_colours(tmp_path: Path) -> None:
