@@ -504,9 +504,6 @@ def reconstruct(
                 timings["poses_s"] = time.perf_counter() - t
             cameras = require_poses(views)
             log.info("%d views %dx%d from %s", len(views), cameras[0].width, cameras[0].height, where)
-            if config.steps_per_view > 0:
-                config = config.for_views(len(views))
-                log.info("%d training steps (%d views)", config.iterations, len(views))
             t = time.perf_counter()
             decision = modes.decide_mode(views, config)
             for msg in decision.mask_decision.warnings if decision.mask_decision is not None else []:
@@ -531,6 +528,9 @@ def reconstruct(
                 init = initialise(views, cameras, masks, config)
             timings["init_s"] = time.perf_counter() - t
             log.info("initialised %d Gaussians (scene scale %.3f)", init.model.num_gaussians, init.scene_scale)
+            if config.steps_per_view > 0:
+                config = config.for_views(len(views), scene=decision.mode == "scene")
+                log.info("%d training steps (%d views, %s mode)", config.iterations, len(views), decision.mode)
             kind = representation(config.representation)
             init.model = kind.create(init, config)
             extra_loss, prior_report = None, None

@@ -158,12 +158,13 @@ def test_steps_per_view_sets_the_steps_from_the_view_count_unless_iterations_are
     from recon.config import STEPS_RANGE
 
     config = make_config("fast", steps_per_view=150)
-    assert config.for_views(3).iterations == max(STEPS_RANGE[0], 450)
-    assert config.for_views(8).iterations == 1200 and config.for_views(8).steps_per_view == 0
-    assert config.for_views(1000).iterations == STEPS_RANGE[1]
+    assert config.for_views(3, scene=True).iterations == max(STEPS_RANGE[0], 450)
+    assert config.for_views(3, scene=False).iterations == config.iterations  # object mode keeps its floor
+    assert config.for_views(8, scene=False).iterations == 1200 and config.for_views(8, scene=True).steps_per_view == 0
+    assert config.for_views(1000, scene=True).iterations == STEPS_RANGE[1]
     assert "per view" in config.steps_label()
     explicit = make_config("fast", settings={"steps_per_view": "150"}, iterations=60)
     assert explicit.steps_per_view == 150  # both given: the per-view rule was asked for by name
     assert make_config("fast", iterations=60).steps_per_view == 0  # --iterations wins over a preset's rule
-    assert make_config("fast", iterations=60).for_views(9).iterations == 60
-    assert make_config("fast", steps_per_view=0).for_views(9).iterations == make_config("fast").iterations
+    assert make_config("fast", iterations=60).for_views(9, scene=True).iterations == 60
+    assert make_config("fast", steps_per_view=0).for_views(9, scene=True).iterations == make_config("fast").iterations
