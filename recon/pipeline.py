@@ -104,11 +104,11 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
         result.info.get("seconds", 0.0),
     )
     if result.info.get("focal_prior") == "none":
-        log.info(
-            "poses: the photos carry no EXIF focal length: it was estimated by bundle adjustment from a %.0f "
-            "deg field-of-view start",
-            DEFAULT_HFOV_DEG,
-        )
+        if "own" in result.method:
+            how = f"by the built-in bundle adjustment from a {DEFAULT_HFOV_DEG:.0f} deg field-of-view start"
+        else:
+            how = "by pycolmap's bundle adjustment"
+        log.info("poses: the photos carry no EXIF focal length: it was estimated %s", how)
     return out, info
 
 
