@@ -572,7 +572,11 @@ def test_go_to_camera_moves_the_browser_there(live_page) -> None:
     while not at(viewer.contents.cameras[1]) and time.time() < deadline:
         time.sleep(0.2)
     assert at(viewer.contents.cameras[1])
-    assert scene.get_handle_by_name("/cameras/test/003").visible is True  # left that frustum: shown again
+    # left that frustum: shown again (the visibility update follows the camera message; wait for it)
+    deadline = time.time() + 15
+    while not scene.get_handle_by_name("/cameras/test/003").visible and time.time() < deadline:
+        time.sleep(0.2)
+    assert scene.get_handle_by_name("/cameras/test/003").visible is True
     # Moving away (orbit/zoom in the browser, here through its camera) brings the input frustum back.
     client.camera.position = client.camera.position - 2.0 * viewer.contents.cameras[1].R[2]
     deadline = time.time() + 15
