@@ -34,9 +34,10 @@ log = logging.getLogger("recon")
 
 @dataclass
 class StereoSettings:
-    """Plane sweep: ``planes`` depth hypotheses, NCC over ``window`` x ``window`` pixels; trust a depth with NCC
-    >= ``min_ncc``, a reference window standard deviation >= ``min_texture`` (images in [0, 1]) and agreement
-    with another view within ``max_reproj_px`` pixels and ``max_rel_depth`` relative depth."""
+    """Plane sweep: enough depth hypotheses for ``plane_step_px`` of image shift between planes (at most
+    ``max_planes``), NCC over ``window`` x ``window`` pixels; trust a depth with NCC >= ``min_ncc``, a reference
+    window standard deviation >= ``min_texture`` (images in [0, 1]) and agreement with another view within
+    ``max_reproj_px`` pixels and ``max_rel_depth`` relative depth."""
 
     max_planes: int = 512  # depth hypotheses: enough for <= ``plane_step_px`` pixels of shift between planes
     plane_step_px: float = 1.0
@@ -51,11 +52,12 @@ class StereoSettings:
 @dataclass
 class StereoDepth:
     """One view's stereo depth: ``depth`` [H, W] along the optical axis (0 = unknown), ``confidence`` [H, W] in
-    [0, 1] (0 where the depth is not trusted), at the size of ``camera``."""
+    [0, 1] (0 where the depth is not trusted), at the size of ``camera``; ``near_far`` is the swept range."""
 
     camera: Camera
     depth: np.ndarray
     confidence: np.ndarray
+    near_far: tuple[float, float]
 
     @property
     def valid(self) -> np.ndarray:
@@ -211,10 +213,11 @@ def stereo_depths(
         return []
     small = [_resize(im, cam, settings.max_side) for im, cam in zip(images, cameras)]
     raw: list[tuple[np.ndarray, np.ndarray]] = []
+    ranges: list[tuple[float, float]] = []
     for r, (ref, cam) in enumerate(small):
-        nf = near_far[r] if isinstance(near_far, list) else near_far or depth_range(cam, bounds)
+        ranges.append(near_far[r] if isinstance(near_far, list) else near_far or depth_range(cam, bounds))
         others = [small[s] for s in range(len(small)) if s != r]
-        raw.append(sweep(ref, cam, others, nf, settings))
+        raw.append(sweep(ref, cam, others, ranges[r], settings))
     out = []
     for r, (depth, score) in enumerate(raw):
         cam = small[r][1]
@@ -226,8 +229,26 @@ def stereo_depths(
                 agree |= _consistent(depth, cam, d_s, small[s][1], settings)
         keep = good & agree
         conf = np.where(keep, np.clip((score - settings.min_ncc) / (1 - settings.min_ncc), 0.05, 1.0), 0.0)
-        out.append(StereoDepth(cam, np.where(keep, depth, 0.0).astype(np.float32), conf.astype(np.float32)))
+        depth = np.where(keep, depth, 0.0).astype(np.float32)
+        out.append(StereoDepth(cam, depth, conf.astype(np.float32), ranges[r]))
     return out
+
+
+def _pixel_points(
+    sd: StereoDepth, image: np.ndarray, xs: np.ndarray, ys: np.ndarray, depth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points through pixels (xs, ys) of ``sd``'s camera at ``depth``, coloured from ``image`` (any size)."""
+    uv = np.stack([xs + 0.5, ys + 0.5], axis=1)
+    h, w = image.shape[:2]
+    px = np.clip(((xs + 0.5) * w / sd.camera.width).astype(int), 0, w - 1)
+    py = np.clip(((ys + 0.5) * h / sd.camera.height).astype(int), 0, h - 1)
+    return sd.camera.unproject(uv, depth), np.asarray(image[py, px, :3], dtype=np.float64)
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def stereo_points(
@@ -235,20 +256,12 @@ def stereo_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(xyz, rgb) of the trusted depths of all views, at most ``max_points`` (a random subset), coloured from
     their pixels."""
-    xyz_all, rgb_all = [], []
+    parts = []
     for sd, img in zip(depths, images):
         ys, xs = np.nonzero(sd.valid)
-        if len(ys) == 0:
-            continue
-        uv = np.stack([xs + 0.5, ys + 0.5], axis=1)
-        xyz_all.append(sd.camera.unproject(uv, sd.depth[ys, xs]))
-        h, w = img.shape[:2]
-        px = np.clip(((xs + 0.5) * w / sd.camera.width).astype(int), 0, w - 1)
-        py = np.clip(((ys + 0.5) * h / sd.camera.height).astype(int), 0, h - 1)
-        rgb_all.append(np.asarray(img[py, px, :3], dtype=np.float64))
-    if not xyz_all:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    xyz, rgb = np.concatenate(xyz_all), np.concatenate(rgb_all)
+        if len(ys):
+            parts.append(_pixel_points(sd, img, xs, ys, sd.depth[ys, xs]))
+    xyz, rgb = _joined(parts)
     if len(xyz) > max_points:
         pick = rng.choice(len(xyz), size=max_points, replace=False)
         xyz, rgb = xyz[pick], rgb[pick]
@@ -256,51 +269,31 @@ def stereo_points(
 
 
 def untrusted_backdrop(
-    depths: Sequence[StereoDepth],
-    images: Sequence[np.ndarray],
-    n: int,
-    rng: np.random.Generator,
-    bounds: np.ndarray,
-    far: float | list[float] | None = None,
+    depths: Sequence[StereoDepth], images: Sequence[np.ndarray], n: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(xyz, rgb) of ``n`` points through random pixels without a trusted depth, at the far depth of their view
-    (``far``: one for all views, one per view, or the far corner of ``bounds``), coloured from their pixel."""
-    xyz_all, rgb_all = [], []
+    """(xyz, rgb) of ``n`` points through random pixels without a trusted depth, at the far end of their view's
+    swept depth range, coloured from their pixel."""
     if n <= 0 or not depths:
-        return np.zeros((0, 3)), np.zeros((0, 3))
+        return _joined([])
     per_view = np.bincount(rng.integers(0, len(depths), size=n), minlength=len(depths))
-    for k, (sd, img, m) in enumerate(zip(depths, images, per_view)):
+    parts = []
+    for sd, img, m in zip(depths, images, per_view):
         ys, xs = np.nonzero(~sd.valid)
         if m == 0 or len(ys) == 0:
             continue
         pick = rng.integers(0, len(ys), size=m)
-        ys, xs = ys[pick], xs[pick]
-        d_far = far[k] if isinstance(far, list) else far if far is not None else depth_range(sd.camera, bounds)[1]
-        uv = np.stack([xs + 0.5, ys + 0.5], axis=1)
-        xyz_all.append(sd.camera.unproject(uv, np.full(len(uv), d_far)))
-        h, w = img.shape[:2]
-        px = np.clip(((xs + 0.5) * w / sd.camera.width).astype(int), 0, w - 1)
-        py = np.clip(((ys + 0.5) * h / sd.camera.height).astype(int), 0, h - 1)
-        rgb_all.append(np.asarray(img[py, px, :3], dtype=np.float64))
-    if not xyz_all:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    return np.concatenate(xyz_all), np.concatenate(rgb_all)
-
-
-def coverage(depths: Sequence[StereoDepth]) -> float:
-    """Mean fraction of each view's pixels with a trusted depth."""
-    return float(np.mean([sd.valid.mean() for sd in depths])) if depths else 0.0
+        parts.append(_pixel_points(sd, img, xs[pick], ys[pick], np.full(m, sd.near_far[1])))
+    return _joined(parts)
 
 
 def describe(depths: Sequence[StereoDepth]) -> str:
-    """One line for the log: trusted fraction per view."""
-    return "stereo depth on " + ", ".join(f"{100 * sd.valid.mean():.0f}%" for sd in depths) + " of the views' pixels"
+    """For the log: the trusted fraction of each view's pixels."""
+    return "confident depth on " + ", ".join(f"{100 * sd.valid.mean():.0f}%" for sd in depths) + " of the views' pixels"
 
 
 __all__ = [
     "StereoDepth",
     "StereoSettings",
-    "coverage",
     "depth_range",
     "describe",
     "stereo_depths",

@@ -154,7 +154,7 @@ def stereo_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.G
     on is explained from behind the scene rather than by floaters in front of it. None when stereo finds too
     few points (one view, no texture, no overlap). The depth range comes from the data when it gives one (LLFF
     near/far; the unit sphere of normalised IDR/NeuS cameras), else from the box the cameras look at."""
-    from priors.stereo import stereo_depths, stereo_points, untrusted_backdrop
+    from priors.stereo import describe, stereo_depths, stereo_points, untrusted_backdrop
 
     if len(cameras) < 2:
         return None
@@ -173,10 +173,8 @@ def stereo_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.G
     xyz, rgb = stereo_points(depths, views.images, n - n_back, rng)
     if len(xyz) < MIN_DATA_POINTS:
         return None
-    far = [nf[1] for nf in near_far] if isinstance(near_far, list) else None
-    bxyz, brgb = untrusted_backdrop(depths, views.images, n_back, rng, bounds, far=far or (near_far and near_far[1]))
-    cover = ", ".join(f"{100 * d.valid.mean():.0f}%" for d in depths)
-    how = f"{len(xyz)} stereo points (confident depth on {cover} of the views' pixels) and a backdrop of {len(bxyz)}"
+    bxyz, brgb = untrusted_backdrop(depths, views.images, n_back, rng)
+    how = f"{len(xyz)} stereo points ({describe(depths)}) and a backdrop of {len(bxyz)}"
     return SceneStart(np.concatenate([xyz, bxyz]), np.concatenate([rgb, brgb]), how, depths)
 
 
