@@ -187,3 +187,61 @@ def stereo_depth_loss(depth: torch.Tensor, target: torch.Tensor, confidence: tor
         return depth.new_zeros(())
     rel = (depth - target).abs() / target.clamp_min(_EPS)
     return (w * rel).sum() / total
+
+
+def decay_opacities(logits: torch.Tensor, rate: float) -> None:
+    """Opacity decay (Binocular3DGS): every opacity ``o`` becomes ``(1 - rate) * o``, in place on the logits.
+
+    Gaussians the loss keeps needing get their opacity back from the gradient each step; the ones only a few
+    pixels of a few views support (floaters that sparse views cannot rule out) fade until pruning removes them."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"opacity decay rate must be in [0, 1), got {rate}")
+    if rate == 0.0:
+        return
+    with torch.no_grad():
+        o = torch.sigmoid(logits) * (1.0 - rate)
+        logits.copy_(torch.log(o) - torch.log1p(-o))
+
+
+def binocular_shift(depth: torch.Tensor, alpha: torch.Tensor, ratio: float, generator: torch.Generator) -> float:
+    """Baseline of this step's virtual stereo partner: ``ratio`` times the median rendered depth where the view
+    is covered (so the disparity is about ``ratio`` x the focal length in pixels at any scene scale), with a
+    random sign; 0 when nothing is covered."""
+    d = depth.detach().reshape(-1)[alpha.detach().reshape(-1) > 0.5]
+    if d.numel() == 0:
+        return 0.0
+    sign = 1.0 if float(torch.rand((), generator=generator)) < 0.5 else -1.0
+    return sign * ratio * float(d.median())
+
+
+def binocular_consistency(
+    depth: torch.Tensor,
+    alpha: torch.Tensor,
+    partner_rgb: torch.Tensor,
+    target: torch.Tensor,
+    fx: float,
+    baseline: float,
+) -> torch.Tensor:
+    """Binocular3DGS's self-supervision: the render of a virtual camera moved ``baseline`` along the input
+    camera's x axis, ``partner_rgb`` [H,W,3], warped back into the input view through the input view's rendered
+    depth [H,W] (rectified pair: disparity fx * baseline / depth), must reproduce the input image ``target``.
+    Mean L1 over covered pixels (alpha > 0.5) that land inside the partner image; gradients reach the depth
+    (geometry) and the partner render (appearance away from the input views)."""
+    if depth.dim() == 3:
+        depth = depth[..., 0]
+    h, w = depth.shape
+    if baseline == 0.0:
+        return depth.new_zeros(())
+    u = torch.arange(w, dtype=depth.dtype, device=depth.device)[None, :] + 0.5
+    v = torch.arange(h, dtype=depth.dtype, device=depth.device)[:, None] + 0.5
+    u_partner = u - fx * baseline / depth.clamp_min(_EPS)
+    grid = torch.stack([2.0 * u_partner / w - 1.0, (2.0 * v / h - 1.0).expand(h, w)], dim=-1)
+    warped = F.grid_sample(
+        partner_rgb.permute(2, 0, 1)[None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False
+    )[0].permute(1, 2, 0)
+    valid = (alpha.detach().reshape(h, w) > 0.5) & (u_partner > 0) & (u_partner < w) & (depth > 0)
+    count = valid.sum()
+    if int(count) == 0:
+        return depth.new_zeros(())
+    err = (warped - target).abs().mean(dim=-1)
+    return (err * valid).sum() / count

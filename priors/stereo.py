@@ -286,6 +286,31 @@ def untrusted_backdrop(
     return _joined(parts)
 
 
+def in_free_space(
+    points: np.ndarray, depths: Sequence[StereoDepth], margin: float = 0.05, window: int = 5
+) -> np.ndarray:
+    """bool [N]: points that some view sees through: they project onto a pixel whose whole ``window`` x
+    ``window`` neighbourhood has trusted stereo depth, and lie nearer than the nearest of those depths by more
+    than ``margin`` (relative). That view sees a photo-consistent surface behind them, so anything there is
+    transparent in it: a floater (free-space carving with the stereo surface, as the visual hull does for
+    objects). The neighbourhood minimum keeps Gaussians at depth edges, where a window straddles two surfaces."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    free = np.zeros(len(points), dtype=bool)
+    kernel = np.ones((window, window), np.uint8)
+    for sd in depths:
+        # untrusted pixels are 0, so any of them in the window makes the minimum 0: no verdict there
+        nearest = cv2.erode(np.where(sd.valid, sd.depth, 0.0).astype(np.float32), kernel)
+        uv, z = sd.camera.project(points)
+        inside = np.isfinite(uv).all(axis=1) & (z > 0)
+        xs = np.floor(np.nan_to_num(uv[:, 0], nan=-1.0)).astype(np.int64)
+        ys = np.floor(np.nan_to_num(uv[:, 1], nan=-1.0)).astype(np.int64)
+        inside &= (xs >= 0) & (xs < nearest.shape[1]) & (ys >= 0) & (ys < nearest.shape[0])
+        surface = np.zeros(len(points), dtype=np.float32)
+        surface[inside] = nearest[ys[inside], xs[inside]]
+        free |= (surface > 0) & (z < surface * (1.0 - margin))
+    return free
+
+
 def describe(depths: Sequence[StereoDepth]) -> str:
     """For the log: the trusted fraction of each view's pixels."""
     return "confident depth on " + ", ".join(f"{100 * sd.valid.mean():.0f}%" for sd in depths) + " of the views' pixels"
@@ -296,6 +321,7 @@ __all__ = [
     "StereoSettings",
     "depth_range",
     "describe",
+    "in_free_space",
     "stereo_depths",
     "stereo_points",
     "untrusted_backdrop",

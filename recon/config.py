@@ -60,6 +60,9 @@ class TrainConfig:
     # probability and the kept ones' opacity is scaled by 1/(1-rate), so no Gaussian can hide behind others that
     # already explain the few input views (sparse-view overfitting); 0 = off. Not used for the final renders.
     dropout: float = 0.0
+    # opacity decay (Binocular3DGS): after every step each opacity is multiplied by (1 - rate); what the loss
+    # does not keep supporting fades out and is pruned. 0 = off.
+    opacity_decay: float = 0.01
 
 
 @dataclass
@@ -78,6 +81,14 @@ class LossConfig:
     # scene mode: rendered depth pulled toward the confident plane-sweep stereo depth of the input views
     # (priors.stereo), weighted by its confidence: the stand-in for the monocular depth priors published methods use
     stereo_depth: float = 1.0
+    # scene mode: remove Gaussians an input view sees through: nearer than its trusted stereo surface by more
+    # than this fraction of the depth (priors.stereo.in_free_space), at every densification step. 0 = off.
+    free_space_margin: float = 0.05
+    # Binocular3DGS self-supervision: a virtual camera beside the training view (baseline binocular_baseline x
+    # the median depth, so ~that fraction of the focal length in disparity) is rendered and warped back through
+    # the training view's rendered depth onto its image (priors.regularizers.binocular_consistency). 0 = off.
+    binocular: float = 1.0
+    binocular_baseline: float = 0.1
 
 
 @dataclass
@@ -141,6 +152,8 @@ class ReconstructConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{path} must be a fraction in [0, 1]; got {value!r}")
+        if self.train.opacity_decay >= 1.0:
+            raise ValueError(f"train.opacity_decay must be below 1; got {self.train.opacity_decay!r}")
         if self.train.dropout >= 1.0:
             raise ValueError(f"train.dropout must be below 1 (1 drops every Gaussian); got {self.train.dropout!r}")
         if self.track not in (None, 3, 9):
@@ -218,6 +231,8 @@ _MINIMUMS: dict[str, float] = {
     "loss.max_scale_ratio": 1,
     "loss.depth_smooth": 0,
     "loss.stereo_depth": 0,
+    "loss.binocular": 0,
+    "loss.binocular_baseline": 0,
     "densify.refine_start_iter": 0,
     "densify.refine_every": 1,
     "densify.reset_every": 1,
@@ -243,6 +258,8 @@ _MINIMUMS: dict[str, float] = {
 _FRACTIONS = (
     "train.coarse_until",
     "train.dropout",
+    "train.opacity_decay",
+    "loss.free_space_margin",
     "densify.refine_stop_frac",
     "poses.refine_start",
     "neural.sparsity",
@@ -452,6 +469,9 @@ PRESETS: dict[str, ReconstructConfig] = {
         loss__scale=0.0,
         loss__depth_smooth=0.0,
         loss__stereo_depth=0.0,
+        loss__free_space_margin=0.0,
+        loss__binocular=0.0,
+        train__opacity_decay=0.0,
         loss__prune_outside_hull=False,
     ),
 }

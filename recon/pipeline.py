@@ -304,6 +304,22 @@ def train(
             loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
         if stereo is not None and out.depth is not None:
             loss = loss + config.loss.stereo_depth * reg.stereo_depth_loss(out.depth, *stereo[i])
+        if config.loss.binocular > 0 and out.depth is not None:
+            baseline = reg.binocular_shift(out.depth, out.alpha, config.loss.binocular_baseline, gen)
+            if pose_opt is not None:
+                vm, Kp = pose_opt.viewmats(i), Kt
+            else:
+                vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=device)[None]
+                Kp = torch.as_tensor(cam.K, dtype=torch.float32, device=device)[None]
+            partner_vm = vm.clone()
+            partner_vm[:, 0, 3] = partner_vm[:, 0, 3] - baseline  # the camera moved +baseline along its x axis
+            partner = model.render(
+                (partner_vm, Kp), width=cam.width, height=cam.height, background=bg, render_mode="RGB", **step_kwargs
+            )[0]
+            fx = float(Kp[0, 0, 0])
+            loss = loss + config.loss.binocular * reg.binocular_consistency(
+                out.depth, out.alpha, partner.rgb, target, fx, baseline
+            )
         if extra_loss is not None:
             extra = extra_loss(step, model)
             if extra is not None:
@@ -317,6 +333,7 @@ def train(
                 pose_adam.step()
             pose_adam.zero_grad(set_to_none=True)
         means_schedule.step()
+        reg.decay_opacities(model.splats["opacities"], config.train.opacity_decay)
         strategy.step_post_backward(step, out.meta, model, optimizers)
         if (
             init.hull is not None
@@ -328,6 +345,19 @@ def train(
                 floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
             if bool(floaters.any()) and int((~floaters).sum()) > 0:
                 result.pruned_floaters += strategy.prune_mask(model, floaters, optimizers)
+        if (
+            init.stereo
+            and config.loss.free_space_margin > 0
+            and step >= config.densify.refine_start_iter
+            and step % config.densify.refine_every == 0
+        ):
+            from priors.stereo import in_free_space
+
+            free = torch.from_numpy(
+                in_free_space(model.means.detach().cpu().numpy(), init.stereo, config.loss.free_space_margin)
+            ).to(device)
+            if bool(free.any()) and int((~free).sum()) > 0:
+                result.pruned_floaters += strategy.prune_mask(model, free, optimizers)
         if step % 10 == 0 or step == config.iterations:
             with torch.no_grad():
                 psnr_v = float(metrics.psnr(out.rgb.detach().clamp(0, 1), target))

@@ -143,3 +143,33 @@ def test_stereo_depth_loss_counts_only_trusted_pixels_and_resamples_the_render()
     loss.backward()
     assert depth.grad[:4].abs().sum() > 0 and depth.grad[4:].abs().sum() == 0  # untrusted rows get no pull
     assert R.stereo_depth_loss(torch.ones(4, 6, 1), target, torch.zeros(4, 6)).item() == 0.0
+
+
+def test_decay_opacities_scales_every_opacity() -> None:
+    logits = torch.tensor([-3.0, 0.0, 2.5])
+    before = torch.sigmoid(logits)
+    R.decay_opacities(logits, 0.1)
+    assert torch.allclose(torch.sigmoid(logits), 0.9 * before, atol=1e-6)
+    with pytest.raises(ValueError):
+        R.decay_opacities(logits, 1.0)
+
+
+def test_binocular_consistency_is_zero_at_the_true_depth_and_pulls_toward_it() -> None:
+    torch.manual_seed(0)
+    h, w, disparity = 24, 40, 4
+    wide = torch.rand(h, w + 12, 3)
+    target = wide[:, 4 : 4 + w]
+    partner = wide[:, 4 + disparity : 4 + disparity + w]  # a camera moved along +x sees content shifted left
+    fx, baseline, true_depth = 100.0, 0.2, 5.0  # fx * baseline / depth = 4 px
+    alpha = torch.ones(h, w)
+    losses, grads = [], []
+    for z in (4.0, true_depth, 6.0):
+        depth = torch.full((h, w), z, requires_grad=True)
+        loss = R.binocular_consistency(depth, alpha, partner, target, fx, baseline)
+        loss.backward()
+        losses.append(float(loss))
+        grads.append(float(depth.grad.sum()))
+    assert losses[1] < 1e-5 < min(losses[0], losses[2])
+    assert grads[0] < 0 < grads[2]  # too near: push back; too far: pull in
+    uncovered = R.binocular_consistency(torch.full((h, w), 4.0), torch.zeros(h, w), partner, target, fx, baseline)
+    assert float(uncovered) == 0.0

@@ -89,3 +89,25 @@ def test_depth_range_of_the_working_volume_and_behind_the_camera() -> None:
     assert near == pytest.approx(2.0, abs=0.2) and far == pytest.approx(4.0, abs=0.3)
     with pytest.raises(ValueError):
         depth_range(cam, np.array([[-1.0, -1.0, -9.0], [1.0, 1.0, -8.0]]))
+
+
+def test_free_space_flags_points_in_front_of_the_trusted_wall_only() -> None:
+    from priors.stereo import StereoDepth, in_free_space
+
+    _, cam = _view(0.0)
+    depth = _true_depth(cam).astype(np.float32)
+    conf = np.ones_like(depth)
+    conf[:, : cam.width // 2] = 0.0  # the left half is untrusted: no verdict there
+    sd = StereoDepth(cam, np.where(conf > 0, depth, 0.0).astype(np.float32), conf, (2.0, 4.0))
+    right = cam.unproject(np.array([[70.5, 36.5]]), np.array([1.0]))[0]  # a ray through the trusted half
+    left = cam.unproject(np.array([[20.5, 36.5]]), np.array([1.0]))[0]
+    d_right = float(depth[36, 70])
+    points = np.stack(
+        [
+            cam.center + (right - cam.center) * 0.6 * d_right,  # well in front of the wall: seen through
+            cam.center + (right - cam.center) * 0.99 * d_right,  # on the wall (within the margin)
+            cam.center + (right - cam.center) * 1.5 * d_right,  # behind it: hidden, not free space
+            cam.center + (left - cam.center) * 0.6 * float(depth[36, 20]),  # in front, but where depth is unknown
+        ]
+    )
+    assert in_free_space(points, [sd], margin=0.05).tolist() == [True, False, False, False]
