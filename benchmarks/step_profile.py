@@ -51,7 +51,16 @@ if _IMPORT_ROOT not in sys.path:
 import torch
 
 KERNEL_CALLS = ("project_fwd", "sh_fwd", "isect_tiles", "rasterize_fwd", "rasterize_bwd", "project_bwd", "sh_bwd")
-REGULARISERS = ("alpha_mask_loss", "opacity_entropy", "scale_regularizer", "depth_smoothness", "stereo_depth_loss")
+REGULARISERS = (
+    "alpha_mask_loss",
+    "opacity_entropy",
+    "scale_regularizer",
+    "depth_smoothness",
+    "stereo_depth_loss",
+    "binocular_shift",
+    "binocular_consistency",
+    "decay_opacities",
+)
 
 
 class Timers:
@@ -273,7 +282,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     rows = table_rows(timers, gct, steps, result.seconds)
     print(f"{what}: {info['mode']} mode, {steps} steps, {n0} -> {init.model.num_gaussians} Gaussians, "
           f"{args.threads} threads, gc {args.gc}, import root {_IMPORT_ROOT}")  # fmt: skip
-    print(f"train {result.seconds:.1f} s = {1000 * result.seconds / steps:.1f} ms/step; GC {gct.collections} "
+    print(f"train {result.seconds:.1f} s = {1000 * result.seconds / steps:.1f} ms/step, "
+          f"{timers.calls['render'] / steps:g} renders per step; GC {gct.collections} "
           f"collections (gen 0/1/2), {gct.seconds:.2f} s")  # fmt: skip
     print("| stage | ms/step | % |\n|---|---:|---:|")
     total = rows[-2][1]
