@@ -311,7 +311,8 @@ def train(
             else:
                 vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=device)[None]
                 Kp = torch.as_tensor(cam.K, dtype=torch.float32, device=device)[None]
-            partner_vm = vm.clone()
+            partner_vm = vm.reshape(-1, 4, 4).clone()  # pose refinement gives one [4,4] matrix
+            Kp = Kp.reshape(-1, 3, 3)
             partner_vm[:, 0, 3] = partner_vm[:, 0, 3] - baseline  # the camera moved +baseline along its x axis
             partner = model.render(
                 (partner_vm, Kp), width=cam.width, height=cam.height, background=bg, render_mode="RGB", **step_kwargs
