@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument(
         "--replace", action="store_true", help="start the JSON afresh (default: keep the other protocols' rows)"
     )
+    ap.add_argument(
+        "--note", action="append", default=[], help="a line on how this was measured, kept in the JSON (repeatable)"
+    )
     args = ap.parse_args()
     table: dict = {}
     if args.out.exists() and not args.replace:
@@ -79,18 +82,21 @@ def main() -> None:
     for protocol, scenes in table.items():
         for scene, entry in scenes.items():
             cells = " | ".join(
-                f"{entry[m]['psnr']:.2f} | {entry[m]['ssim']:.4f} | {entry[m]['wall_s']:.0f}" for m in methods
+                f"{entry[m]['psnr']:.2f} | {entry[m]['ssim']:.4f} | {entry[m]['wall_s']:.0f}"
+                if m in entry
+                else "- | - | -"
+                for m in methods
             )
-            if not all(m in entry for m in methods):
-                continue
-            diff = entry[methods[0]]["psnr"] - entry[methods[-1]]["psnr"]
-            print(f"| {protocol} | {scene} | {cells} | {diff:+.2f} |")
+            both = len(methods) > 1 and all(m in entry for m in methods)
+            diff = f"{entry[methods[0]]['psnr'] - entry[methods[-1]]['psnr']:+.2f}" if both else "-"
+            print(f"| {protocol} | {scene} | {cells} | {diff} |")
     out = {
         "table": table,
         "published": {p: PUBLISHED.get(p) for p in table},
         "methods": methods,
         "iterations": args.iterations,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "notes": args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(out, indent=2))
