@@ -226,7 +226,8 @@ def binocular_consistency(
     camera's x axis, ``partner_rgb`` [H,W,3], warped back into the input view through the input view's rendered
     depth [H,W] (rectified pair: disparity fx * baseline / depth), must reproduce the input image ``target``.
     Mean L1 over covered pixels (alpha > 0.5) that land inside the partner image; gradients reach the depth
-    (geometry) and the partner render (appearance away from the input views)."""
+    (geometry) and the partner render (appearance away from the input views). The partner render may be smaller
+    than the input view (same field of view): it is sampled in normalised coordinates."""
     if depth.dim() == 3:
         depth = depth[..., 0]
     h, w = depth.shape

@@ -314,10 +314,15 @@ def train(
             partner_vm = vm.reshape(-1, 4, 4).clone()  # pose refinement gives one [4,4] matrix
             Kp = Kp.reshape(-1, 3, 3)
             partner_vm[:, 0, 3] = partner_vm[:, 0, 3] - baseline  # the camera moved +baseline along its x axis
-            partner = model.render(
-                (partner_vm, Kp), width=cam.width, height=cam.height, background=bg, render_mode="RGB", **step_kwargs
-            )[0]
             fx = float(Kp[0, 0, 0])
+            pw = max(1, round(cam.width * config.loss.binocular_scale))  # the partner may render smaller
+            ph = max(1, round(cam.height * config.loss.binocular_scale))
+            Kp = Kp.clone()
+            Kp[:, 0] = Kp[:, 0] * (pw / cam.width)
+            Kp[:, 1] = Kp[:, 1] * (ph / cam.height)
+            partner = model.render(
+                (partner_vm, Kp), width=pw, height=ph, background=bg, render_mode="RGB", **step_kwargs
+            )[0]
             loss = loss + config.loss.binocular * reg.binocular_consistency(
                 out.depth, out.alpha, partner.rgb, target, fx, baseline
             )

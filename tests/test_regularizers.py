@@ -173,3 +173,24 @@ def test_binocular_consistency_is_zero_at_the_true_depth_and_pulls_toward_it() -
     assert grads[0] < 0 < grads[2]  # too near: push back; too far: pull in
     uncovered = R.binocular_consistency(torch.full((h, w), 4.0), torch.zeros(h, w), partner, target, fx, baseline)
     assert float(uncovered) == 0.0
+
+
+def test_binocular_consistency_with_a_smaller_partner_render_still_finds_the_depth() -> None:
+    h, w, disparity = 32, 48, 4
+    x = torch.arange(w + 16, dtype=torch.float32)[None, :, None] + 0.5
+    y = torch.arange(h, dtype=torch.float32)[:, None, None] + 0.5
+    wide = 0.5 + 0.4 * torch.sin(x / 3.0 + torch.tensor([0.0, 1.0, 2.0])) * torch.cos(y / 5.0)  # smooth texture
+    target = wide[:, 4 : 4 + w]
+    partner = wide[:, 4 + disparity : 4 + disparity + w]
+    small = torch.nn.functional.interpolate(partner.permute(2, 0, 1)[None], scale_factor=0.5, mode="area")[0]
+    small = small.permute(1, 2, 0)  # the partner rendered at half size, same field of view
+    fx, baseline = 100.0, 0.2  # true depth 5
+    losses, grads = [], []
+    for z in (4.0, 5.0, 6.0):
+        depth = torch.full((h, w), z, requires_grad=True)
+        loss = R.binocular_consistency(depth, torch.ones(h, w), small, target, fx, baseline)
+        loss.backward()
+        losses.append(float(loss))
+        grads.append(float(depth.grad.sum()))
+    assert losses[1] < 0.6 * min(losses[0], losses[2])  # half-size sampling leaves a small floor
+    assert grads[0] < 0 < grads[2]
