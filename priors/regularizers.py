@@ -214,6 +214,22 @@ def binocular_shift(depth: torch.Tensor, alpha: torch.Tensor, ratio: float, gene
     return sign * ratio * float(d.median())
 
 
+def binocular_partner(
+    viewmat: torch.Tensor, K: torch.Tensor, baseline: float, width: int, height: int, scale: float = 1.0
+) -> tuple[tuple[torch.Tensor, torch.Tensor], int, int]:
+    """The virtual stereo partner of the camera (``viewmat`` [4,4] or [1,4,4], ``K`` [3,3] or [1,3,3]): moved
+    ``baseline`` along its own x axis, rendered ``scale`` times its size with the same field of view. Returns
+    ``((viewmats [1,4,4], Ks [1,3,3]), width, height)``; gradients reach the inputs (pose refinement)."""
+    partner_vm = viewmat.reshape(-1, 4, 4).clone()
+    partner_vm[:, 0, 3] = partner_vm[:, 0, 3] - baseline  # x_partner = x_cam - baseline
+    pw = max(1, round(width * scale))
+    ph = max(1, round(height * scale))
+    partner_K = K.reshape(-1, 3, 3).clone()
+    partner_K[:, 0] = partner_K[:, 0] * (pw / width)
+    partner_K[:, 1] = partner_K[:, 1] * (ph / height)
+    return (partner_vm, partner_K), pw, ph
+
+
 def binocular_consistency(
     depth: torch.Tensor,
     alpha: torch.Tensor,

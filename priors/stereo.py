@@ -173,6 +173,20 @@ def sweep(
     return depth.astype(np.float32), score.astype(np.float32)
 
 
+def _seen_at(camera: Camera, points: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uv [N,2], depth [N], value [N]) of world ``points`` in ``camera``: pixel coordinates, depth along the
+    optical axis, and the value of the single-channel ``image`` at the nearest pixel (0 behind the camera or
+    outside the image)."""
+    uv, z = camera.project(points)
+    inside = np.isfinite(uv).all(axis=1) & (z > 0)
+    xs = np.floor(np.nan_to_num(uv[:, 0], nan=-1)).astype(int)
+    ys = np.floor(np.nan_to_num(uv[:, 1], nan=-1)).astype(int)
+    inside &= (xs >= 0) & (xs < image.shape[1]) & (ys >= 0) & (ys < image.shape[0])
+    value = np.zeros(len(uv), dtype=image.dtype)
+    value[inside] = image[ys[inside], xs[inside]]
+    return uv, z, value
+
+
 def _consistent(
     depth_r: np.ndarray, cam_r: Camera, depth_s: np.ndarray, cam_s: Camera, settings: StereoSettings
 ) -> np.ndarray:
@@ -182,14 +196,8 @@ def _consistent(
     grid = cam_r.pixel_grid().reshape(-1, 2)
     d_r = depth_r.reshape(-1)
     xyz = cam_r.unproject(grid, d_r)
-    uv_s, z_s = cam_s.project(xyz)
-    ok = np.isfinite(uv_s).all(axis=1) & (z_s > 0)
-    xs = np.floor(np.nan_to_num(uv_s[:, 0], nan=-1)).astype(int)
-    ys = np.floor(np.nan_to_num(uv_s[:, 1], nan=-1)).astype(int)
-    ok &= (xs >= 0) & (xs < depth_s.shape[1]) & (ys >= 0) & (ys < depth_s.shape[0])
-    d_s = np.zeros_like(d_r)
-    d_s[ok] = depth_s[ys[ok], xs[ok]]
-    ok &= d_s > 0
+    uv_s, _, d_s = _seen_at(cam_s, xyz, depth_s)
+    ok = d_s > 0
     back = cam_s.unproject(np.where(ok[:, None], uv_s, 0.0), np.where(ok, d_s, 1.0))
     uv_b, z_b = cam_r.project(back)
     err = np.linalg.norm(np.nan_to_num(uv_b - grid, nan=1e9), axis=1)
@@ -300,13 +308,7 @@ def in_free_space(
     for sd in depths:
         # untrusted pixels are 0, so any of them in the window makes the minimum 0: no verdict there
         nearest = cv2.erode(np.where(sd.valid, sd.depth, 0.0).astype(np.float32), kernel)
-        uv, z = sd.camera.project(points)
-        inside = np.isfinite(uv).all(axis=1) & (z > 0)
-        xs = np.floor(np.nan_to_num(uv[:, 0], nan=-1.0)).astype(np.int64)
-        ys = np.floor(np.nan_to_num(uv[:, 1], nan=-1.0)).astype(np.int64)
-        inside &= (xs >= 0) & (xs < nearest.shape[1]) & (ys >= 0) & (ys < nearest.shape[0])
-        surface = np.zeros(len(points), dtype=np.float32)
-        surface[inside] = nearest[ys[inside], xs[inside]]
+        _, z, surface = _seen_at(sd.camera, points, nearest)
         free |= (surface > 0) & (z < surface * (1.0 - margin))
     return free
 

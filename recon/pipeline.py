@@ -307,22 +307,15 @@ def train(
         if config.loss.binocular > 0 and out.depth is not None:
             baseline = reg.binocular_shift(out.depth, out.alpha, config.loss.binocular_baseline, gen)
             if pose_opt is not None:
-                vm, Kp = pose_opt.viewmats(i), Kt
+                vm, K = pose_opt.viewmats(i), Kt
             else:
-                vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=device)[None]
-                Kp = torch.as_tensor(cam.K, dtype=torch.float32, device=device)[None]
-            partner_vm = vm.reshape(-1, 4, 4).clone()  # pose refinement gives one [4,4] matrix
-            Kp = Kp.reshape(-1, 3, 3)
-            partner_vm[:, 0, 3] = partner_vm[:, 0, 3] - baseline  # the camera moved +baseline along its x axis
-            fx = float(Kp[0, 0, 0])
-            pw = max(1, round(cam.width * config.loss.binocular_scale))  # the partner may render smaller
-            ph = max(1, round(cam.height * config.loss.binocular_scale))
-            Kp = Kp.clone()
-            Kp[:, 0] = Kp[:, 0] * (pw / cam.width)
-            Kp[:, 1] = Kp[:, 1] * (ph / cam.height)
-            partner = model.render(
-                (partner_vm, Kp), width=pw, height=ph, background=bg, render_mode="RGB", **step_kwargs
-            )[0]
+                vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=device)
+                K = torch.as_tensor(cam.K, dtype=torch.float32, device=device)
+            partner_cam, pw, ph = reg.binocular_partner(
+                vm, K, baseline, cam.width, cam.height, config.loss.binocular_scale
+            )
+            partner = model.render(partner_cam, width=pw, height=ph, background=bg, render_mode="RGB", **step_kwargs)[0]
+            fx = float(K.reshape(-1, 3, 3)[0, 0, 0])
             loss = loss + config.loss.binocular * reg.binocular_consistency(
                 out.depth, out.alpha, partner.rgb, target, fx, baseline
             )
@@ -341,29 +334,19 @@ def train(
         means_schedule.step()
         reg.decay_opacities(model.splats["opacities"], config.train.opacity_decay)
         strategy.step_post_backward(step, out.meta, model, optimizers)
-        if (
-            init.hull is not None
-            and config.loss.prune_outside_hull
-            and step >= config.densify.refine_start_iter
-            and step % config.densify.refine_every == 0
-        ):
-            with torch.no_grad():
-                floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
-            if bool(floaters.any()) and int((~floaters).sum()) > 0:
-                result.pruned_floaters += strategy.prune_mask(model, floaters, optimizers)
-        if (
-            init.stereo
-            and config.loss.free_space_margin > 0
-            and step >= config.densify.refine_start_iter
-            and step % config.densify.refine_every == 0
-        ):
-            from priors.stereo import in_free_space
+        if step >= config.densify.refine_start_iter and step % config.densify.refine_every == 0:
+            floaters = None  # a hull (object mode) and stereo depth (scene mode) never come together
+            if init.hull is not None and config.loss.prune_outside_hull:
+                with torch.no_grad():
+                    floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
+            elif init.stereo and config.loss.free_space_margin > 0:
+                from priors.stereo import in_free_space
 
-            free = torch.from_numpy(
-                in_free_space(model.means.detach().cpu().numpy(), init.stereo, config.loss.free_space_margin)
-            ).to(device)
-            if bool(free.any()) and int((~free).sum()) > 0:
-                result.pruned_floaters += strategy.prune_mask(model, free, optimizers)
+                means = model.means.detach().cpu().numpy()
+                free = in_free_space(means, init.stereo, config.loss.free_space_margin)
+                floaters = torch.from_numpy(free).to(device)
+            if floaters is not None and bool(floaters.any()) and int((~floaters).sum()) > 0:
+                result.pruned_floaters += strategy.prune_mask(model, floaters, optimizers)
         if step % 10 == 0 or step == config.iterations:
             with torch.no_grad():
                 psnr_v = float(metrics.psnr(out.rgb.detach().clamp(0, 1), target))

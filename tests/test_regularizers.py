@@ -194,3 +194,18 @@ def test_binocular_consistency_with_a_smaller_partner_render_still_finds_the_dep
         grads.append(float(depth.grad.sum()))
     assert losses[1] < 0.6 * min(losses[0], losses[2])  # half-size sampling leaves a small floor
     assert grads[0] < 0 < grads[2]
+
+
+def test_binocular_partner_is_the_camera_moved_along_its_own_x_axis() -> None:
+    viewmat = torch.eye(4)
+    viewmat[:3, 3] = torch.tensor([0.3, -0.2, 2.0])
+    K = torch.tensor([[100.0, 0.0, 40.0], [0.0, 100.0, 30.0], [0.0, 0.0, 1.0]])
+    (vm, Kp), w, h = R.binocular_partner(viewmat, K, 0.2, 80, 60, scale=0.5)
+    assert (w, h) == (40, 30) and vm.shape == (1, 4, 4) and Kp.shape == (1, 3, 3)
+    point = torch.tensor([0.1, 0.05, 3.0, 1.0])  # world point; 5 units in front of the camera
+    cam_xyz, partner_xyz = (viewmat @ point)[:3], (vm[0] @ point)[:3]
+    assert torch.allclose(partner_xyz, cam_xyz - torch.tensor([0.2, 0.0, 0.0]))
+    u_cam = K[0, 0] * cam_xyz[0] / cam_xyz[2] + K[0, 2]
+    u_partner = Kp[0, 0, 0] * partner_xyz[0] / partner_xyz[2] + Kp[0, 0, 2]
+    assert torch.allclose(u_partner / 0.5, u_cam - 100.0 * 0.2 / cam_xyz[2])  # disparity fx * b / z, half size
+    assert torch.equal(viewmat[:3, 3], torch.tensor([0.3, -0.2, 2.0]))  # the input camera is left as it was
