@@ -262,3 +262,72 @@ def binocular_consistency(
         return depth.new_zeros(())
     err = (warped - target).abs().mean(dim=-1)
     return (err * valid).sum() / count
+
+
+def warp_source_into_view(
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    viewmat: torch.Tensor,
+    source: torch.Tensor,
+    source_K: torch.Tensor,
+    source_viewmat: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image ``source`` [h,w,3] of another camera (``source_K`` [3,3], world->camera ``source_viewmat``
+    [4,4]) resampled into this view through this view's depth ``depth`` [H,W] (z along the optical axis; ``K``,
+    ``viewmat`` as for the source). Returns (warped [H,W,3], inside [H,W] bool: the point lies in front of the
+    source camera and lands inside its image). Gradients reach ``depth``."""
+    h, w = depth.shape
+    sh, sw = source.shape[:2]
+    u = torch.arange(w, dtype=depth.dtype, device=depth.device)[None, :].expand(h, w) + 0.5
+    v = torch.arange(h, dtype=depth.dtype, device=depth.device)[:, None].expand(h, w) + 0.5
+    K = K.reshape(3, 3)
+    x = (u - K[0, 2]) / K[0, 0] * depth
+    y = (v - K[1, 2]) / K[1, 1] * depth
+    cam = torch.stack([x, y, depth], dim=-1)  # [H,W,3] in this camera
+    vm = viewmat.reshape(4, 4)
+    world = (cam - vm[:3, 3]) @ vm[:3, :3]  # R^T (X - t)
+    svm = source_viewmat.reshape(4, 4)
+    src = world @ svm[:3, :3].T + svm[:3, 3]
+    z = src[..., 2]
+    sK = source_K.reshape(3, 3)
+    zs = z.clamp_min(_EPS)
+    us = sK[0, 0] * src[..., 0] / zs + sK[0, 2]
+    vs = sK[1, 1] * src[..., 1] / zs + sK[1, 2]
+    grid = torch.stack([2.0 * us / sw - 1.0, 2.0 * vs / sh - 1.0], dim=-1)
+    warped = F.grid_sample(
+        source.permute(2, 0, 1)[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False
+    )[0].permute(1, 2, 0)
+    inside = (z > _EPS) & (us > 0) & (us < sw) & (vs > 0) & (vs < sh)
+    return warped, inside.detach()
+
+
+def multiview_photometric(
+    depth: torch.Tensor,
+    alpha: torch.Tensor,
+    target: torch.Tensor,
+    K: torch.Tensor,
+    viewmat: torch.Tensor,
+    sources: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """Multi-view photometric consistency of the rendered depth (the self-supervision of learned multi-view
+    stereo and of Monodepth2): every other input photo ``(image [h,w,3], K, viewmat)`` warped into this view
+    through its rendered depth [H,W] must reproduce this view's photo ``target`` [H,W,3]. Per pixel the best
+    source counts (a point one photo does not see, occluded or out of frame, is judged by another), over covered
+    pixels (alpha > 0.5) that at least one source sees. Unlike ``binocular_consistency`` it needs no extra render:
+    the real neighbouring photos supervise the depth directly."""
+    if depth.dim() == 3:
+        depth = depth[..., 0]
+    covered = alpha.detach().reshape(depth.shape) > 0.5
+    errors = []
+    for image, sK, svm in sources:
+        warped, inside = warp_source_into_view(depth, K, viewmat, image, sK, svm)
+        err = (warped - target).abs().mean(dim=-1)
+        errors.append(torch.where(inside, err, torch.full_like(err, float("inf"))))
+    if not errors:
+        return depth.new_zeros(())
+    best = torch.stack(errors).min(dim=0).values
+    valid = covered & torch.isfinite(best)
+    count = valid.sum()
+    if int(count) == 0:
+        return depth.new_zeros(())
+    return torch.where(valid, best, torch.zeros_like(best)).sum() / count

@@ -256,6 +256,16 @@ def train(
         stereo = [
             (torch.from_numpy(sd.depth).to(device), torch.from_numpy(sd.confidence).to(device)) for sd in init.stereo
         ]
+    view_tensors = {  # (K, viewmat) of each input camera at full size (False) and coarse half size (True)
+        half: [
+            (
+                torch.as_tensor(c.K, dtype=torch.float32, device=device),
+                torch.as_tensor(c.viewmat, dtype=torch.float32, device=device),
+            )
+            for c in (half_cams if half else cameras)
+        ]
+        for half in (False, True)
+    }
     result = TrainResult()
     start = time.perf_counter()
     n_views = len(images)
@@ -318,6 +328,18 @@ def train(
             fx = float(K.reshape(-1, 3, 3)[0, 0, 0])
             loss = loss + config.loss.binocular * reg.binocular_consistency(
                 out.depth, out.alpha, partner.rgb, target, fx, baseline
+            )
+        if config.loss.multiview > 0 and out.depth is not None and n_views > 1:
+            if pose_opt is not None:
+                K_i, vm_i = Kt, pose_opt.viewmats(i)
+                sources = [
+                    (images[j], pose_opt.scale_K(Ks_full[j]), pose_opt.viewmats(j)) for j in range(n_views) if j != i
+                ]
+            else:
+                K_i, vm_i = view_tensors[coarse][i]
+                sources = [(images[j], *view_tensors[False][j]) for j in range(n_views) if j != i]
+            loss = loss + config.loss.multiview * reg.multiview_photometric(
+                out.depth, out.alpha, gt, K_i, vm_i, sources
             )
         if extra_loss is not None:
             extra = extra_loss(step, model)

@@ -151,3 +151,18 @@ def test_scene_start_puts_stereo_points_on_the_wall_and_a_backdrop_behind(tmp_pa
     wall, back = start.xyz[:-n_back], start.xyz[-n_back:]
     assert np.median(np.abs(wall[:, 2] - 4.0)) < 0.25  # stereo points near the wall at z = 4 (a blocky texture)
     assert back[:, 2].min() > 7.0  # the backdrop is far behind it (depth 8.8 along each ray)
+
+
+def test_scene_config_drops_masks_and_stops_densifying_at_the_scene_fraction() -> None:
+    from recon.modes import scene_config
+
+    config = make_config("fast", **{"densify.refine_stop_frac": 0.7, "densify.scene_refine_stop_frac": 0.5})
+    scene = scene_config(config)
+    assert scene.densify.refine_stop_frac == 0.5 and config.densify.refine_stop_frac == 0.7
+    assert not scene.loss.use_masks and not scene.init.visual_hull and not scene.train.random_background
+    assert make_config("fast").densify.scene_refine_stop_frac is not None  # the default uses it
+    plain = make_config("plain")
+    assert plain.densify.scene_refine_stop_frac is None
+    assert scene_config(plain).densify.refine_stop_frac == plain.densify.refine_stop_frac
+    with pytest.raises(ValueError, match="scene_refine_stop_frac"):
+        make_config("fast", **{"densify.scene_refine_stop_frac": 1.5})

@@ -209,3 +209,50 @@ def test_binocular_partner_is_the_camera_moved_along_its_own_x_axis() -> None:
     u_partner = Kp[0, 0, 0] * partner_xyz[0] / partner_xyz[2] + Kp[0, 0, 2]
     assert torch.allclose(u_partner / 0.5, u_cam - 100.0 * 0.2 / cam_xyz[2])  # disparity fx * b / z, half size
     assert torch.equal(viewmat[:3, 3], torch.tensor([0.3, -0.2, 2.0]))  # the input camera is left as it was
+
+
+def _shifted_pair(h: int = 40, w: int = 60, f: float = 50.0, b: float = 0.2, depth: float = 2.0):
+    """A random texture seen by a camera at the origin and, as a fronto-parallel plane at ``depth``, by a
+    source camera moved ``b`` along x: the source pixel u is the reference pixel u + f*b/depth."""
+    torch.manual_seed(0)
+    source = torch.rand(h, w, 3)
+    K = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
+    shift = round(f * b / depth)
+    ref = torch.zeros_like(source)
+    ref[:, shift:] = source[:, :-shift]
+    source_vm = torch.eye(4)
+    source_vm[0, 3] = -b
+    return ref, source, K, torch.eye(4), source_vm, shift
+
+
+def test_warp_source_into_view_reprojects_through_the_depth() -> None:
+    ref, source, K, vm, source_vm, shift = _shifted_pair()
+    same, inside = R.warp_source_into_view(torch.full((40, 60), 2.0), K, vm, source, K, vm)
+    assert bool(inside.all()) and torch.allclose(same, source, atol=1e-5)
+    warped, inside = R.warp_source_into_view(torch.full((40, 60), 2.0), K, vm, source, K, source_vm)
+    assert torch.allclose(warped[:, shift + 1 :], ref[:, shift + 1 :], atol=1e-5)
+    assert not bool(inside[:, :shift].any())  # those pixels fall left of the source image
+
+
+def test_multiview_photometric_is_zero_at_the_true_depth_and_pulls_toward_it() -> None:
+    ref, source, K, vm, source_vm, _ = _shifted_pair()
+    alpha = torch.ones(40, 60)
+    losses = {}
+    for d in (1.8, 2.0, 2.2):
+        depth = torch.full((40, 60), d, requires_grad=True)
+        loss = R.multiview_photometric(depth, alpha, ref, K, vm, [(source, K, source_vm)])
+        loss.backward()
+        losses[d] = (float(loss), float(depth.grad.sum()))
+    assert losses[2.0][0] < 1e-5 < losses[1.8][0] and losses[2.2][0] > 1e-2
+    assert losses[1.8][1] < 0 < losses[2.2][1]  # gradient descent moves both toward 2.0
+
+
+def test_multiview_photometric_takes_the_best_source_and_ignores_uncovered_pixels() -> None:
+    ref, source, K, vm, source_vm, _ = _shifted_pair()
+    noise = torch.rand_like(source)
+    depth = torch.full((40, 60), 2.0)
+    both = R.multiview_photometric(
+        depth, torch.ones(40, 60), ref, K, vm, [(noise, K, source_vm), (source, K, source_vm)]
+    )
+    assert float(both) < 1e-5  # the wrong photo does not count where the right one sees the point
+    assert float(R.multiview_photometric(depth, torch.zeros(40, 60), ref, K, vm, [(noise, K, source_vm)])) == 0.0

@@ -70,6 +70,9 @@ class DensifyConfig:
     refine_start_iter: int = 500
     refine_stop_iter: int = 15_000
     refine_stop_frac: float | None = None  # when set, the trainer sets refine_stop_iter to this x its iterations
+    # scene mode's refine_stop_frac when set (recon.modes.scene_config): without masks or a hull, growth late in
+    # a short sparse-view run mostly adds background floaters
+    scene_refine_stop_frac: float | None = None
     reset_every: int = 3000
     refine_every: int = 100
     pause_refine_after_reset: int = 0
