@@ -271,32 +271,37 @@ def warp_source_into_view(
     source: torch.Tensor,
     source_K: torch.Tensor,
     source_viewmat: torch.Tensor,
+    pixels: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The image ``source`` [h,w,3] of another camera (``source_K`` [3,3], world->camera ``source_viewmat``
-    [4,4]) resampled into this view through this view's depth ``depth`` [H,W] (z along the optical axis; ``K``,
-    ``viewmat`` as for the source). Returns (warped [H,W,3], inside [H,W] bool: the point lies in front of the
-    source camera and lands inside its image). Gradients reach ``depth``."""
-    h, w = depth.shape
+    [4,4]) resampled into this view through this view's depth (z along the optical axis; ``K``, ``viewmat`` as
+    for the source). ``depth`` is the depth map [H,W], or with ``pixels`` = (u, v) pixel-centre coordinates of
+    any shape the depths at those pixels. Returns (warped [..., 3], inside [...] bool: the point lies in front
+    of the source camera and lands inside its image). Gradients reach ``depth``."""
+    if pixels is None:
+        h, w = depth.shape
+        u = torch.arange(w, dtype=depth.dtype, device=depth.device)[None, :].expand(h, w) + 0.5
+        v = torch.arange(h, dtype=depth.dtype, device=depth.device)[:, None].expand(h, w) + 0.5
+    else:
+        u, v = pixels
     sh, sw = source.shape[:2]
-    u = torch.arange(w, dtype=depth.dtype, device=depth.device)[None, :].expand(h, w) + 0.5
-    v = torch.arange(h, dtype=depth.dtype, device=depth.device)[:, None].expand(h, w) + 0.5
     K = K.reshape(3, 3)
-    x = (u - K[0, 2]) / K[0, 0] * depth
-    y = (v - K[1, 2]) / K[1, 1] * depth
-    cam = torch.stack([x, y, depth], dim=-1)  # [H,W,3] in this camera
     vm = viewmat.reshape(4, 4)
-    world = (cam - vm[:3, 3]) @ vm[:3, :3]  # R^T (X - t)
     svm = source_viewmat.reshape(4, 4)
-    src = world @ svm[:3, :3].T + svm[:3, 3]
+    # source-camera coordinates of the back-projected pixels: R_s R^T (X_cam - t) + t_s, as one affine map
+    R = svm[:3, :3] @ vm[:3, :3].T
+    t = svm[:3, 3] - R @ vm[:3, 3]
+    rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)
+    src = (rays @ R.T) * depth[..., None] + t
     z = src[..., 2]
     sK = source_K.reshape(3, 3)
     zs = z.clamp_min(_EPS)
     us = sK[0, 0] * src[..., 0] / zs + sK[0, 2]
     vs = sK[1, 1] * src[..., 1] / zs + sK[1, 2]
-    grid = torch.stack([2.0 * us / sw - 1.0, 2.0 * vs / sh - 1.0], dim=-1)
+    grid = torch.stack([2.0 * us / sw - 1.0, 2.0 * vs / sh - 1.0], dim=-1).reshape(1, 1, -1, 2)
     warped = F.grid_sample(
-        source.permute(2, 0, 1)[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False
-    )[0].permute(1, 2, 0)
+        source.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )[0, :, 0].T.reshape(*u.shape, source.shape[-1])
     inside = (z > _EPS) & (us > 0) & (us < sw) & (vs > 0) & (vs < sh)
     return warped, inside.detach()
 
@@ -308,19 +313,31 @@ def multiview_photometric(
     K: torch.Tensor,
     viewmat: torch.Tensor,
     sources: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    pixels: int = 0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Multi-view photometric consistency of the rendered depth (the self-supervision of learned multi-view
     stereo and of Monodepth2): every other input photo ``(image [h,w,3], K, viewmat)`` warped into this view
     through its rendered depth [H,W] must reproduce this view's photo ``target`` [H,W,3]. Per pixel the best
     source counts (a point one photo does not see, occluded or out of frame, is judged by another), over covered
     pixels (alpha > 0.5) that at least one source sees. Unlike ``binocular_consistency`` it needs no extra render:
-    the real neighbouring photos supervise the depth directly."""
+    the real neighbouring photos supervise the depth directly. ``pixels`` > 0 scores that many random pixels
+    (drawn with ``generator``; an unbiased estimate at a fraction of the cost of every pixel)."""
     if depth.dim() == 3:
         depth = depth[..., 0]
-    covered = alpha.detach().reshape(depth.shape) > 0.5
+    h, w = depth.shape
+    covered = alpha.detach().reshape(h, w) > 0.5
+    if 0 < pixels < h * w:
+        idx = torch.randint(0, h * w, (pixels,), generator=generator).to(depth.device)
+        u = (idx % w).to(depth.dtype) + 0.5
+        v = torch.div(idx, w, rounding_mode="floor").to(depth.dtype) + 0.5
+        d, covered, target = depth.reshape(-1)[idx], covered.reshape(-1)[idx], target.reshape(-1, 3)[idx]
+        where: tuple[torch.Tensor, torch.Tensor] | None = (u, v)
+    else:
+        d, where = depth, None
     errors = []
     for image, sK, svm in sources:
-        warped, inside = warp_source_into_view(depth, K, viewmat, image, sK, svm)
+        warped, inside = warp_source_into_view(d, K, viewmat, image, sK, svm, pixels=where)
         err = (warped - target).abs().mean(dim=-1)
         errors.append(torch.where(inside, err, torch.full_like(err, float("inf"))))
     if not errors:

@@ -314,7 +314,8 @@ def train(
             loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
         if stereo is not None and out.depth is not None:
             loss = loss + config.loss.stereo_depth * reg.stereo_depth_loss(out.depth, *stereo[i])
-        if config.loss.binocular > 0 and out.depth is not None:
+        every = config.loss.binocular_every
+        if config.loss.binocular > 0 and out.depth is not None and step % every == 0:
             baseline = reg.binocular_shift(out.depth, out.alpha, config.loss.binocular_baseline, gen)
             if pose_opt is not None:
                 vm, K = pose_opt.viewmats(i), Kt
@@ -326,7 +327,7 @@ def train(
             )
             partner = model.render(partner_cam, width=pw, height=ph, background=bg, render_mode="RGB", **step_kwargs)[0]
             fx = float(K.reshape(-1, 3, 3)[0, 0, 0])
-            loss = loss + config.loss.binocular * reg.binocular_consistency(
+            loss = loss + config.loss.binocular * every * reg.binocular_consistency(
                 out.depth, out.alpha, partner.rgb, target, fx, baseline
             )
         if config.loss.multiview > 0 and out.depth is not None and n_views > 1:
@@ -339,7 +340,7 @@ def train(
                 K_i, vm_i = view_tensors[coarse][i]
                 sources = [(images[j], *view_tensors[False][j]) for j in range(n_views) if j != i]
             loss = loss + config.loss.multiview * reg.multiview_photometric(
-                out.depth, out.alpha, gt, K_i, vm_i, sources
+                out.depth, out.alpha, gt, K_i, vm_i, sources, pixels=config.loss.multiview_pixels, generator=gen
             )
         if extra_loss is not None:
             extra = extra_loss(step, model)

@@ -166,3 +166,11 @@ def test_scene_config_drops_masks_and_stops_densifying_at_the_scene_fraction() -
     assert scene_config(plain).densify.refine_stop_frac == plain.densify.refine_stop_frac
     with pytest.raises(ValueError, match="scene_refine_stop_frac"):
         make_config("fast", **{"densify.scene_refine_stop_frac": 1.5})
+
+
+def test_scene_mode_leaves_the_multiview_photometric_term_to_object_mode() -> None:
+    from recon.modes import scene_config
+
+    config = make_config("fast")
+    assert config.loss.multiview > 0 and scene_config(config).loss.multiview == 0.0
+    assert make_config("plain").loss.multiview == 0.0

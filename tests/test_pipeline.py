@@ -175,3 +175,35 @@ def test_every_subcommand_is_listed() -> None:
     proc = subprocess.run(RECON + ["--help"], capture_output=True, text=True)
     for cmd in ("reconstruct", "view", "bench", "leaderboard", "make-scene", "export"):
         assert cmd in proc.stdout
+
+
+@pytest.mark.parametrize("refine_poses", [False, True])
+def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
+    tiny_scene: Path, refine_poses: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multi-view photometric term runs with fixed and with refined cameras, and ``loss.binocular_every``
+    renders the binocular partner on every n-th step only."""
+    from recon.pipeline import initialise, load_inputs, object_masks, require_poses, train
+
+    config = make_config(
+        "fast",
+        iterations=12,
+        track=3,
+        settings={"init.points": 800, "init.hull_resolution": 40, "loss.binocular_every": 3},
+    )
+    views = load_inputs(tiny_scene, config)
+    cameras = require_poses(views)
+    masks = object_masks(views)
+    init = initialise(views, cameras, masks, config)
+    renders = []
+    original = type(init.model).render
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        renders.append(kwargs.get("render_mode"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(init.model), "render", counting)
+    result = train(init, views, cameras, masks, config, refine_poses=refine_poses)
+    assert config.loss.multiview > 0 and all(np.isfinite(h["loss"]) for h in result.history)
+    assert renders.count("RGB+ED") == 12 and renders.count("RGB") == 4  # the partner on steps 3, 6, 9, 12
+    assert (result.cameras is not None) == refine_poses

@@ -245,6 +245,14 @@ def test_multiview_photometric_is_zero_at_the_true_depth_and_pulls_toward_it() -
         losses[d] = (float(loss), float(depth.grad.sum()))
     assert losses[2.0][0] < 1e-5 < losses[1.8][0] and losses[2.2][0] > 1e-2
     assert losses[1.8][1] < 0 < losses[2.2][1]  # gradient descent moves both toward 2.0
+    gen = torch.Generator().manual_seed(0)
+    for d, (full, _) in losses.items():  # a random subset of pixels estimates the same mean and direction
+        depth = torch.full((40, 60), d, requires_grad=True)
+        some = R.multiview_photometric(depth, alpha, ref, K, vm, [(source, K, source_vm)], pixels=800, generator=gen)
+        some.backward()
+        assert abs(float(some) - full) < 0.15 * full + 1e-5
+        if d != 2.0:
+            assert (float(depth.grad.sum()) > 0) == (d > 2.0)
 
 
 def test_multiview_photometric_takes_the_best_source_and_ignores_uncovered_pixels() -> None:
