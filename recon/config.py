@@ -92,15 +92,19 @@ class LossConfig:
     # size of the partner render relative to the training view (1 = same; smaller costs less, sampled bilinearly;
     # 0.5 cost DTU dtu3 0.38 / 0.07 dB on scan24 / scan37)
     binocular_scale: float = 1.0
-    # the partner is rendered every this many steps (its weight times this, so the term's total is unchanged)
+    # the partner is rendered every this many steps (its weight times this, so the term's total is unchanged);
+    # 2 cost DTU scan24 0.27 dB
     binocular_every: int = 1
     # multi-view photometric consistency: the other input photos warped into the training view through its
     # rendered depth must reproduce its photo (best source per pixel; priors.regularizers.multiview_photometric).
     # Object mode only (recon.modes.scene_config turns it off: on unmasked DTU photos, whose lighting changes
-    # between views, it cost 0.4 dB); blender8 lego 23.47 -> 23.71, blender3 15.58 -> 15.76. 0 = off.
-    multiview: float = 0.5
-    # pixels the multi-view term scores per step (random; 0 = every pixel, ~6x the cost at 400x300)
-    multiview_pixels: int = 8192
+    # between views, it cost 0.4 dB). Off by default: scoring every pixel helped lego (8 views 23.47 -> 23.71,
+    # 3 views 15.58 -> 15.76) but grew 40-75% more Gaussians and made the run much slower (lego 8 views 743 s
+    # against 410 s beside the same load); scoring 8192 random pixels a step (multiview_pixels) grew as many and
+    # cost lego 8 views 1.1 dB (22.34), the generated 3-view track 0.04 dB. 0 = off.
+    multiview: float = 0.0
+    # pixels the multi-view term scores per step (random; 0 = every pixel)
+    multiview_pixels: int = 0
 
 
 @dataclass
@@ -220,8 +224,8 @@ STEPS_RANGE = (300, 3000)  # iterations that steps_per_view may give
 FAST_DENSIFY = DensifyConfig(
     refine_start_iter=100,
     refine_stop_frac=0.7,
-    # scene mode stops growing at half the run: DTU dtu3 scan24 / scan37 19.43 -> 19.63 / 18.26 -> 18.50 dB, fern
-    # llff3 20.52 -> 20.61 (0.48 measured); 350 steps instead (fewer steps) gave DTU the same but fern -0.25 dB
+    # scene mode stops growing at half the run: DTU dtu3 scan24 / scan37 19.42 -> 19.54 / 18.26 -> 18.44 dB (0.48:
+    # 19.63 / 18.50, fern 20.52 -> 20.61); 350 steps instead (fewer steps) gave DTU as much but fern -0.25 dB
     scene_refine_stop_frac=0.5,
     refine_every=50,
     reset_every=100000,

@@ -171,6 +171,6 @@ def test_scene_config_drops_masks_and_stops_densifying_at_the_scene_fraction() -
 def test_scene_mode_leaves_the_multiview_photometric_term_to_object_mode() -> None:
     from recon.modes import scene_config
 
-    config = make_config("fast")
-    assert config.loss.multiview > 0 and scene_config(config).loss.multiview == 0.0
+    config = make_config("fast", **{"loss.multiview": 0.5})
+    assert scene_config(config).loss.multiview == 0.0
     assert make_config("plain").loss.multiview == 0.0

@@ -189,7 +189,13 @@ def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
         "fast",
         iterations=12,
         track=3,
-        settings={"init.points": 800, "init.hull_resolution": 40, "loss.binocular_every": 3},
+        settings={
+            "init.points": 800,
+            "init.hull_resolution": 40,
+            "loss.binocular_every": 3,
+            "loss.multiview": 0.5,
+            "loss.multiview_pixels": 500,
+        },
     )
     views = load_inputs(tiny_scene, config)
     cameras = require_poses(views)
