@@ -314,30 +314,25 @@ def train(
             loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
         if stereo is not None and out.depth is not None:
             loss = loss + config.loss.stereo_depth * reg.stereo_depth_loss(out.depth, *stereo[i])
+        # this step's camera as tensors (refined when poses are refined) for the terms that warp through depth
+        K_i, vm_i = (Kt, pose_opt.viewmats(i)) if pose_opt is not None else view_tensors[coarse][i]
         every = config.loss.binocular_every
         if config.loss.binocular > 0 and out.depth is not None and step % every == 0:
             baseline = reg.binocular_shift(out.depth, out.alpha, config.loss.binocular_baseline, gen)
-            if pose_opt is not None:
-                vm, K = pose_opt.viewmats(i), Kt
-            else:
-                vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=device)
-                K = torch.as_tensor(cam.K, dtype=torch.float32, device=device)
             partner_cam, pw, ph = reg.binocular_partner(
-                vm, K, baseline, cam.width, cam.height, config.loss.binocular_scale
+                vm_i, K_i, baseline, cam.width, cam.height, config.loss.binocular_scale
             )
             partner = model.render(partner_cam, width=pw, height=ph, background=bg, render_mode="RGB", **step_kwargs)[0]
-            fx = float(K.reshape(-1, 3, 3)[0, 0, 0])
+            fx = float(K_i.reshape(-1, 3, 3)[0, 0, 0])
             loss = loss + config.loss.binocular * every * reg.binocular_consistency(
                 out.depth, out.alpha, partner.rgb, target, fx, baseline
             )
         if config.loss.multiview > 0 and out.depth is not None and n_views > 1:
             if pose_opt is not None:
-                K_i, vm_i = Kt, pose_opt.viewmats(i)
                 sources = [
                     (images[j], pose_opt.scale_K(Ks_full[j]), pose_opt.viewmats(j)) for j in range(n_views) if j != i
                 ]
             else:
-                K_i, vm_i = view_tensors[coarse][i]
                 sources = [(images[j], *view_tensors[False][j]) for j in range(n_views) if j != i]
             loss = loss + config.loss.multiview * reg.multiview_photometric(
                 out.depth, out.alpha, gt, K_i, vm_i, sources, pixels=config.loss.multiview_pixels, generator=gen
