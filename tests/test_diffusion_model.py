@@ -86,7 +86,8 @@ def test_random_crops_shapes_and_object_bias() -> None:
     img[30:36, 40:46] = 1.0  # a small object in a corner
     alpha = img[..., 0].copy()
     pairs.add(img, alpha, img)
-    r, a, c = random_crops(pairs, 20, 16, np.random.default_rng(0), object_bias=1.0)
+    r, a, c, g = random_crops(pairs, 20, 16, np.random.default_rng(0), object_bias=1.0)
+    assert g is None
     assert r.shape == (20, 3, 16, 16) and a.shape == (20, 1, 16, 16) and c.shape == (20, 3, 16, 16)
     assert all(float(a[k].max()) > 0 for k in range(20))  # every crop shows the object
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from priors.diffusion import RepairModel, pseudo_cameras
+from priors.diffusion.guidance import azimuth_arc
 from priors.diffusion.tiles import repair_tiles, tile_grid, tile_mask, tiles_needing_repair
 from recon.cameras import Camera, intrinsics
 from recon.config import make_config
@@ -19,9 +20,11 @@ from recon.errors import ReconInputError
 from recon.pipeline import reconstruct
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return RepairModel.build(channels=(8, 16), norm_groups=4, seed=1).save(tmp_path_factory.mktemp("w") / "tiny")
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "guided"])
+def tiny_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny repair model, without and with the warped-input-photo guide (both run-time paths)."""
+    model = RepairModel.build(channels=(8, 16), norm_groups=4, seed=1, guide=request.param)
+    return model.save(tmp_path_factory.mktemp("w") / "tiny")
 
 
 def test_reconstruct_with_diffusion_prior_writes_repairs(tiny_scene: Path, tiny_weights: Path, tmp_path: Path) -> None:
@@ -54,6 +57,12 @@ def test_reconstruct_with_diffusion_prior_writes_repairs(tiny_scene: Path, tiny_
     assert rep["tiles_repaired"] <= rep["tiles_total"]
     assert rep["finetune_loss_first"] is not None
     assert "prior_setup_s" in summary["timings"]
+    guided = RepairModel.load(tiny_weights).uses_guide
+    assert rep["guided"] is guided
+    if guided:  # the nearest input photo warped into each pseudo view lands on part of it
+        assert 0.0 < rep["guide_valid_fraction"] <= 1.0
+    else:
+        assert rep["guide_valid_fraction"] is None
     repaired = sorted((out / "prior").glob("*_repaired.png"))
     assert len(repaired) == 6
     assert json.loads((out / "metrics.json").read_text())["prior"]["pseudo_views"] == 3
@@ -85,6 +94,16 @@ def test_pseudo_cameras_orbit_the_inputs() -> None:
     assert len({tuple(np.round(p.center, 6)) for p in ps}) == 6
 
 
+def test_pseudo_view_arc_follows_the_inputs_around_the_circle() -> None:
+    r = np.radians
+    lo, hi = azimuth_arc([r(-20.0), r(0.0), r(20.0)], r(10.0))
+    assert np.degrees([lo, hi]) == pytest.approx([-30.0, 30.0])
+    lo, hi = azimuth_arc([r(170.0), r(-170.0)], r(5.0))  # across the +-180 seam: the short way, not through 0
+    assert np.degrees(hi - lo) == pytest.approx(30.0) and np.cos(lo + 0.5 * (hi - lo)) == pytest.approx(-1.0)
+    lo, hi = azimuth_arc([r(-157.0), r(-19.0), r(71.0)], r(20.0))  # all around (largest gap 138 deg)
+    assert (lo, hi) == pytest.approx((-np.pi, np.pi))
+
+
 def test_repair_tiles_changes_only_active_tiles() -> None:
     torch.manual_seed(0)
     h, w, t = 40, 56, 16
@@ -96,7 +115,8 @@ def test_repair_tiles_changes_only_active_tiles() -> None:
     assert active.shape == (rows * cols,) and 0 < int(active.sum()) < rows * cols
     calls = []
 
-    def fake_repair(r: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def fake_repair(r: torch.Tensor, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        assert g is None
         calls.append(r.shape[0])
         return torch.ones_like(r)
 

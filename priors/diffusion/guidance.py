@@ -6,7 +6,9 @@ After ``start`` (a fraction) of the training steps the guidance
      "noisy Gaussians"), within a few steps;
   2. renders pseudo views on the sphere around the inputs (same radius and target, azimuth/elevation a little
      beyond the inputs' range) at half resolution, picks the tiles that need repair (object present, partly
-     transparent or uneven) and repairs only those (tile-sparse, :mod:`priors.diffusion.tiles`);
+     transparent or uneven) and repairs only those (tile-sparse, :mod:`priors.diffusion.tiles`); a guided
+     model also gets the nearest input photo warped into the pseudo view through its rendered depth
+     (:mod:`priors.diffusion.guide`);
   3. from then on, every ``every`` steps, adds ``weight * (L1 + D-SSIM)`` between the render at one pseudo view
      and its repaired image over the repaired tiles; the repairs are recomputed every ``refresh`` steps.
 Repaired images go into ``out_dir`` and :meth:`DiffusionGuidance.report` returns counts and timings.
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from priors.diffusion.data import PairSet, perturb_gaussians
+from priors.diffusion.guide import GuideSource, guide_for_view
 from priors.diffusion.model import RepairModel
 from priors.diffusion.tiles import repair_tiles, tile_grid, tile_mask, tiles_needing_repair
 from priors.diffusion.train import train_repair
@@ -55,6 +58,24 @@ class GuidanceSettings:
     save_images: bool = True
 
 
+def azimuth_arc(azimuths: list[float], margin: float) -> tuple[float, float]:
+    """(start, end) radians, end > start, of the arc of the orbit the pseudo views sample: the shortest arc
+    holding every input azimuth (the circle minus its largest gap between inputs), widened by ``margin`` on both
+    sides; the whole circle when the inputs surround the object (no gap of half a turn or more), as a 360-degree
+    capture's unseen sides lie between its inputs."""
+    a = sorted(x % (2.0 * math.pi) for x in azimuths)
+    gaps = [(a[(k + 1) % len(a)] - a[k]) % (2.0 * math.pi) for k in range(len(a))]
+    if len(a) == 1:
+        gaps = [2.0 * math.pi]
+    k = int(np.argmax(gaps))
+    if gaps[k] < math.pi:
+        return -math.pi, math.pi
+    start = a[(k + 1) % len(a)]  # the arc starts after the largest gap and ends at its beginning
+    start = start - 2.0 * math.pi if start >= math.pi else start
+    length = 2.0 * math.pi - gaps[k]
+    return start - margin, start + length + margin
+
+
 def pseudo_cameras(
     cameras: list[Camera],
     count: int,
@@ -64,14 +85,15 @@ def pseudo_cameras(
     seed: int = 0,
 ) -> list[Camera]:
     """``count`` cameras on the inputs' orbit (same target and radius, input intrinsics scaled by ``scale``),
-    azimuth/elevation stratified over the inputs' range widened by the margins (deterministic per seed)."""
+    azimuth stratified over the inputs' arc widened by the margins (:func:`azimuth_arc`: the whole circle for
+    inputs all around), elevation random over their range widened likewise (deterministic per seed)."""
     frame = rig_frame(cameras)
     az, el = [], []
     for c in cameras:
         a, e = frame.angles(c.center)
         az.append(a)
         el.append(e)
-    lo_az, hi_az = min(az) - math.radians(az_margin_deg), max(az) + math.radians(az_margin_deg)
+    lo_az, hi_az = azimuth_arc(az, math.radians(az_margin_deg))
     lo_el = max(min(el) - math.radians(el_margin_deg), math.radians(-80.0))
     hi_el = min(max(el) + math.radians(el_margin_deg), math.radians(80.0))
     rng = np.random.default_rng(seed)
@@ -162,6 +184,7 @@ class DiffusionGuidance:
             "finetune_loss_last": None,
         }
         self.finetuned = False
+        self.guide_valid: list[float] = []  # per repaired pseudo view: share of pixels with a valid guide
 
     # ------------------------------------------------------------------------------------------- stages
     def _finetune(self, model: Any) -> None:
@@ -175,12 +198,17 @@ class DiffusionGuidance:
         pairs = PairSet()
         from renderers.gaussians.render import render_cameras
 
+        guided = self.repair_model.uses_guide
         with torch.no_grad():
             for strength in (0.3, 0.6, 0.9):
                 noisy = perturb_gaussians(model, strength, self.gen, scene_scale=self.scene_scale)
-                outs = render_cameras(noisy, self.input_cams, background=[0.0, 0.0, 0.0], render_mode="RGB")
-                for o, clean in zip(outs, self.clean_inputs):
-                    pairs.add(o.rgb.clamp(0, 1).cpu().numpy(), o.alpha.cpu().numpy(), clean.numpy())
+                outs = render_cameras(noisy, self.input_cams, background=[0.0, 0.0, 0.0], render_mode="RGB+ED")
+                sources = self._sources(outs) if guided else []
+                for k, (o, clean, cam) in enumerate(zip(outs, self.clean_inputs, self.input_cams)):
+                    guide = None
+                    if guided:  # the nearest *other* input photo, as a pseudo view would get
+                        guide = guide_for_view(o.depth.cpu(), o.alpha.cpu(), cam, sources, exclude=k).numpy()
+                    pairs.add(o.rgb.clamp(0, 1).cpu().numpy(), o.alpha.cpu().numpy(), clean.numpy(), guide)
         losses = train_repair(
             self.repair_model,
             pairs,
@@ -196,6 +224,13 @@ class DiffusionGuidance:
         if losses:
             self.stats["finetune_loss_first"] = float(np.mean(losses[: max(1, len(losses) // 5)]))
             self.stats["finetune_loss_last"] = float(np.mean(losses[-max(1, len(losses) // 5) :]))
+
+    def _sources(self, outs: list[Any]) -> list[GuideSource]:
+        """The input photos with the (current or noisy) model's depth rendered at them, for the guide."""
+        return [
+            GuideSource(image=clean, camera=cam, depth=o.depth.detach().cpu())
+            for o, clean, cam in zip(outs, self.clean_inputs, self.input_cams)
+        ]
 
     def refresh(self, model: Any, step: int = 0) -> None:
         """Render every pseudo view, repair its tiles that need it, keep the repaired images as targets.
@@ -214,16 +249,26 @@ class DiffusionGuidance:
         rm = self.repair_model
         dev = rm.device
 
-        def repair_fn(r: Tensor, a: Tensor) -> Tensor:
-            return rm.repair(r.to(dev), a.to(dev), steps=st.sample_steps, generator=self.gen)
+        def repair_fn(r: Tensor, a: Tensor, g: Tensor | None) -> Tensor:
+            return rm.repair(
+                r.to(dev), a.to(dev), steps=st.sample_steps, generator=self.gen, guide=None if g is None else g.to(dev)
+            )
 
         self.targets, self.weights = [], []
         bg = torch.zeros(3, device=model.means.device)
+        sources: list[GuideSource] = []
+        if rm.uses_guide:
+            from renderers.gaussians.render import render_cameras
+
+            sources = self._sources(render_cameras(model, self.input_cams, background=[0.0, 0.0, 0.0]))
         for cam in self.pseudo:
-            out = model.render(cam, background=bg, render_mode="RGB")
+            out = model.render(cam, background=bg, render_mode="RGB+ED" if sources else "RGB")
             rgb, alpha = out.rgb.clamp(0, 1).cpu(), out.alpha.cpu()
+            guide = guide_for_view(out.depth.cpu(), alpha, cam, sources) if sources else None
+            if guide is not None:
+                self.guide_valid.append(float(guide[..., 3].mean()))
             active = tiles_needing_repair(alpha, rgb, st.tile)
-            fixed = repair_tiles(rgb, alpha, active, st.tile, repair_fn).cpu()
+            fixed = repair_tiles(rgb, alpha, active, st.tile, repair_fn, guide=guide).cpu()
             weight = tile_mask(active, cam.height, cam.width, st.tile).to(torch.float32)
             self.targets.append(fixed)
             self.weights.append(weight)
@@ -279,6 +324,8 @@ class DiffusionGuidance:
                 "weight": self.settings.weight,
                 "tile": self.settings.tile,
                 "repair_model_parameters": self.repair_model.num_parameters,
+                "guided": self.repair_model.uses_guide,
+                "guide_valid_fraction": round(float(np.mean(self.guide_valid)), 4) if self.guide_valid else None,
                 "images": None if self.out_dir is None else self.out_dir.name,
             }
         )

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from recon.kernels import gather_rows, scatter_rows
 
-RepairFn = Callable[[Tensor, Tensor], Tensor]  # ([n,3,s,s] render, [n,1,s,s] alpha) -> [n,3,s,s] clean
+# ([n,3,s,s] render, [n,1,s,s] alpha, [n,4,s,s] guide or None) -> [n,3,s,s] clean
+RepairFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 
 def tile_grid(height: int, width: int, tile: int) -> tuple[int, int]:
@@ -53,22 +54,35 @@ def _patches(x: Tensor, tile: int) -> tuple[Tensor, int, int]:
     return cols_t[0].T.contiguous(), rows, cols
 
 
-def repair_tiles(render: Tensor, alpha: Tensor, active: Tensor, tile: int, repair: RepairFn, batch: int = 16) -> Tensor:
+def repair_tiles(
+    render: Tensor,
+    alpha: Tensor,
+    active: Tensor,
+    tile: int,
+    repair: RepairFn,
+    batch: int = 16,
+    guide: Tensor | None = None,
+) -> Tensor:
     """Repaired copy of ``render`` [H,W,3] where ``active`` [rows*cols] tiles are replaced by the repair of their
-    context window; inactive tiles keep the render. ``alpha`` is [H,W]."""
+    context window; inactive tiles keep the render. ``alpha`` is [H,W]; ``guide`` [H,W,4] (optional) is cut into
+    the same windows and handed to ``repair``."""
     h, w, _ = render.shape
-    x = torch.cat([render.permute(2, 0, 1), alpha[None]], dim=0)  # [4,H,W]
+    parts = [render.permute(2, 0, 1), alpha[None]]
+    if guide is not None:
+        parts.append(guide.permute(2, 0, 1))
+    x = torch.cat(parts, dim=0)  # [4 or 8,H,W]
+    nc = x.shape[0]
     rows_t, rows, cols = _patches(x, tile)
     n_tiles = rows * cols
     index = active.nonzero().squeeze(1)
     out_rows = render.new_zeros((0, 3 * tile * tile))
     s, m = 2 * tile, tile // 2
     if index.numel():
-        picked = gather_rows(rows_t, index).reshape(-1, 4, s, s)
+        picked = gather_rows(rows_t, index).reshape(-1, nc, s, s)
         outs = []
         for k in range(0, picked.shape[0], batch):
             chunk = picked[k : k + batch]
-            fixed = repair(chunk[:, :3], chunk[:, 3:])
+            fixed = repair(chunk[:, :3], chunk[:, 3:4], chunk[:, 4:] if guide is not None else None)
             outs.append(fixed[:, :, m : m + tile, m : m + tile].reshape(chunk.shape[0], -1))
         out_rows = torch.cat(outs)
     full = scatter_rows(out_rows, index, n_tiles)  # [L, 3*t*t], zeros where inactive

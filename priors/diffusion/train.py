@@ -62,12 +62,15 @@ def train_repair(
     threads.__enter__()
     try:
         for step in range(1, steps + 1):
-            r, a, c = random_crops(pairs, batch_size, crop, rng)
+            r, a, c, g = random_crops(pairs, batch_size, crop, rng)
+            if model.uses_guide and g is None:
+                raise ValueError("a guided repair model needs pairs with guides")
             weight = None
             if object_weight > 0:
                 weight = 1.0 + object_weight * (c.amax(dim=1, keepdim=True) > 0.02).to(c.dtype)
                 weight = weight.to(device)
-            loss = model.loss(r.to(device), a.to(device), c.to(device), generator=gen, weight=weight)
+            guide = None if g is None else g.to(device)
+            loss = model.loss(r.to(device), a.to(device), c.to(device), generator=gen, weight=weight, guide=guide)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
