@@ -52,6 +52,6 @@ def test_scene_mode_over_a_known_white_background_leaves_it_to_the_background(tm
     views.meta = {}
     black = reconstruct(views, tmp_path / "black", config)
     assert white["mode"]["mode"] == black["mode"]["mode"] == "scene"
-    # over white, the background pixels are right wherever the Gaussians leave it free; over black, 60 steps of a few hundred
-    # Gaussians cannot paint the whole backdrop white
+    # over white, the background pixels are right wherever the Gaussians leave them free; over black, 60 steps
+    # of a few hundred Gaussians cannot paint the whole backdrop white
     assert white["train_psnr"] > black["train_psnr"] + 2.0, (white["train_psnr"], black["train_psnr"])
