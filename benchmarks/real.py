@@ -54,15 +54,24 @@ def main() -> None:
         "--replace", action="store_true", help="start the JSON afresh (default: keep the other protocols' rows)"
     )
     ap.add_argument(
+        "--keep-other-methods",
+        action="store_true",
+        help="keep the rows of methods not run now (default: a protocol that runs again loses all its old rows)",
+    )
+    ap.add_argument(
         "--note", action="append", default=[], help="a line on how this was measured, kept in the JSON (repeatable)"
     )
     args = ap.parse_args()
     table: dict = {}
+    kept_methods: list[str] = []
     if args.out.exists() and not args.replace:
-        table = {p: rows for p, rows in json.loads(args.out.read_text()).get("table", {}).items()}
+        old = json.loads(args.out.read_text())
+        table = {p: rows for p, rows in old.get("table", {}).items()}
+        kept_methods = list(old.get("methods") or []) if args.keep_other_methods else []
     for item in args.run:
         protocol, _, data = item.partition("=")
-        table.pop(protocol, None)  # this protocol's rows are measured again
+        if not args.keep_other_methods:
+            table.pop(protocol, None)  # this protocol's rows are measured again
         for method in args.methods.split(","):
             work = args.work / f"{protocol}-{method}"
             if args.reuse and (work / "results.json").exists():
@@ -93,7 +102,7 @@ def main() -> None:
     out = {
         "table": table,
         "published": {p: PUBLISHED.get(p) for p in table},
-        "methods": methods,
+        "methods": list(dict.fromkeys([*kept_methods, *methods])),
         "iterations": args.iterations,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "notes": args.note,
