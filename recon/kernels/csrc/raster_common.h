@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 namespace recon_raster {
 
 constexpr float kAlphaThreshold = 1.0f / 255.0f;
@@ -27,9 +31,14 @@ inline float madd(float a, float b, float c) {
 inline float exp_approx(float x) {
     x = std::min(std::max(x, -87.3f), 88.3f);
     const float t = x * 1.44269504088896341f + 0.5f;
+#ifdef __SSE4_1__
+    const float fn = std::floor(t);  // one rounding instruction (the same n as below)
+    const int32_t n = static_cast<int32_t>(fn);
+#else
     int32_t n = static_cast<int32_t>(t);
     n -= (static_cast<float>(n) > t) ? 1 : 0;  // floor
     const float fn = static_cast<float>(n);
+#endif
     float r = x - fn * 0.693359375f;
     r = r - fn * (-2.12194440e-4f);
     const float r2 = r * r;
@@ -46,20 +55,70 @@ inline float exp_approx(float x) {
     return y * scale;
 }
 
-// alpha = min(alpha_max, op * exp(-sigma)); same operation order as the PyTorch reference. The forward and
+// alpha = min(alpha_max, op * exp(-sigma)), sigma = 0.5 (a dx^2 + c dy^2) + b dx dy; same operation order as the
+// PyTorch reference, with the row's c dy^2 (= (c dy) dy) computed once per row by the caller. The forward and
 // the backward call this one function (built without fast-math / FMA contraction), so they agree bit for bit
 // on which Gaussians count at each pixel.
-inline float eval_alpha_fast(float a, float b, float c, float op, float dx, float dy, float alpha_max, float& sigma,
-                             float& vis) {
-    sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
+inline float eval_alpha_row(float a, float b, float cdy2, float op, float dx, float dy, float alpha_max, float& sigma,
+                            float& vis) {
+    sigma = 0.5f * (a * dx * dx + cdy2) + b * dx * dy;
     vis = exp_approx(-sigma);
     return std::min(alpha_max, op * vis);
+}
+
+// Is any of v[0..n) > 0? For one 8-lane block: a compare and a mask move, instead of the OR-reduction the
+// vectoriser builds (the tile loops skip blocks where no lane composites).
+inline bool any_positive(const float* v, int n) {
+#ifdef __AVX__
+    if (n == 8) return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v), _mm256_setzero_ps(), _CMP_GT_OQ)) != 0;
+#endif
+    bool any = false;
+    for (int i = 0; i < n; ++i) any |= v[i] > 0.0f;
+    return any;
+}
+
+// out[j] = sum of row j of the row-major 8x8 block m, each added left to right from 0 as a scalar loop would
+// (the same bits): with AVX, one transpose and eight vector adds instead of 64 dependent scalar adds.
+inline void row_sums_8x8(const float* m, float* out) {
+#ifdef __AVX__
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(m + 8 * j);
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    // column c of m (lane j = m[8j + c])
+    const __m256 c0 = _mm256_permute2f128_ps(u0, u4, 0x20), c1 = _mm256_permute2f128_ps(u1, u5, 0x20);
+    const __m256 c2 = _mm256_permute2f128_ps(u2, u6, 0x20), c3 = _mm256_permute2f128_ps(u3, u7, 0x20);
+    const __m256 c4 = _mm256_permute2f128_ps(u0, u4, 0x31), c5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+    const __m256 c6 = _mm256_permute2f128_ps(u2, u6, 0x31), c7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+    __m256 s = _mm256_setzero_ps();
+    s = _mm256_add_ps(s, c0);
+    s = _mm256_add_ps(s, c1);
+    s = _mm256_add_ps(s, c2);
+    s = _mm256_add_ps(s, c3);
+    s = _mm256_add_ps(s, c4);
+    s = _mm256_add_ps(s, c5);
+    s = _mm256_add_ps(s, c6);
+    s = _mm256_add_ps(s, c7);
+    _mm256_storeu_ps(out, s);
+#else
+    for (int j = 0; j < 8; ++j) {
+        float acc = 0.0f;
+        for (int c = 0; c < 8; ++c) acc += m[8 * j + c];
+        out[j] = acc;
+    }
+#endif
 }
 
 // Per-Gaussian record the tile loops read (computed once per call, not once per tile): the 2D mean, conic and
 // opacity packed in 32 bytes, and the half extents ex, ey (pixels) of the region
 // 0.5 [dx dy] [[a b][b c]] [dx dy]^T <= log(255 op) (+ slack) outside which alpha < 1/255. Pixels outside
-// it are skipped; the slack on the threshold and one extra pixel on each side of the span keep the margin far
+// it are skipped; the slack on the threshold and a small margin on each side of the span (pixel_span) keep it far
 // above float rounding, so skipping them never changes the result.
 struct alignas(32) Splat {
     float mx, my, a, b, c, op;
@@ -86,18 +145,21 @@ inline Splat make_splat(float mx, float my, float a, float b, float c, float op)
     return s;
 }
 
-// Pixels [lo, hi] (inclusive) of [p0, p1) whose centre p + 0.5 may lie within e of m; false if none.
+// Pixels [lo, hi] (inclusive) of [p0, p1) whose centre p + 0.5 may lie within e of m; false if none. In double,
+// with a margin of 0.01 px (not a whole pixel each side: that cost ~2 extra rows per Gaussian and tile): e comes
+// from the threshold with slack, and 0.01 px covers the rounding of the lanes' float dx at coordinates up to 1e5.
 inline bool pixel_span(float m, float e, int p0, int p1, int& lo, int& hi) {
     if (!(e < INFINITY)) {
         lo = p0;
         hi = p1 - 1;
         return true;
     }
-    const float flo = std::ceil(m - e - 0.5f) - 1.0f;
-    const float fhi = std::floor(m + e - 0.5f) + 1.0f;
-    if (flo > static_cast<float>(p1 - 1) || fhi < static_cast<float>(p0)) return false;
-    lo = flo < static_cast<float>(p0) ? p0 : static_cast<int>(flo);
-    hi = fhi > static_cast<float>(p1 - 1) ? p1 - 1 : static_cast<int>(fhi);
+    const double dm = m, de = static_cast<double>(e) + 0.01;
+    const double flo = std::ceil(dm - de - 0.5);
+    const double fhi = std::floor(dm + de - 0.5);
+    if (flo > static_cast<double>(p1 - 1) || fhi < static_cast<double>(p0)) return false;
+    lo = flo < static_cast<double>(p0) ? p0 : static_cast<int>(flo);
+    hi = fhi > static_cast<double>(p1 - 1) ? p1 - 1 : static_cast<int>(fhi);
     return true;
 }
 

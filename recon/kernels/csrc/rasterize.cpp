@@ -121,7 +121,8 @@ inline void prefetch_gaussian(const Inputs& in, const recon_raster::Splat* splat
     __builtin_prefetch(in.colors + g * in.D);
 }
 
-template <int DT, int TS>
+// FAR = false: the call has no far-depth limit (in.far is null); the per-lane far test is then compiled out.
+template <int DT, int TS, bool FAR>
 void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, float* out_color, float* out_alpha,
                   float* out_T, int32_t* out_last, TileState& st) {
     const int D = DT > 0 ? DT : in.D;
@@ -136,7 +137,7 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
     int32_t* __restrict last = st.last.data();
     int32_t* __restrict done = st.done.data();
     int32_t* __restrict rowlive = st.rowv.data();
-    const bool use_far = in.far != nullptr && in.depths != nullptr;
+    const bool use_far = FAR && in.far != nullptr && in.depths != nullptr;
     const float* far_img = use_far ? in.far + static_cast<int64_t>(b.cam) * in.H * in.W : nullptr;
     for (int ly = 0; ly < ts; ++ly)
         for (int lx = 0; lx < ts; ++lx) {
@@ -185,6 +186,7 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
         for (int y = ylo; y <= yhi; ++y) {
             if (!rowlive[y - b.y0]) continue;
             const float dy = my - (static_cast<float>(y) + 0.5f);
+            const float cdy2 = cc * dy * dy;  // row constant of sigma
             for (int h = h0; h < h1; ++h) {
             const int row = (y - b.y0) * ts + h * BW;
             const float pxb = px0 + static_cast<float>(h * BW);
@@ -197,24 +199,38 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
                 // pass 1: alpha per lane (0 where this Gaussian is not composited); most blocks at the rim of
                 // the ellipse have none, and then nothing is loaded or stored for them
                 float* __restrict al = st.lane_alpha.data();
-                int any = 0;
-#pragma omp simd reduction(| : any)
-                for (int lx = 0; lx < BW; ++lx) {
-                    const float dx = mx - (pxb + static_cast<float>(lx));
-                    float sigma, vis;
-                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
-                    const bool live = dr[lx] == 0;
-                    const bool beyond = depth >= fr[lx];
-                    const bool ok = live && !beyond && sigma >= 0.0f && alpha >= thr;
-                    al[lx] = ok ? alpha : 0.0f;
-                    any |= (ok || (live && beyond)) ? 1 : 0;
+                bool any = false;
+                if constexpr (FAR) {
+                    int any_lane = 0;
+#pragma omp simd reduction(| : any_lane)
+                    for (int lx = 0; lx < BW; ++lx) {
+                        const float dx = mx - (pxb + static_cast<float>(lx));
+                        float sigma, vis;
+                        const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                        const bool live = dr[lx] == 0;
+                        const bool beyond = depth >= fr[lx];
+                        const bool ok = live && !beyond && sigma >= 0.0f && alpha >= thr;
+                        al[lx] = ok ? alpha : 0.0f;
+                        any_lane |= (ok || (live && beyond)) ? 1 : 0;
+                    }
+                    any = any_lane != 0;
+                } else {
+#pragma omp simd
+                    for (int lx = 0; lx < BW; ++lx) {
+                        const float dx = mx - (pxb + static_cast<float>(lx));
+                        float sigma, vis;
+                        const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                        const bool ok = dr[lx] == 0 && sigma >= 0.0f && alpha >= thr;
+                        al[lx] = ok ? alpha : 0.0f;
+                    }
+                    any = recon_raster::any_positive(al, BW);
                 }
                 if (!any) continue;
 #pragma omp simd
                 for (int lx = 0; lx < BW; ++lx) {
                     const float alpha = al[lx];
                     const bool live = dr[lx] == 0;
-                    const bool beyond = depth >= fr[lx];
+                    const bool beyond = FAR && depth >= fr[lx];
                     const bool ok = alpha > 0.0f;
                     const float nT = Tr[lx] * (1.0f - alpha);
                     const bool stop = ok && nT <= tmin;
@@ -230,9 +246,9 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
                 for (int lx = 0; lx < BW; ++lx) {
                     const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
-                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
                     const bool live = dr[lx] == 0;
-                    const bool beyond = depth >= fr[lx];
+                    const bool beyond = FAR && depth >= fr[lx];
                     const bool ok = live && !beyond && sigma >= 0.0f && alpha >= thr;
                     const float nT = Tr[lx] * (1.0f - alpha);
                     const bool stop = ok && nT <= tmin;
@@ -273,7 +289,7 @@ std::vector<recon_raster::Splat> make_splats(const Inputs& in) {
     return sp;
 }
 
-template <int DT, int TS>
+template <int DT, int TS, bool FAR = true>
 void forward_all(const Inputs& in, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
     const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
     const int P = in.ts * in.ts;
@@ -284,7 +300,7 @@ void forward_all(const Inputs& in, float* out_color, float* out_alpha, float* ou
         st.init(P, in.D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            forward_tile<DT, TS>(in, splats.data(), t, out_color, out_alpha, out_T, out_last, st);
+            forward_tile<DT, TS, FAR>(in, splats.data(), t, out_color, out_alpha, out_T, out_last, st);
     }
 }
 
@@ -300,7 +316,8 @@ struct GradOut {
 };
 
 // per-intersection gradient record: mx, my, a, b, c, opacity, colour[D], |mx|, |my| (the last two with absgrad)
-template <int DT, int TS>
+// ABS = false: no absgrad; the per-lane |gradient| sums are compiled out.
+template <int DT, int TS, bool ABS>
 void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, const float* T_final,
                    const int32_t* last_ids, const float* v_color, const float* v_alpha_eff, float* rec,
                    const int32_t* slot, bool absgrad, TileState& st) {
@@ -383,6 +400,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
         for (int y = ylo; y <= yhi; ++y) {
             if (rowmax[y - b.y0] < kk) continue;
             const float dy = my - (static_cast<float>(y) + 0.5f);
+            const float cdy2 = cc * dy * dy;  // row constant of sigma
             for (int h = h0; h < h1; ++h) {
             const int row = (y - b.y0) * ts + h * BW;
             const float pxb = px0 + static_cast<float>(h * BW);
@@ -394,18 +412,16 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                 // pass 1 as in the forward: skip blocks where no pixel composites this Gaussian
                 float* __restrict al = st.lane_alpha.data();
                 float* __restrict vv = st.lane_vis.data();
-                int any = 0;
-#pragma omp simd reduction(| : any)
+#pragma omp simd
                 for (int lx = 0; lx < BW; ++lx) {
                     const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
-                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
                     const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
                     al[lx] = ok ? alpha : 0.0f;
                     vv[lx] = vis;
-                    any |= ok ? 1 : 0;
                 }
-                if (!any) continue;
+                if (!recon_raster::any_positive(al, BW)) continue;
 #pragma omp simd
                 for (int lx = 0; lx < BW; ++lx) {
                     const float dx = mx - (pxb + static_cast<float>(lx));
@@ -432,15 +448,17 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                     const float gy = v_sigma * (cb * dx + cc * dy);
                     Lmx[lx] += gx;
                     Lmy[lx] += gy;
-                    Lax[lx] += std::fabs(gx);
-                    Lay[lx] += std::fabs(gy);
+                    if (ABS) {
+                        Lax[lx] += std::fabs(gx);
+                        Lay[lx] += std::fabs(gy);
+                    }
                     Lop[lx] += grad ? vis * v_alpha : 0.0f;
                 }
             } else {
                 for (int lx = 0; lx < BW; ++lx) {
                     const float dx = mx - (pxb + static_cast<float>(lx));
                     float sigma, vis;
-                    const float alpha = recon_raster::eval_alpha_fast(ca, cb, cc, op, dx, dy, amax, sigma, vis);
+                    const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
                     if (!(kk <= lr[lx] && sigma >= 0.0f && alpha >= thr)) continue;
                     const float ra = 1.0f / (1.0f - alpha);
                     const float Tn = Tr[lx] * ra;
@@ -462,8 +480,10 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                     const float gy = v_sigma * (cb * dx + cc * dy);
                     Lmx[lx] += gx;
                     Lmy[lx] += gy;
-                    Lax[lx] += std::fabs(gx);
-                    Lay[lx] += std::fabs(gy);
+                    if (ABS) {
+                        Lax[lx] += std::fabs(gx);
+                        Lay[lx] += std::fabs(gy);
+                    }
                     Lop[lx] += vis * v_alpha;
                 }
             }
@@ -471,8 +491,11 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
         }
         float* r = rec + int64_t(slot[k]) * G;
         float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int j = 0; j < 8; ++j)
-            for (int lx = 0; lx < BW; ++lx) sums[j] += L[j * BW + lx];
+        if (BW == 8)
+            recon_raster::row_sums_8x8(L, sums);
+        else
+            for (int j = 0; j < 8; ++j)
+                for (int lx = 0; lx < BW; ++lx) sums[j] += L[j * BW + lx];
         for (int j = 0; j < 6; ++j) r[j] = sums[j];
         for (int c = 0; c < D; ++c) {
             float s = 0.0f;
@@ -486,7 +509,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
     }
 }
 
-template <int DT, int TS>
+template <int DT, int TS, bool ABS = true>
 void backward_all(const Inputs& in, const float* T_final, const int32_t* last_ids, const float* v_color,
                   const float* v_alpha_eff, bool absgrad, GradOut out) {
     const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
@@ -515,7 +538,7 @@ void backward_all(const Inputs& in, const float* T_final, const int32_t* last_id
         st.init(P, D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            backward_tile<DT, TS>(in, splats.data(), t, T_final, last_ids, v_color, v_alpha_eff, R, slot.data(),
+            backward_tile<DT, TS, ABS>(in, splats.data(), t, T_final, last_ids, v_color, v_alpha_eff, R, slot.data(),
                                   absgrad, st);
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < CN; ++g) {
@@ -628,11 +651,18 @@ std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& means2d, const tor
         float* ot = out_T.data_ptr<float>();
         int32_t* ol = out_last.data_ptr<int32_t>();
         const bool t16 = in.ts == 16;
+        const bool has_far = in.far != nullptr && in.depths != nullptr;
         switch (in.D) {
             case 1: t16 ? forward_all<1, 16>(in, oc, oa, ot, ol) : forward_all<1, 0>(in, oc, oa, ot, ol); break;
             case 2: t16 ? forward_all<2, 16>(in, oc, oa, ot, ol) : forward_all<2, 0>(in, oc, oa, ot, ol); break;
-            case 3: t16 ? forward_all<3, 16>(in, oc, oa, ot, ol) : forward_all<3, 0>(in, oc, oa, ot, ol); break;
-            case 4: t16 ? forward_all<4, 16>(in, oc, oa, ot, ol) : forward_all<4, 0>(in, oc, oa, ot, ol); break;
+            case 3:
+                if (t16 && !has_far) forward_all<3, 16, false>(in, oc, oa, ot, ol);
+                else t16 ? forward_all<3, 16>(in, oc, oa, ot, ol) : forward_all<3, 0>(in, oc, oa, ot, ol);
+                break;
+            case 4:
+                if (t16 && !has_far) forward_all<4, 16, false>(in, oc, oa, ot, ol);
+                else t16 ? forward_all<4, 16>(in, oc, oa, ot, ol) : forward_all<4, 0>(in, oc, oa, ot, ol);
+                break;
             default: forward_all<0, 0>(in, oc, oa, ot, ol); break;
         }
     }
@@ -674,8 +704,14 @@ std::vector<torch::Tensor> rasterize_bwd(const torch::Tensor& means2d, const tor
         switch (in.D) {
             case 1: t16 ? backward_all<1, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<1, 0>(in, tf, li, vc, va, absgrad, out); break;
             case 2: t16 ? backward_all<2, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<2, 0>(in, tf, li, vc, va, absgrad, out); break;
-            case 3: t16 ? backward_all<3, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<3, 0>(in, tf, li, vc, va, absgrad, out); break;
-            case 4: t16 ? backward_all<4, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<4, 0>(in, tf, li, vc, va, absgrad, out); break;
+            case 3:
+                if (t16 && !absgrad) backward_all<3, 16, false>(in, tf, li, vc, va, absgrad, out);
+                else t16 ? backward_all<3, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<3, 0>(in, tf, li, vc, va, absgrad, out);
+                break;
+            case 4:
+                if (t16 && !absgrad) backward_all<4, 16, false>(in, tf, li, vc, va, absgrad, out);
+                else t16 ? backward_all<4, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<4, 0>(in, tf, li, vc, va, absgrad, out);
+                break;
             default: backward_all<0, 0>(in, tf, li, vc, va, absgrad, out); break;
         }
     }

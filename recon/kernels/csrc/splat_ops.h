@@ -161,11 +161,10 @@ inline torch::Tensor sh_fwd(int64_t degree, const torch::Tensor& means, const to
                 float b[16];
                 recon_proj::sh_basis(static_cast<int>(degree), d[0] / len, d[1] / len, d[2] / len, b, nullptr);
                 const float* k = sh + n * K * 3;
-                for (int ch = 0; ch < 3; ++ch) {
-                    float acc = 0.f;
-                    for (int j = 0; j < nb; ++j) acc += b[j] * k[3 * j + ch];
-                    out[(c * N + n) * 3 + ch] = std::max(acc + 0.5f, 0.f);
-                }
+                float acc[3] = {0.f, 0.f, 0.f};  // three independent chains, each summed over j in order
+                for (int j = 0; j < nb; ++j)
+                    for (int ch = 0; ch < 3; ++ch) acc[ch] += b[j] * k[3 * j + ch];
+                for (int ch = 0; ch < 3; ++ch) out[(c * N + n) * 3 + ch] = std::max(acc[ch] + 0.5f, 0.f);
             }
         }
     }
@@ -201,13 +200,11 @@ inline std::vector<torch::Tensor> sh_bwd(int64_t degree, const torch::Tensor& me
                 float b[16], db[48];
                 recon_proj::sh_basis(static_cast<int>(degree), u[0], u[1], u[2], b, db);
                 const float* k = sh + n * K * 3;
-                float g[3];
-                for (int ch = 0; ch < 3; ++ch) {
-                    float acc = 0.f;
-                    for (int j = 0; j < nb; ++j) acc += b[j] * k[3 * j + ch];
-                    // clamp_min(x + 0.5, 0) passes the gradient where x + 0.5 >= 0 (as torch)
-                    g[ch] = (acc + 0.5f >= 0.f) ? vc[3 * i + ch] : 0.f;
-                }
+                float g[3], acc[3] = {0.f, 0.f, 0.f};
+                for (int j = 0; j < nb; ++j)
+                    for (int ch = 0; ch < 3; ++ch) acc[ch] += b[j] * k[3 * j + ch];
+                // clamp_min(x + 0.5, 0) passes the gradient where x + 0.5 >= 0 (as torch)
+                for (int ch = 0; ch < 3; ++ch) g[ch] = (acc[ch] + 0.5f >= 0.f) ? vc[3 * i + ch] : 0.f;
                 float* vk = gk + n * K * 3;
                 float vu[3] = {0.f, 0.f, 0.f};
                 for (int j = 0; j < nb; ++j) {
