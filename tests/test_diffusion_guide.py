@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from patterns import smooth_pattern
 
 from priors.diffusion import PairSet, RepairModel, random_crops, train_repair
 from priors.diffusion.guide import GuideSource, guide_for_view, nearest_sources, warp_guide
@@ -91,9 +92,7 @@ def guided_pairs(n: int, seed: int) -> PairSet:
     yy, xx = np.mgrid[0:size, 0:size] / size
     pairs = PairSet()
     for _ in range(n):
-        f = rng.uniform(1, 3, size=(3, 2))
-        ph = rng.uniform(0, 6.28, size=3)
-        clean = np.stack([0.5 + 0.4 * np.sin(6.28 * (f[c, 0] * xx + f[c, 1] * yy) + ph[c]) for c in range(3)], -1)
+        clean = smooth_pattern(rng, size)
         valid = (xx < 0.5).astype(np.float32)[..., None]
         guide = np.concatenate([clean * valid, valid], -1)
         pairs.add(np.full_like(clean, 0.5), np.ones((size, size)), clean, guide)

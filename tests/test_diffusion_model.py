@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from patterns import smooth_pattern
 
 from priors.diffusion import PairSet, RepairModel, random_crops, train_repair
 from recon.errors import ReconInputError
@@ -20,12 +21,9 @@ def tiny_model(seed: int = 0) -> RepairModel:
 def pattern_pairs(n: int = 6, size: int = 32, seed: int = 0) -> PairSet:
     """Smooth colour patterns (clean) and their darkened copies (the corruption to undo)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
     pairs = PairSet()
     for _ in range(n):
-        f = rng.uniform(1, 3, size=(3, 2))
-        ph = rng.uniform(0, 6.28, size=3)
-        clean = np.stack([0.5 + 0.4 * np.sin(6.28 * (f[c, 0] * xx + f[c, 1] * yy) + ph[c]) for c in range(3)], -1)
+        clean = smooth_pattern(rng, size)
         pairs.add(0.5 * clean, np.ones((size, size)), clean)
     return pairs
 
