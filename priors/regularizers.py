@@ -264,6 +264,53 @@ def binocular_consistency(
     return (err * valid).sum() / count
 
 
+def source_coordinates(
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    viewmat: torch.Tensor,
+    source_K: torch.Tensor,
+    source_viewmat: torch.Tensor,
+    pixels: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where this view's pixels land in another camera through this view's depth: (us, vs) pixel coordinates
+    in the source image and z, the point's depth along the source's optical axis. ``depth`` [H,W] (or, with
+    ``pixels`` = (u, v) pixel-centre coordinates of any shape, the depths there); cameras as in
+    :func:`warp_source_into_view`. Gradients reach ``depth``."""
+    if pixels is None:
+        h, w = depth.shape
+        u = torch.arange(w, dtype=depth.dtype, device=depth.device)[None, :].expand(h, w) + 0.5
+        v = torch.arange(h, dtype=depth.dtype, device=depth.device)[:, None].expand(h, w) + 0.5
+    else:
+        u, v = pixels
+    K = K.reshape(3, 3)
+    vm = viewmat.reshape(4, 4)
+    svm = source_viewmat.reshape(4, 4)
+    # source-camera coordinates of the back-projected pixels: R_s R^T (X_cam - t) + t_s, as one affine map
+    R = svm[:3, :3] @ vm[:3, :3].T
+    t = svm[:3, 3] - R @ vm[:3, 3]
+    rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)
+    src = (rays @ R.T) * depth[..., None] + t
+    z = src[..., 2]
+    sK = source_K.reshape(3, 3)
+    zs = z.clamp_min(_EPS)
+    us = sK[0, 0] * src[..., 0] / zs + sK[0, 2]
+    vs = sK[1, 1] * src[..., 1] / zs + sK[1, 2]
+    return us, vs, z
+
+
+def sample_source(
+    source: torch.Tensor, us: torch.Tensor, vs: torch.Tensor, z: torch.Tensor, mode: str = "bilinear"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``source`` [h,w,C] sampled at (us, vs) from :func:`source_coordinates` (``mode`` of grid_sample, border
+    padding): (values [..., C], inside [...] bool: in front of the source camera and inside its image)."""
+    sh, sw = source.shape[:2]
+    grid = torch.stack([2.0 * us / sw - 1.0, 2.0 * vs / sh - 1.0], dim=-1).reshape(1, 1, -1, 2)
+    values = F.grid_sample(source.permute(2, 0, 1)[None], grid, mode=mode, padding_mode="border", align_corners=False)
+    values = values[0, :, 0].T.reshape(*us.shape, source.shape[-1])
+    inside = (z > _EPS) & (us > 0) & (us < sw) & (vs > 0) & (vs < sh)
+    return values, inside.detach()
+
+
 def warp_source_into_view(
     depth: torch.Tensor,
     K: torch.Tensor,
@@ -278,32 +325,8 @@ def warp_source_into_view(
     for the source). ``depth`` is the depth map [H,W], or with ``pixels`` = (u, v) pixel-centre coordinates of
     any shape the depths at those pixels. Returns (warped [..., 3], inside [...] bool: the point lies in front
     of the source camera and lands inside its image). Gradients reach ``depth``."""
-    if pixels is None:
-        h, w = depth.shape
-        u = torch.arange(w, dtype=depth.dtype, device=depth.device)[None, :].expand(h, w) + 0.5
-        v = torch.arange(h, dtype=depth.dtype, device=depth.device)[:, None].expand(h, w) + 0.5
-    else:
-        u, v = pixels
-    sh, sw = source.shape[:2]
-    K = K.reshape(3, 3)
-    vm = viewmat.reshape(4, 4)
-    svm = source_viewmat.reshape(4, 4)
-    # source-camera coordinates of the back-projected pixels: R_s R^T (X_cam - t) + t_s, as one affine map
-    R = svm[:3, :3] @ vm[:3, :3].T
-    t = svm[:3, 3] - R @ vm[:3, 3]
-    rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)
-    src = (rays @ R.T) * depth[..., None] + t
-    z = src[..., 2]
-    sK = source_K.reshape(3, 3)
-    zs = z.clamp_min(_EPS)
-    us = sK[0, 0] * src[..., 0] / zs + sK[0, 2]
-    vs = sK[1, 1] * src[..., 1] / zs + sK[1, 2]
-    grid = torch.stack([2.0 * us / sw - 1.0, 2.0 * vs / sh - 1.0], dim=-1).reshape(1, 1, -1, 2)
-    warped = F.grid_sample(
-        source.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border", align_corners=False
-    )[0, :, 0].T.reshape(*u.shape, source.shape[-1])
-    inside = (z > _EPS) & (us > 0) & (us < sw) & (vs > 0) & (vs < sh)
-    return warped, inside.detach()
+    us, vs, z = source_coordinates(depth, K, viewmat, source_K, source_viewmat, pixels)
+    return sample_source(source, us, vs, z)
 
 
 def multiview_photometric(

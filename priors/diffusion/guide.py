@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from priors.regularizers import warp_source_into_view
+from priors.regularizers import sample_source, source_coordinates
 from recon.cameras import Camera
 
 
@@ -67,21 +66,10 @@ def warp_guide(
     K, vm = _tensors(camera)
     sK, svm = _tensors(source.camera)
     d = depth.to(torch.float32)
-    warped, inside = warp_source_into_view(d, K, vm, source.image.to(torch.float32), sK, svm)
+    us, vs, z = source_coordinates(d, K, vm, sK, svm)
+    warped, inside = sample_source(source.image.to(torch.float32), us, vs, z)
     # occlusion: the point's depth in the source camera against the depth rendered there
-    h, w = d.shape
-    u = torch.arange(w, dtype=d.dtype)[None, :].expand(h, w) + 0.5
-    v = torch.arange(h, dtype=d.dtype)[:, None].expand(h, w) + 0.5
-    rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], dim=-1)
-    R = svm[:3, :3] @ vm[:3, :3].T
-    t = svm[:3, 3] - R @ vm[:3, 3]
-    src = (rays @ R.T) * d[..., None] + t
-    z = src[..., 2].clamp_min(1e-6)
-    us = sK[0, 0] * src[..., 0] / z + sK[0, 2]
-    vs = sK[1, 1] * src[..., 1] / z + sK[1, 2]
-    sh, sw = source.depth.shape
-    grid = torch.stack([2.0 * us / sw - 1.0, 2.0 * vs / sh - 1.0], dim=-1)[None]
-    sd = F.grid_sample(source.depth[None, None].to(torch.float32), grid, mode="nearest", align_corners=False)[0, 0]
+    sd = sample_source(source.depth[..., None].to(torch.float32), us, vs, z, mode="nearest")[0][..., 0]
     visible = (sd > 0) & ((z - sd).abs() <= tolerance * sd)
     valid = inside & visible & (d > 0) & (alpha > min_alpha)
     return torch.cat([warped.clamp(0.0, 1.0) * valid[..., None], valid[..., None].to(torch.float32)], dim=-1)
