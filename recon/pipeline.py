@@ -432,9 +432,8 @@ def data_background(views: ViewSet) -> tuple[float, float, float]:
     black. Scene mode trains and renders over it, as vanilla 3DGS's ``--white_background`` on NeRF-synthetic
     data: a known background then costs nothing, where over black it had to be painted by a fog of Gaussians in
     front of the cameras that hides the object from every other view (plain lego 8 views: 11.2 dB)."""
-    bg = views.meta.get("background") if isinstance(views.meta, dict) else None
     try:
-        rgb = tuple(float(v) for v in np.asarray(bg, dtype=np.float64).reshape(3))
+        rgb = tuple(float(v) for v in np.asarray(views.meta.get("background"), dtype=np.float64).reshape(3))
     except (TypeError, ValueError):
         return (0.0, 0.0, 0.0)
     if not all(0.0 <= v <= 1.0 for v in rgb):
@@ -487,10 +486,11 @@ def write_run_folder(
     run = RunFolder(tmp)
     summary["files"] = list(model.save_run_files(tmp))
     run.write_cameras(cameras)
-    renders = render_views(model, cameras, background=0.0 if config.loss.use_masks else data_background(views))
+    scored_masks = masks if config.loss.use_masks else None
+    # over the background training used when no masks were: the data's own (data_background)
+    renders = render_views(model, cameras, background=0.0 if scored_masks is not None else data_background(views))
     for name, img in zip(views.names, renders):
         save_image(run.render_path(name), img)
-    scored_masks = masks if config.loss.use_masks else None
     summary.update(train_metrics(renders, views, scored_masks))
     summary["train_psnr_over"] = (
         "the object masks (RegNeRF convention: both images masked, whole-image mean)"
