@@ -80,7 +80,7 @@ def pairs_from_reconstruction(
     at ``scale`` of the input size (the run-time pseudo views' scale); with ``guides``, each pair also gets the
     nearest input photo warped into the view (priors.diffusion.guide). ``scene_mode``: the inputs lose their
     masks (a scene, whole images); otherwise images are masked to the object on black, as the guidance does."""
-    from priors.diffusion.guide import GuideSource, guide_for_view
+    from priors.diffusion.guide import guide_for_view, sources_from_renders
     from recon.config import make_config
     from recon.pipeline import load_run_model, reconstruct
     from renderers.gaussians.render import render_cameras
@@ -113,8 +113,7 @@ def pairs_from_reconstruction(
     in_clean = [clean_of(i, c) for i, c in zip(input_ids, in_cams)]
 
     def sources_of(m) -> list:
-        outs = render_cameras(m, in_cams, background=[0.0, 0.0, 0.0])
-        return [GuideSource(im, c, o.depth.cpu()) for im, c, o in zip(in_clean, in_cams, outs)]
+        return sources_from_renders(in_clean, in_cams, render_cameras(m, in_cams, background=[0.0, 0.0, 0.0]))
 
     pairs = PairSet()
     with torch.no_grad():
@@ -129,7 +128,7 @@ def pairs_from_reconstruction(
         for k in range(noisy):
             noisy_model = perturb_gaussians(model, strength=0.3 + 0.4 * k, generator=gen, scene_scale=scene_scale)
             outs = render_cameras(noisy_model, in_cams, background=[0.0, 0.0, 0.0])
-            nsrc = [GuideSource(im, c, o.depth.cpu()) for im, c, o in zip(in_clean, in_cams, outs)]
+            nsrc = sources_from_renders(in_clean, in_cams, outs)
             for j, (c, o) in enumerate(zip(in_cams, outs)):
                 g = guide_for_view(o.depth.cpu(), o.alpha.cpu(), c, nsrc, exclude=j).numpy() if guides else None
                 pairs.add(o.rgb.clamp(0, 1).numpy(), o.alpha.numpy(), in_clean[j].numpy(), g)

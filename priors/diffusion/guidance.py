@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from priors.diffusion.data import PairSet, perturb_gaussians
-from priors.diffusion.guide import GuideSource, guide_for_view
+from priors.diffusion.guide import GuideSource, guide_for_view, sources_from_renders
 from priors.diffusion.model import RepairModel
 from priors.diffusion.tiles import repair_tiles, tile_grid, tile_mask, tiles_needing_repair
 from priors.diffusion.train import train_repair
@@ -227,10 +227,7 @@ class DiffusionGuidance:
 
     def _sources(self, outs: list[Any]) -> list[GuideSource]:
         """The input photos with the (current or noisy) model's depth rendered at them, for the guide."""
-        return [
-            GuideSource(image=clean, camera=cam, depth=o.depth.detach().cpu())
-            for o, clean, cam in zip(outs, self.clean_inputs, self.input_cams)
-        ]
+        return sources_from_renders(self.clean_inputs, self.input_cams, outs)
 
     def refresh(self, model: Any, step: int = 0) -> None:
         """Render every pseudo view, repair its tiles that need it, keep the repaired images as targets.

@@ -11,6 +11,7 @@ occluded there: its depth in the source camera agrees with the reconstruction's 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,12 @@ class GuideSource:
     image: Tensor
     camera: Camera
     depth: Tensor
+
+
+def sources_from_renders(images: list[Tensor], cameras: list[Camera], renders: list[Any]) -> list[GuideSource]:
+    """Guide sources from input photos, their cameras and the reconstruction's renders there (anything with a
+    ``depth`` [h,w] tensor, e.g. RGB+ED render outputs)."""
+    return [GuideSource(image=im, camera=c, depth=o.depth.detach().cpu()) for im, c, o in zip(images, cameras, renders)]
 
 
 def nearest_sources(
@@ -86,4 +93,4 @@ def guide_for_view(
     return warp_guide(depth, alpha, camera, sources[picks[0]])
 
 
-__all__ = ["GuideSource", "guide_for_view", "nearest_sources", "warp_guide"]
+__all__ = ["GuideSource", "guide_for_view", "nearest_sources", "sources_from_renders", "warp_guide"]
