@@ -47,11 +47,17 @@ class InitConfig:
 
 @dataclass
 class TrainConfig:
-    """The training schedule: ``coarse_until`` (fraction of the iterations at half resolution), SH degree and
-    how often it rises, random background colours (with masks: the object must explain its own alpha),
-    per-parameter learning-rate overrides (``lrs``: names as ``renderers.gaussians.model.DEFAULT_LRS``)."""
+    """The training schedule: ``coarse_until`` (fraction of the iterations at half resolution; scene mode
+    ``scene_coarse_until`` when set), SH degree and how often it rises, random background colours (with masks: the
+    object must explain its own alpha), per-parameter learning-rate overrides (``lrs``: names as
+    ``renderers.gaussians.model.DEFAULT_LRS``)."""
 
-    coarse_until: float = 0.3
+    # A half-resolution step costs ~40% of a full one (a quarter of the pixels to composite). Measured on the real
+    # dev data (benchmarks/results/real_ablations.json; was 0.3): object mode 0.5 lego 8 views 23.47 -> 23.51 dB
+    # (0.7: 23.40); scene mode 0.7 DTU dtu3 scan24 / scan37 19.54 / 18.44 -> 19.59 / 18.43 (0.5: 19.56 / 18.42):
+    # the full-resolution steps a short sparse-view run needs are its last ones.
+    coarse_until: float = 0.5
+    scene_coarse_until: float | None = 0.7
     sh_degree: int = 2
     sh_raise_every: int = 250
     random_background: bool = True
@@ -164,7 +170,11 @@ class ReconstructConfig:
                 raise ValueError(f"{path} must be a number >= {low}; got {value!r}")
         for path in _FRACTIONS:
             value = get_field(self, path)
-            if value is None and path in ("densify.refine_stop_frac", "densify.scene_refine_stop_frac"):
+            if value is None and path in (
+                "densify.refine_stop_frac",
+                "densify.scene_refine_stop_frac",
+                "train.scene_coarse_until",
+            ):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{path} must be a fraction in [0, 1]; got {value!r}")
@@ -280,6 +290,7 @@ _MINIMUMS: dict[str, float] = {
 }
 _FRACTIONS = (
     "train.coarse_until",
+    "train.scene_coarse_until",
     "train.dropout",
     "train.opacity_decay",
     "loss.free_space_margin",
@@ -482,6 +493,9 @@ PRESETS: dict[str, ReconstructConfig] = {
         densify__refine_every=100,
         densify__reset_every=3000,
         densify__max_gaussians=300000,
+        # long GPU runs: the schedule the half-resolution measurements (CPU fast preset) did not cover
+        train__coarse_until=0.3,
+        train__scene_coarse_until=None,
     ),
     # Vanilla 3DGS on the same code: no hull (random init in the camera-visible box), no masks, no priors.
     "plain": _tree(
@@ -500,6 +514,8 @@ PRESETS: dict[str, ReconstructConfig] = {
         train__opacity_decay=0.0,
         loss__prune_outside_hull=False,
         densify__scene_refine_stop_frac=None,
+        train__coarse_until=0.3,
+        train__scene_coarse_until=None,
         loss__multiview=0.0,
     ),
 }

@@ -55,17 +55,21 @@ class ModeDecision:
 
 def scene_config(config: ReconstructConfig) -> ReconstructConfig:
     """``config`` for scene mode: no masks, no hull, no hull pruning, no mask loss, a fixed black background,
-    densification stopped at ``densify.scene_refine_stop_frac`` when set, no multi-view photometric term (the
+    densification stopped at ``densify.scene_refine_stop_frac`` and half resolution until
+    ``train.scene_coarse_until`` when set, no multi-view photometric term (the
     whole unmasked photo, lighting changes and all, would be compared)."""
     densify = config.densify
     if densify.scene_refine_stop_frac is not None:
         densify = replace(densify, refine_stop_frac=densify.scene_refine_stop_frac)
+    train = replace(config.train, random_background=False)
+    if train.scene_coarse_until is not None:
+        train = replace(train, coarse_until=train.scene_coarse_until)
     return replace(
         config,
         densify=densify,
         init=replace(config.init, visual_hull=False),
         loss=replace(config.loss, use_masks=False, prune_outside_hull=False, mask=0.0, multiview=0.0),
-        train=replace(config.train, random_background=False),
+        train=train,
     )
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,19 @@ def test_scene_config_drops_masks_and_stops_densifying_at_the_scene_fraction() -
     assert scene_config(plain).densify.refine_stop_frac == plain.densify.refine_stop_frac
     with pytest.raises(ValueError, match="scene_refine_stop_frac"):
         make_config("fast", **{"densify.scene_refine_stop_frac": 1.5})
+
+
+def test_scene_config_trains_at_half_resolution_until_the_scene_fraction() -> None:
+    from recon.modes import scene_config
+
+    config = make_config("fast", **{"train.coarse_until": 0.4, "train.scene_coarse_until": 0.8})
+    assert scene_config(config).train.coarse_until == 0.8 and config.train.coarse_until == 0.4
+    unset = replace(config, train=replace(config.train, scene_coarse_until=None))
+    assert scene_config(unset).train.coarse_until == 0.4
+    plain = make_config("plain")  # vanilla 3DGS keeps its own schedule in either mode
+    assert scene_config(plain).train.coarse_until == plain.train.coarse_until == 0.3
+    with pytest.raises(ValueError, match="scene_coarse_until"):
+        make_config("fast", **{"train.scene_coarse_until": 1.5})
 
 
 def test_scene_mode_leaves_the_multiview_photometric_term_to_object_mode() -> None:
