@@ -54,19 +54,26 @@ def depth_smoothness(
         w = alpha.reshape(depth.shape).to(depth.dtype)
     d = depth
     if normalize:
-        scale = (d * w).sum() / w.sum().clamp_min(_EPS) if w is not None else d.mean()
-        d = d / scale.detach().abs().clamp_min(_EPS)
-    total = depth.new_zeros(())
+        scale = _sum64(d * w) / _sum64(w).clamp_min(_EPS) if w is not None else _sum64(d) / d.numel()
+        d = d / scale.to(depth.dtype).detach().abs().clamp_min(_EPS)
+    total = depth.new_zeros((), dtype=torch.float64)
     for dim in (0, 1):
         dd = torch.diff(d, dim=dim).abs()
         di = torch.diff(img, dim=dim).abs().mean(dim=-1)
         term = dd * torch.exp(-edge_sharpness * di)
         if w is None:
-            total = total + term.mean()
+            total = total + _sum64(term) / term.numel()
         else:
             pair = w.narrow(dim, 0, w.shape[dim] - 1) * w.narrow(dim, 1, w.shape[dim] - 1)
-            total = total + (term * pair).sum() / pair.sum().clamp_min(_EPS)
-    return total
+            total = total + _sum64(term * pair) / _sum64(pair).clamp_min(_EPS)
+    return total.to(depth.dtype)
+
+
+def _sum64(t: torch.Tensor) -> torch.Tensor:
+    """Sum in float64: torch splits a large float32 sum between threads, so its last bits (and a training run
+    whose gradients depend on the value) would change with the thread count; in float64 that difference is far
+    below what the float32 result keeps."""
+    return t.to(torch.float64).sum()
 
 
 def opacity_entropy(opacities: torch.Tensor) -> torch.Tensor:
