@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
@@ -13,17 +14,22 @@ import typer
 from recon.errors import ReconInputError
 
 
-def openmp_wait_settings(environ: Mapping[str, str], load1: float, cpus: int) -> dict[str, str]:
+def openmp_wait_settings(
+    environ: Mapping[str, str], load1: float, cpus: int, others_running: int | None = None
+) -> dict[str, str]:
     """How OpenMP threads wait between parallel regions, from how busy the machine is when the run starts.
 
     Spin-waiting threads stall badly when the cores are shared (dtu3 scan24, 150 steps with one other busy
     process on 2 cores: libgomp's default spin 44.9 s, passive 30.2 s, GOMP_SPINCOUNT=5000 37.2 s); on idle cores
     passive waking costs every parallel region a futex round trip (quiet: default 18.1 s, passive 21.9 s, spin
     5000 19.0 s). So: a short spin when the 1-minute load average is under a quarter of the cores (a run that
-    starts on idle cores), passive otherwise. What the user set themselves is left alone."""
+    starts on idle cores), passive otherwise. The load average lags by a minute: a run started right after
+    another one ended would still see it and wait passively on idle cores (lego 8 views 135 s instead of 120 s),
+    so ``others_running`` = 0 (no other runnable task seen just now, ``_others_running``) also means idle.
+    What the user set themselves is left alone."""
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return {}
-    if load1 < 0.25 * max(1, cpus):
+    if load1 < 0.25 * max(1, cpus) or others_running == 0:
         return {"GOMP_SPINCOUNT": "5000"}
     return {"OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -35,8 +41,27 @@ def _load_average() -> float:
         return float("inf")
 
 
+def _others_running(samples: int = 5, interval_s: float = 0.01) -> int | None:
+    """The most runnable tasks besides this process seen in /proc/loadavg over a few samples ~10 ms apart
+    (an instant view, unlike the load average); None where it cannot be read."""
+    most = 0
+    for i in range(samples):
+        try:
+            fields = Path("/proc/loadavg").read_text().split()
+            running = int(fields[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        most = max(most, running - 1)  # this process is running while it reads
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return most
+
+
 # The entry point's choice, made before torch is imported (nothing above imports it).
-os.environ.update(openmp_wait_settings(os.environ, _load_average(), os.cpu_count() or 1))
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    _load1 = _load_average()
+    _others = _others_running() if _load1 >= 0.25 * max(1, os.cpu_count() or 1) else None
+    os.environ.update(openmp_wait_settings(os.environ, _load1, os.cpu_count() or 1, _others))
 
 app = typer.Typer(
     add_completion=False,
