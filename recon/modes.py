@@ -54,7 +54,8 @@ class ModeDecision:
 
 
 def scene_config(config: ReconstructConfig) -> ReconstructConfig:
-    """``config`` for scene mode: no masks, no hull, no hull pruning, no mask loss, a fixed black background,
+    """``config`` for scene mode: no masks, no hull, no hull pruning, no mask loss, a fixed (not random)
+    background (the data's own, ``pipeline.data_background``: white for Blender scenes, else black),
     densification stopped at ``densify.scene_refine_stop_frac`` and half resolution until
     ``train.scene_coarse_until`` when set, no multi-view photometric term (the
     whole unmasked photo, lighting changes and all, would be compared)."""
