@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +15,10 @@ from recon.errors import ReconInputError
 
 
 def openmp_wait_settings(
-    environ: Mapping[str, str], load1: float, cpus: int, others_running: int | None = None
+    environ: Mapping[str, str],
+    load1: float,
+    cpus: int,
+    others_running: Callable[[], int | None] = lambda: None,
 ) -> dict[str, str]:
     """How OpenMP threads wait between parallel regions, from how busy the machine is when the run starts.
 
@@ -25,11 +28,12 @@ def openmp_wait_settings(
     5000 19.0 s). So: a short spin when the 1-minute load average is under a quarter of the cores (a run that
     starts on idle cores), passive otherwise. The load average lags by a minute: a run started right after
     another one ended would still see it and wait passively on idle cores (lego 8 views 135 s instead of 120 s),
-    so ``others_running`` = 0 (no other runnable task seen just now, ``_others_running``) also means idle.
+    so ``others_running()`` = 0 (no other runnable task seen just now, ``_others_running``; only looked at when
+    the load average says busy) also means idle.
     What the user set themselves is left alone."""
     if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
         return {}
-    if load1 < 0.25 * max(1, cpus) or others_running == 0:
+    if load1 < 0.25 * max(1, cpus) or others_running() == 0:
         return {"GOMP_SPINCOUNT": "5000"}
     return {"OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -58,10 +62,7 @@ def _others_running(samples: int = 5, interval_s: float = 0.01) -> int | None:
 
 
 # The entry point's choice, made before torch is imported (nothing above imports it).
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    _load1 = _load_average()
-    _others = _others_running() if _load1 >= 0.25 * max(1, os.cpu_count() or 1) else None
-    os.environ.update(openmp_wait_settings(os.environ, _load1, os.cpu_count() or 1, _others))
+os.environ.update(openmp_wait_settings(os.environ, _load_average(), os.cpu_count() or 1, _others_running))
 
 app = typer.Typer(
     add_completion=False,

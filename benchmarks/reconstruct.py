@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from recon.bench.evaluate import score_run
 from recon.bench.synth import make_scene
-from recon.config import make_config
+from recon.config import make_config, parse_settings
 from recon.io.atomic import atomic_write_text
 from recon.pipeline import reconstruct
 
@@ -98,12 +98,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "reconstruct.json")
     args = ap.parse_args()
 
-    settings: dict[str, str] = {}
-    for item in args.settings:
-        path, sep, value = item.partition("=")
-        if not sep or not path:
-            ap.error(f"--set takes PATH=VALUE, got {item!r}")
-        settings[path.strip()] = value.strip()
+    try:
+        settings = parse_settings(args.settings)
+    except ValueError as exc:
+        ap.error(str(exc))
     args.cache.mkdir(parents=True, exist_ok=True)
     methods = [args.preset] + ([args.baseline] if args.baseline else [])
     rows: list[dict] = []
