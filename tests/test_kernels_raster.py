@@ -155,6 +155,43 @@ def test_needles_across_tile_blocks_match_reference(seed):
 
 
 @needs_cpp
+@pytest.mark.parametrize("D,far", [(3, False), (3, True), (4, False), (1, True)])
+def test_backward_with_forward_block_masks_is_bitwise_the_span_backward(D, far):
+    """The backward visits only the 8-pixel blocks the forward marked for each intersection (and skips
+    intersections with none); it must give bitwise the gradients of the backward that finds the blocks from
+    each Gaussian's span itself. A mask missing a block the backward needs changes the gradients."""
+    ext = cpu_raster.extension()
+    W, H = 70, 52
+    params, vm, K = make_scene(400, W, H, C=2, seed=5, D=D)
+    means, quats, scales, opac, colors = params
+    proj = project_gaussians(means, quats, scales, opac[None].expand(2, -1), vm, K, W, H)
+    isects = isect_tiles(proj.means2d, proj.radii, proj.depths, W, H, 16)
+    m2d, con = proj.means2d.detach().contiguous(), proj.conics.detach().contiguous()
+    col = colors[None].expand(2, -1, -1).contiguous()
+    op = opac[None].expand(2, -1).contiguous()
+    offs, ids = isects.offsets.to(torch.int32).contiguous(), isects.flatten_ids.to(torch.int32).contiguous()
+    dep = proj.depths.detach().contiguous() if far else None
+    far_d = torch.full((2, H, W), 3.1) if far else None
+    color, alpha, T_final, last, splats, blocks = ext.rasterize_fwd(
+        m2d, con, col, op, dep, far_d, offs, ids, W, H, 16, ALPHA_MAX
+    )
+    assert blocks.numel() == ids.numel() and (blocks != 0).any() and (blocks == 0).any()
+    g = torch.Generator().manual_seed(0)
+    v_color = torch.randn(color.shape, generator=g)
+    v_alpha = torch.randn(alpha.shape[:-1], generator=g)
+    args = (m2d, con, col, op, offs, ids, W, H, 16, ALPHA_MAX, T_final, last, v_color, v_alpha, True)
+    masked = ext.rasterize_bwd(*args, splats, blocks)
+    spans = ext.rasterize_bwd(*args, None, None)
+    for a, b in zip(masked, spans):
+        assert torch.equal(a, b)
+    # a mask without one of its blocks loses that block's gradient
+    k = int(torch.nonzero(blocks).flatten()[0])
+    cut = blocks.clone()
+    cut[k] = 0
+    assert any(not torch.equal(a, b) for a, b in zip(ext.rasterize_bwd(*args, splats, cut), spans))
+
+
+@needs_cpp
 @pytest.mark.parametrize("sh_degree", [0, 1, 3])
 def test_kernel_matches_reference_sh_multi_camera(sh_degree):
     params, vm, K = make_scene(300, 40, 30, C=3, seed=3, sh_degree=sh_degree)

@@ -159,13 +159,14 @@ class _RasterizeCPU(torch.autograd.Function):
         ids = flatten_ids.to(torch.int32).contiguous()
         dep = _f32(depths) if (depths is not None and far_depths is not None) else None
         far = _f32(far_depths) if far_depths is not None else None
-        color, alpha, T_final, last = ext.rasterize_fwd(
+        color, alpha, T_final, last, splats, blocks = ext.rasterize_fwd(
             m2d, con, col, op, dep, far, offs, ids, width, height, tile_size, float(alpha_max)
         )
         if backgrounds is not None:
             bg = backgrounds if backgrounds.dim() == 4 else backgrounds[:, None, None, :]
             color = color + T_final[..., None] * bg.detach().to(color.dtype)
-        ctx.save_for_backward(m2d, con, col, op, offs, ids, T_final, last, backgrounds)
+        # the per-Gaussian records and the blocks each intersection may composite: the backward reuses them
+        ctx.save_for_backward(m2d, con, col, op, offs, ids, T_final, last, backgrounds, splats, blocks)
         ctx.dims = (width, height, tile_size, float(alpha_max), bool(absgrad))
         ctx.means2d = means2d if absgrad else None
         ctx.mark_non_differentiable(T_final)
@@ -175,7 +176,7 @@ class _RasterizeCPU(torch.autograd.Function):
     def backward(ctx, v_color: Tensor, v_alpha: Tensor):  # type: ignore[override]
         ext = extension()
         assert ext is not None
-        m2d, con, col, op, offs, ids, T_final, last, backgrounds = ctx.saved_tensors
+        m2d, con, col, op, offs, ids, T_final, last, backgrounds, splats, blocks = ctx.saved_tensors
         width, height, tile_size, alpha_max, absgrad = ctx.dims
         v_color = v_color.to(torch.float32).contiguous()
         v_alpha_eff = v_alpha[..., 0].to(torch.float32)
@@ -189,7 +190,7 @@ class _RasterizeCPU(torch.autograd.Function):
                 v_bg = (v_bg_img if backgrounds.dim() == 4 else v_bg_img.sum(dim=(1, 2))).to(backgrounds.dtype)
         v_means2d, v_conics, v_colors, v_opac, v_abs = ext.rasterize_bwd(
             m2d, con, col, op, offs, ids, width, height, tile_size, alpha_max,
-            T_final, last, v_color, v_alpha_eff.contiguous(), absgrad,
+            T_final, last, v_color, v_alpha_eff.contiguous(), absgrad, splats, blocks,
         )  # fmt: skip
         if absgrad and ctx.means2d is not None:
             ctx.means2d.absgrad = v_abs

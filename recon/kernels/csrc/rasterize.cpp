@@ -14,6 +14,9 @@
 // pixel state (structure of arrays): only the rows where the Gaussian can reach alpha >= 1/255 are visited
 // (a conservative ellipse bound), each row is one branch-free SIMD loop over the tile width, and every
 // pixel still gets the exact tests above. Rows whose pixels are all finished are skipped.
+// The forward also returns the per-Gaussian records and, per intersection, a 32-bit mask of the 8-pixel blocks of
+// its 16x16 tile where it may composite; the backward visits only those blocks, skipping the intersections with
+// none outright (no span arithmetic, no alpha evaluation, no unpredictable per-block branch).
 // Backward: each intersection (tile, Gaussian) gets its own gradient record, written by the one thread that
 // owns the tile; the records are then summed per Gaussian in intersection order. No atomics, and the result is
 // bitwise the same whatever the thread count or the scheduling.
@@ -124,7 +127,7 @@ inline void prefetch_gaussian(const Inputs& in, const recon_raster::Splat* splat
 // FAR = false: the call has no far-depth limit (in.far is null); the per-lane far test is then compiled out.
 template <int DT, int TS, bool FAR>
 void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, float* out_color, float* out_alpha,
-                  float* out_T, int32_t* out_last, TileState& st) {
+                  float* out_T, int32_t* out_last, uint32_t* blocks, TileState& st) {
     const int D = DT > 0 ? DT : in.D;
     const int ts = TS > 0 ? TS : in.ts;
     const int P = ts * ts;
@@ -151,6 +154,9 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
             farv[p] = (use_far && inside) ? far_img[int64_t(y) * in.W + x] : INFINITY;
         }
     std::fill(acc, acc + size_t(P) * D, 0.0f);
+    // blocks[k]: bit 2 * row + h set where some lane of that 8-lane block may composite intersection k (a
+    // superset: the backward still tests every lane); intersections never reached keep 0
+    if (blocks != nullptr) std::fill(blocks + b.start, blocks + b.end, 0u);
 
     const float amax = in.alpha_max;
     const float thr = recon_raster::kAlphaThreshold;
@@ -183,6 +189,7 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
             for (int c = 0; c < D; ++c) col[c] = colp[c];
         const int32_t kk = static_cast<int32_t>(k);
         const float px0 = static_cast<float>(b.x0) + 0.5f;
+        uint32_t kbits = 0;
         for (int y = ylo; y <= yhi; ++y) {
             if (!rowlive[y - b.y0]) continue;
             const float dy = my - (static_cast<float>(y) + 0.5f);
@@ -226,6 +233,7 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
                     any = recon_raster::any_positive(al, BW);
                 }
                 if (!any) continue;
+                if (TS == 16) kbits |= 1u << (2 * (y - b.y0) + h);
 #pragma omp simd
                 for (int lx = 0; lx < BW; ++lx) {
                     const float alpha = al[lx];
@@ -263,6 +271,7 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
             }
             }
         }
+        if (blocks != nullptr) blocks[k] = kbits;
     }
 
     const int64_t img_off = static_cast<int64_t>(b.cam) * in.H * in.W;
@@ -279,28 +288,28 @@ void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t
 }
 
 // One Splat record per Gaussian (the per-Gaussian setup done once, not once per tile).
-std::vector<recon_raster::Splat> make_splats(const Inputs& in) {
+void make_splats(const Inputs& in, recon_raster::Splat* sp) {
     const int64_t CN = static_cast<int64_t>(in.C) * in.N;
-    std::vector<recon_raster::Splat> sp(static_cast<size_t>(CN));
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < CN; ++g)
         sp[g] = recon_raster::make_splat(in.means2d[2 * g], in.means2d[2 * g + 1], in.conics[3 * g],
                                          in.conics[3 * g + 1], in.conics[3 * g + 2], in.opacities[g]);
-    return sp;
 }
 
+// blocks: per-intersection block masks (forward_tile) for 16-pixel tiles with DT > 0, else null
 template <int DT, int TS, bool FAR = true>
-void forward_all(const Inputs& in, float* out_color, float* out_alpha, float* out_T, int32_t* out_last) {
+void forward_all(const Inputs& in, const recon_raster::Splat* splats, float* out_color, float* out_alpha,
+                 float* out_T, int32_t* out_last, uint32_t* blocks) {
     const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
     const int P = in.ts * in.ts;
-    const std::vector<recon_raster::Splat> splats = make_splats(in);
+    uint32_t* bl = (TS == 16 && DT > 0) ? blocks : nullptr;
 #pragma omp parallel
     {
         TileState st;
         st.init(P, in.D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            forward_tile<DT, TS, FAR>(in, splats.data(), t, out_color, out_alpha, out_T, out_last, st);
+            forward_tile<DT, TS, FAR>(in, splats, t, out_color, out_alpha, out_T, out_last, bl, st);
     }
 }
 
@@ -317,10 +326,12 @@ struct GradOut {
 
 // per-intersection gradient record: mx, my, a, b, c, opacity, colour[D], |mx|, |my| (the last two with absgrad)
 // ABS = false: no absgrad; the per-lane |gradient| sums are compiled out.
-template <int DT, int TS, bool ABS>
+// BLOCKS: visit only the blocks the forward marked for each intersection (blocks[k], 16-pixel tiles): the same
+// blocks composite, in the same order, so the records are bitwise those of the span loops.
+template <int DT, int TS, bool ABS, bool BLOCKS>
 void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, const float* T_final,
-                   const int32_t* last_ids, const float* v_color, const float* v_alpha_eff, float* rec,
-                   const int32_t* slot, bool absgrad, TileState& st) {
+                   const int32_t* last_ids, const float* v_color, const float* v_alpha_eff, const uint32_t* blocks,
+                   float* rec, const int32_t* slot, bool absgrad, TileState& st) {
     const int D = DT > 0 ? DT : in.D;
     const int ts = TS > 0 ? TS : in.ts;
     const int P = ts * ts;
@@ -376,19 +387,27 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
     float* __restrict Lay = L + 7 * BW;
     float* __restrict Lcol = L + 8 * BW;
     for (int64_t k = kmax; k >= b.start; --k) {
+        // with the forward's block masks: nothing to do where no block of this tile may composite k
+        uint32_t kbits = 0;
+        if (BLOCKS) {
+            kbits = blocks[k];
+            if (kbits == 0) continue;
+        }
         if (k - kPrefetch >= b.start) prefetch_gaussian(in, splats, in.ids[k - kPrefetch]);
         const int64_t g = in.ids[k];
         const recon_raster::Splat sp = splats[g];
-        if (!(sp.ey >= 0.0f)) continue;
-        int ylo, yhi, xlo, xhi;
-        if (!recon_raster::pixel_span(sp.my, sp.ey, b.y0, b.y1, ylo, yhi) ||
-            !recon_raster::pixel_span(sp.mx, sp.ex, b.x0, b.x1, xlo, xhi))
-            continue;
         const int32_t kk = static_cast<int32_t>(k);
-        // rows where some pixel still composites this Gaussian (its last index is >= k)
-        while (ylo <= yhi && rowmax[ylo - b.y0] < kk) ++ylo;
-        while (yhi >= ylo && rowmax[yhi - b.y0] < kk) --yhi;
-        if (ylo > yhi) continue;
+        int ylo = 0, yhi = -1, xlo = 0, xhi = -1;
+        if (!BLOCKS) {
+            if (!(sp.ey >= 0.0f)) continue;
+            if (!recon_raster::pixel_span(sp.my, sp.ey, b.y0, b.y1, ylo, yhi) ||
+                !recon_raster::pixel_span(sp.mx, sp.ex, b.x0, b.x1, xlo, xhi))
+                continue;
+            // rows where some pixel still composites this Gaussian (its last index is >= k)
+            while (ylo <= yhi && rowmax[ylo - b.y0] < kk) ++ylo;
+            while (yhi >= ylo && rowmax[yhi - b.y0] < kk) --yhi;
+            if (ylo > yhi) continue;
+        }
         const int h0 = (xlo - b.x0) / BW, h1 = (xhi - b.x0) / BW + 1;
         const float mx = sp.mx, my = sp.my, ca = sp.a, cb = sp.b, cc = sp.c, op = sp.op;
         const float* colp = in.colors + g * D;
@@ -397,11 +416,8 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
             for (int c = 0; c < D; ++c) col[c] = colp[c];
         std::fill(L, L + size_t(8 + D) * BW, 0.0f);
         const float px0 = static_cast<float>(b.x0) + 0.5f;
-        for (int y = ylo; y <= yhi; ++y) {
-            if (rowmax[y - b.y0] < kk) continue;
-            const float dy = my - (static_cast<float>(y) + 0.5f);
-            const float cdy2 = cc * dy * dy;  // row constant of sigma
-            for (int h = h0; h < h1; ++h) {
+        // one 8-lane block (columns h * BW ...) of row y: adds this Gaussian's per-lane gradients to L
+        auto block = [&](int y, int h, float dy, float cdy2) {
             const int row = (y - b.y0) * ts + h * BW;
             const float pxb = px0 + static_cast<float>(h * BW);
             float* __restrict Tr = T + row;
@@ -421,7 +437,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                     al[lx] = ok ? alpha : 0.0f;
                     vv[lx] = vis;
                 }
-                if (!recon_raster::any_positive(al, BW)) continue;
+                if (!recon_raster::any_positive(al, BW)) return;
 #pragma omp simd
                 for (int lx = 0; lx < BW; ++lx) {
                     const float dx = mx - (pxb + static_cast<float>(lx));
@@ -487,6 +503,23 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                     Lop[lx] += vis * v_alpha;
                 }
             }
+        };
+        if (BLOCKS) {
+            // the masked blocks in increasing (row, column block) order, as the loops below visit them
+            while (kbits != 0) {
+                const int bit = __builtin_ctz(kbits);
+                kbits &= kbits - 1;
+                const int ly = bit >> 1;
+                if (rowmax[ly] < kk) continue;
+                const float dy = my - (static_cast<float>(b.y0 + ly) + 0.5f);
+                block(b.y0 + ly, bit & 1, dy, cc * dy * dy);
+            }
+        } else {
+            for (int y = ylo; y <= yhi; ++y) {
+                if (rowmax[y - b.y0] < kk) continue;
+                const float dy = my - (static_cast<float>(y) + 0.5f);
+                const float cdy2 = cc * dy * dy;  // row constant of sigma
+                for (int h = h0; h < h1; ++h) block(y, h, dy, cdy2);
             }
         }
         float* r = rec + int64_t(slot[k]) * G;
@@ -509,9 +542,11 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
     }
 }
 
+// splats: the forward's records (null: made here); blocks: the forward's block masks (null: none)
 template <int DT, int TS, bool ABS = true>
-void backward_all(const Inputs& in, const float* T_final, const int32_t* last_ids, const float* v_color,
-                  const float* v_alpha_eff, bool absgrad, GradOut out) {
+void backward_all(const Inputs& in, const recon_raster::Splat* splats, const uint32_t* blocks, const float* T_final,
+                  const int32_t* last_ids, const float* v_color, const float* v_alpha_eff, bool absgrad,
+                  GradOut out) {
     const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
     const int P = in.ts * in.ts;
     const int D = in.D;
@@ -531,15 +566,25 @@ void backward_all(const Inputs& in, const float* T_final, const int32_t* last_id
         std::vector<int32_t> cursor(first.begin(), first.end() - 1);
         for (int64_t k = 0; k < M; ++k) slot[k] = cursor[in.ids[k]]++;
     }
-    const std::vector<recon_raster::Splat> splats = make_splats(in);
+    std::vector<recon_raster::Splat> own;
+    if (splats == nullptr) {
+        own.resize(static_cast<size_t>(CN));
+        make_splats(in, own.data());
+        splats = own.data();
+    }
+    const bool use_blocks = TS == 16 && DT > 0 && blocks != nullptr;
 #pragma omp parallel
     {
         TileState st;
         st.init(P, D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            backward_tile<DT, TS, ABS>(in, splats.data(), t, T_final, last_ids, v_color, v_alpha_eff, R, slot.data(),
-                                  absgrad, st);
+            if (use_blocks)
+                backward_tile<DT, TS, ABS, true>(in, splats, t, T_final, last_ids, v_color, v_alpha_eff, blocks, R,
+                                                 slot.data(), absgrad, st);
+            else
+                backward_tile<DT, TS, ABS, false>(in, splats, t, T_final, last_ids, v_color, v_alpha_eff, nullptr, R,
+                                                  slot.data(), absgrad, st);
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < CN; ++g) {
             float a[64 + 8] = {};
@@ -644,29 +689,40 @@ std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& means2d, const tor
     torch::Tensor out_alpha = torch::empty({in.C, in.H, in.W, 1}, fopt);
     torch::Tensor out_T = torch::empty({in.C, in.H, in.W}, fopt);
     torch::Tensor out_last = torch::empty({in.C, in.H, in.W}, torch::TensorOptions().dtype(torch::kInt32));
+    // the per-Gaussian records and per-intersection block masks, kept for the backward
+    static_assert(sizeof(recon_raster::Splat) == 8 * sizeof(float), "Splat is 8 floats");
+    torch::Tensor splats = torch::empty({int64_t(in.C) * in.N, 8}, fopt);
+    torch::Tensor blocks = torch::empty({in.n_isects}, torch::TensorOptions().dtype(torch::kInt32));
     {
         pybind11::gil_scoped_release nogil;
         float* oc = out_color.data_ptr<float>();
         float* oa = out_alpha.data_ptr<float>();
         float* ot = out_T.data_ptr<float>();
         int32_t* ol = out_last.data_ptr<int32_t>();
+        auto* sp = reinterpret_cast<recon_raster::Splat*>(splats.data_ptr<float>());
+        auto* bl = reinterpret_cast<uint32_t*>(blocks.data_ptr<int32_t>());
+        make_splats(in, sp);
         const bool t16 = in.ts == 16;
         const bool has_far = in.far != nullptr && in.depths != nullptr;
         switch (in.D) {
-            case 1: t16 ? forward_all<1, 16>(in, oc, oa, ot, ol) : forward_all<1, 0>(in, oc, oa, ot, ol); break;
-            case 2: t16 ? forward_all<2, 16>(in, oc, oa, ot, ol) : forward_all<2, 0>(in, oc, oa, ot, ol); break;
+            case 1: t16 ? forward_all<1, 16>(in, sp, oc, oa, ot, ol, bl) : forward_all<1, 0>(in, sp, oc, oa, ot, ol, bl); break;
+            case 2: t16 ? forward_all<2, 16>(in, sp, oc, oa, ot, ol, bl) : forward_all<2, 0>(in, sp, oc, oa, ot, ol, bl); break;
             case 3:
-                if (t16 && !has_far) forward_all<3, 16, false>(in, oc, oa, ot, ol);
-                else t16 ? forward_all<3, 16>(in, oc, oa, ot, ol) : forward_all<3, 0>(in, oc, oa, ot, ol);
+                if (t16 && !has_far) forward_all<3, 16, false>(in, sp, oc, oa, ot, ol, bl);
+                else t16 ? forward_all<3, 16>(in, sp, oc, oa, ot, ol, bl) : forward_all<3, 0>(in, sp, oc, oa, ot, ol, bl);
                 break;
             case 4:
-                if (t16 && !has_far) forward_all<4, 16, false>(in, oc, oa, ot, ol);
-                else t16 ? forward_all<4, 16>(in, oc, oa, ot, ol) : forward_all<4, 0>(in, oc, oa, ot, ol);
+                if (t16 && !has_far) forward_all<4, 16, false>(in, sp, oc, oa, ot, ol, bl);
+                else t16 ? forward_all<4, 16>(in, sp, oc, oa, ot, ol, bl) : forward_all<4, 0>(in, sp, oc, oa, ot, ol, bl);
                 break;
-            default: forward_all<0, 0>(in, oc, oa, ot, ol); break;
+            default: forward_all<0, 0>(in, sp, oc, oa, ot, ol, bl); break;
         }
     }
-    return {out_color, out_alpha, out_T, out_last};
+    // masks exist only for 16-pixel tiles with a fixed channel count; otherwise none (the backward then
+    // finds the blocks itself)
+    const bool masked = in.ts == 16 && in.D >= 1 && in.D <= 4;
+    if (!masked) blocks = torch::empty({0}, torch::TensorOptions().dtype(torch::kInt32));
+    return {out_color, out_alpha, out_T, out_last, splats, blocks};
 }
 
 std::vector<torch::Tensor> rasterize_bwd(const torch::Tensor& means2d, const torch::Tensor& conics,
@@ -675,7 +731,8 @@ std::vector<torch::Tensor> rasterize_bwd(const torch::Tensor& means2d, const tor
                                          int64_t width, int64_t height, int64_t tile_size, double alpha_max,
                                          const torch::Tensor& T_final, const torch::Tensor& last_ids,
                                          const torch::Tensor& v_color, const torch::Tensor& v_alpha_eff,
-                                         bool absgrad) {
+                                         bool absgrad, const c10::optional<torch::Tensor>& splats_opt,
+                                         const c10::optional<torch::Tensor>& blocks_opt) {
     Inputs in = make_inputs(means2d, conics, colors, opacities, c10::nullopt, c10::nullopt, offsets, flatten_ids,
                             width, height, tile_size, alpha_max);
     check(T_final, "T_final", torch::kFloat32);
@@ -692,6 +749,18 @@ std::vector<torch::Tensor> rasterize_bwd(const torch::Tensor& means2d, const tor
     torch::Tensor v_colors = torch::empty({in.C, in.N, in.D}, fopt);
     torch::Tensor v_opac = torch::empty({in.C, in.N}, fopt);
     torch::Tensor v_abs = absgrad ? torch::empty({in.C, in.N, 2}, fopt) : torch::empty({0}, fopt);
+    const recon_raster::Splat* sp = nullptr;
+    if (splats_opt.has_value() && splats_opt->defined() && splats_opt->numel() > 0) {
+        check(*splats_opt, "splats", torch::kFloat32);
+        TORCH_CHECK(splats_opt->numel() == int64_t(in.C) * in.N * 8, "splats must be [C*N, 8] from rasterize_fwd");
+        sp = reinterpret_cast<const recon_raster::Splat*>(splats_opt->data_ptr<float>());
+    }
+    const uint32_t* bl = nullptr;
+    if (blocks_opt.has_value() && blocks_opt->defined() && blocks_opt->numel() > 0) {
+        check(*blocks_opt, "blocks", torch::kInt32);
+        TORCH_CHECK(blocks_opt->numel() == in.n_isects, "blocks must be [n_isects] from rasterize_fwd");
+        bl = reinterpret_cast<const uint32_t*>(blocks_opt->data_ptr<int32_t>());
+    }
     {
         pybind11::gil_scoped_release nogil;
         GradOut out{v_means2d.data_ptr<float>(), v_conics.data_ptr<float>(), v_colors.data_ptr<float>(),
@@ -702,17 +771,17 @@ std::vector<torch::Tensor> rasterize_bwd(const torch::Tensor& means2d, const tor
         const float* va = v_alpha_eff.data_ptr<float>();
         const bool t16 = in.ts == 16;
         switch (in.D) {
-            case 1: t16 ? backward_all<1, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<1, 0>(in, tf, li, vc, va, absgrad, out); break;
-            case 2: t16 ? backward_all<2, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<2, 0>(in, tf, li, vc, va, absgrad, out); break;
+            case 1: t16 ? backward_all<1, 16>(in, sp, bl, tf, li, vc, va, absgrad, out) : backward_all<1, 0>(in, sp, bl, tf, li, vc, va, absgrad, out); break;
+            case 2: t16 ? backward_all<2, 16>(in, sp, bl, tf, li, vc, va, absgrad, out) : backward_all<2, 0>(in, sp, bl, tf, li, vc, va, absgrad, out); break;
             case 3:
-                if (t16 && !absgrad) backward_all<3, 16, false>(in, tf, li, vc, va, absgrad, out);
-                else t16 ? backward_all<3, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<3, 0>(in, tf, li, vc, va, absgrad, out);
+                if (t16 && !absgrad) backward_all<3, 16, false>(in, sp, bl, tf, li, vc, va, absgrad, out);
+                else t16 ? backward_all<3, 16>(in, sp, bl, tf, li, vc, va, absgrad, out) : backward_all<3, 0>(in, sp, bl, tf, li, vc, va, absgrad, out);
                 break;
             case 4:
-                if (t16 && !absgrad) backward_all<4, 16, false>(in, tf, li, vc, va, absgrad, out);
-                else t16 ? backward_all<4, 16>(in, tf, li, vc, va, absgrad, out) : backward_all<4, 0>(in, tf, li, vc, va, absgrad, out);
+                if (t16 && !absgrad) backward_all<4, 16, false>(in, sp, bl, tf, li, vc, va, absgrad, out);
+                else t16 ? backward_all<4, 16>(in, sp, bl, tf, li, vc, va, absgrad, out) : backward_all<4, 0>(in, sp, bl, tf, li, vc, va, absgrad, out);
                 break;
-            default: backward_all<0, 0>(in, tf, li, vc, va, absgrad, out); break;
+            default: backward_all<0, 0>(in, sp, bl, tf, li, vc, va, absgrad, out); break;
         }
     }
     return {v_means2d, v_conics, v_colors, v_opac, v_abs};
