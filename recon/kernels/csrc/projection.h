@@ -88,11 +88,10 @@ struct ProjState {
     float det, det_orig, comp;
 };
 
-// Forward for one (camera, Gaussian). Returns false when culled (outputs untouched).
-inline bool project_one(const Camera& cam, const float* mean, const float* quat, const float* scale, float opacity,
-                        int width, int height, float eps2d, float near_plane, float far_plane, float radius_clip,
-                        bool calc_comp, float* mean2d, float* conic, float* depth, int32_t* radii, float* comp_out,
-                        ProjState& s) {
+// The forward's intermediates for one (camera, Gaussian), all the backward needs; false where the Gaussian is
+// outside the depth range or its blurred 2D covariance is degenerate (then project_one culls it too).
+inline bool project_state(const Camera& cam, const float* mean, const float* quat, const float* scale, float eps2d,
+                          float near_plane, float far_plane, bool calc_comp, ProjState& s) {
     for (int i = 0; i < 3; ++i)
         s.mc[i] = cam.R[3 * i] * mean[0] + cam.R[3 * i + 1] * mean[1] + cam.R[3 * i + 2] * mean[2] + cam.t[i];
     const float x = s.mc[0], y = s.mc[1], z = s.mc[2];
@@ -131,9 +130,6 @@ inline bool project_one(const Camera& cam, const float* mean, const float* quat,
     s.c00 = JC[0] * s.J[0] + JC[1] * s.J[1] + JC[2] * s.J[2];
     s.c01 = JC[0] * s.J[3] + JC[1] * s.J[4] + JC[2] * s.J[5];
     s.c11 = JC[3] * s.J[3] + JC[4] * s.J[4] + JC[5] * s.J[5];
-    const float u = cam.fx * x * s.rz + cam.cx;
-    const float v = cam.fy * y * s.rz + cam.cy;
-
     s.det_orig = s.c00 * s.c11 - s.c01 * s.c01;
     const float a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
     s.det = a * c - b * b;
@@ -143,6 +139,19 @@ inline bool project_one(const Camera& cam, const float* mean, const float* quat,
         const float ratio = s.det_orig / s.det;
         s.comp = ratio > 0.f ? std::sqrt(ratio) : 0.f;
     }
+    return true;
+}
+
+// Forward for one (camera, Gaussian). Returns false when culled (outputs untouched).
+inline bool project_one(const Camera& cam, const float* mean, const float* quat, const float* scale, float opacity,
+                        int width, int height, float eps2d, float near_plane, float far_plane, float radius_clip,
+                        bool calc_comp, float* mean2d, float* conic, float* depth, int32_t* radii, float* comp_out,
+                        ProjState& s) {
+    if (!project_state(cam, mean, quat, scale, eps2d, near_plane, far_plane, calc_comp, s)) return false;
+    const float x = s.mc[0], y = s.mc[1], z = s.mc[2];
+    const float u = cam.fx * x * s.rz + cam.cx;
+    const float v = cam.fy * y * s.rz + cam.cy;
+    const float a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
     float op = opacity;
     if (calc_comp) op *= s.comp;
     if (!(op >= kAlphaThreshold)) return false;

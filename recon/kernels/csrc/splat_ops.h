@@ -105,7 +105,6 @@ inline std::vector<torch::Tensor> project_bwd(const torch::Tensor& means, const 
         const float* m = means.data_ptr<float>();
         const float* q = quats.data_ptr<float>();
         const float* s = scales.data_ptr<float>();
-        const float* o = opacities.data_ptr<float>();
         const int32_t* ra = radii.data_ptr<int32_t>();
         const float* vm2 = v_means2d.data_ptr<float>();
         const float* vco = v_conics.data_ptr<float>();
@@ -121,11 +120,10 @@ inline std::vector<torch::Tensor> project_bwd(const torch::Tensor& means, const 
             for (int64_t c = 0; c < C; ++c) {
                 const int64_t i = c * N + n;
                 if (ra[2 * i] <= 0 || ra[2 * i + 1] <= 0) continue;
+                // visible in the forward (radii > 0): only the intermediates are needed again, not the culling
                 recon_proj::ProjState st;
-                float m2[2], co[3], de, cp;
-                int32_t r2[2];
-                if (!recon_proj::project_one(cams[c], m + 3 * n, q + 4 * n, s + 3 * n, o[i], width, height, eps2d,
-                                             near_plane, far_plane, radius_clip, calc_comp, m2, co, &de, r2, &cp, st))
+                if (!recon_proj::project_state(cams[c], m + 3 * n, q + 4 * n, s + 3 * n, eps2d, near_plane, far_plane,
+                                               calc_comp, st))
                     continue;
                 recon_proj::project_one_vjp(cams[c], s + 3 * n, eps2d, calc_comp, st, vm2 + 2 * i, vco + 3 * i,
                                             vde[i], vcp ? vcp[i] : 0.f, gm + 3 * n, gq + 4 * n, gs + 3 * n);
