@@ -6,6 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 namespace recon_proj {
 
@@ -37,16 +42,48 @@ inline Camera make_camera(const float* viewmat, const float* K, int width, int h
     return c;
 }
 
+// Lane types: the per-Gaussian functions below are templates on the number type T, float (one Gaussian) or F8
+// (eight Gaussians in one AVX register, GCC vector extension), so the backward runs eight Gaussians per
+// instruction from the same source. Mask<T> is bool or eight int lanes (-1 true, 0 false); selects replace branches.
+typedef float F8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+template <class T> struct MaskOf { using type = bool; };
+template <> struct MaskOf<F8> { using type = I8; };
+template <class T> using Mask = typename MaskOf<T>::type;
+
+inline float sel(bool m, float a, float b) { return m ? a : b; }
+inline F8 sel(I8 m, F8 a, F8 b) { return m ? a : b; }
+inline bool mand(bool a, bool b) { return a && b; }
+inline I8 mand(I8 a, I8 b) { return a & b; }
+inline bool mnot(bool a) { return !a; }
+inline I8 mnot(I8 a) { return ~a; }
+inline float vsqrt(float x) { return std::sqrt(x); }
+inline F8 vsqrt(F8 x) {
+#ifdef __AVX__
+    return (F8)_mm256_sqrt_ps((__m256)x);
+#else
+    F8 r;
+    for (int i = 0; i < 8; ++i) r[i] = std::sqrt(x[i]);
+    return r;
+#endif
+}
+inline float vmin(float a, float b) { return std::min(a, b); }
+inline F8 vmin(F8 a, F8 b) { return b < a ? b : a; }  // std::min(a, b): a unless b < a
+inline float vmax(float a, float b) { return std::max(a, b); }
+inline F8 vmax(F8 a, F8 b) { return a < b ? b : a; }  // std::max(a, b): a unless a < b
+
 // q (any norm, wxyz) -> unit quaternion and its norm (F.normalize: divide by max(norm, 1e-12))
-inline float normalize_quat(const float* q, float* qn) {
-    const float n = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-    const float d = std::max(n, 1e-12f);
+template <class T>
+inline T normalize_quat(const T* q, T* qn) {
+    const T n = vsqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+    const T d = vmax(n, T{} + 1e-12f);
     for (int i = 0; i < 4; ++i) qn[i] = q[i] / d;
     return d;
 }
 
-inline void quat_to_rot(const float* q, float* R) {
-    const float w = q[0], x = q[1], y = q[2], z = q[3];
+template <class T>
+inline void quat_to_rot(const T* q, T* R) {
+    const T w = q[0], x = q[1], y = q[2], z = q[3];
     R[0] = 1.f - 2.f * (y * y + z * z);
     R[1] = 2.f * (x * y - w * z);
     R[2] = 2.f * (x * z + w * y);
@@ -59,71 +96,77 @@ inline void quat_to_rot(const float* q, float* R) {
 }
 
 // dL/dq (unit quaternion) from dL/dR
-inline void quat_to_rot_vjp(const float* q, const float* v, float* vq) {
-    const float w = q[0], x = q[1], y = q[2], z = q[3];
+template <class T>
+inline void quat_to_rot_vjp(const T* q, const T* v, T* vq) {
+    const T w = q[0], x = q[1], y = q[2], z = q[3];
     vq[0] = 2.f * (-z * v[1] + y * v[2] + z * v[3] - x * v[5] - y * v[6] + x * v[7]);
     vq[1] = 2.f * (y * v[1] + z * v[2] + y * v[3] - 2.f * x * v[4] - w * v[5] + z * v[6] + w * v[7] - 2.f * x * v[8]);
     vq[2] = 2.f * (-2.f * y * v[0] + x * v[1] + w * v[2] + x * v[3] + z * v[5] - w * v[6] + z * v[7] - 2.f * y * v[8]);
     vq[3] = 2.f * (-2.f * z * v[0] - w * v[1] + x * v[2] + w * v[3] - 2.f * z * v[4] + y * v[5] + x * v[6] + y * v[7]);
 }
 
-// C = A B for 3x3 row-major; At = transpose flags
-inline void mm3(const float* A, const float* B, float* C, bool At = false, bool Bt = false) {
+// C = A B for 3x3 row-major; At, Bt: transpose A, B. A or B may be the camera's float rotation.
+template <bool At = false, bool Bt = false, class TA, class TB, class T>
+inline void mm3(const TA* A, const TB* B, T* C) {
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) {
-            float s = 0.f;
+            T s = T{};
             for (int k = 0; k < 3; ++k) s += (At ? A[3 * k + i] : A[3 * i + k]) * (Bt ? B[3 * j + k] : B[3 * k + j]);
             C[3 * i + j] = s;
         }
 }
 
-struct ProjState {
+template <class T>
+struct ProjStateT {
     // forward intermediates needed by the backward
-    float qn[4], qnorm, Rq[9], M[9], cov[9], covc[9], mc[3];
-    float J[6];  // 2x3 row-major
-    float tx, ty, rz;
-    bool clamp_x, clamp_y;
-    float cx_val, cy_val;  // clamp values used when clamped
-    float c00, c01, c11;   // 2D covariance before blur
-    float det, det_orig, comp;
+    T qn[4], qnorm, Rq[9], M[9], cov[9], covc[9], mc[3];
+    T J[6];  // 2x3 row-major
+    T tx, ty, rz;
+    Mask<T> clamp_x, clamp_y;
+    T cx_val, cy_val;  // clamp values used when clamped
+    T c00, c01, c11;   // 2D covariance before blur
+    T det, det_orig, comp;
 };
+using ProjState = ProjStateT<float>;
 
-// The forward's intermediates for one (camera, Gaussian), all the backward needs; false where the Gaussian is
-// outside the depth range or its blurred 2D covariance is degenerate (then project_one culls it too).
-inline bool project_state(const Camera& cam, const float* mean, const float* quat, const float* scale, float eps2d,
-                          float near_plane, float far_plane, bool calc_comp, ProjState& s) {
+// The forward's intermediates for one (camera, Gaussian) (or eight), all the backward needs; the mask is false
+// where the Gaussian is outside the depth range or its blurred 2D covariance is degenerate (then project_one
+// culls it too). No early exit: lanes are computed alike, the mask says which count.
+template <class T>
+inline Mask<T> project_state(const Camera& cam, const T* mean, const T* quat, const T* scale, float eps2d,
+                             float near_plane, float far_plane, bool calc_comp, ProjStateT<T>& s) {
     for (int i = 0; i < 3; ++i)
         s.mc[i] = cam.R[3 * i] * mean[0] + cam.R[3 * i + 1] * mean[1] + cam.R[3 * i + 2] * mean[2] + cam.t[i];
-    const float x = s.mc[0], y = s.mc[1], z = s.mc[2];
-    if (!(z >= near_plane && z <= far_plane)) return false;
+    const T x = s.mc[0], y = s.mc[1], z = s.mc[2];
+    const Mask<T> in_range = mand(z >= near_plane, z <= far_plane);
     s.qnorm = normalize_quat(quat, s.qn);
     quat_to_rot(s.qn, s.Rq);
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) s.M[3 * i + j] = s.Rq[3 * i + j] * scale[j];
-    mm3(s.M, s.M, s.cov, false, true);  // M M^T
-    float tmp[9];
+    mm3<false, true>(s.M, s.M, s.cov);  // M M^T
+    T tmp[9];
     mm3(cam.R, s.cov, tmp);               // R cov
-    mm3(tmp, cam.R, s.covc, false, true); // R cov R^T
+    mm3<false, true>(tmp, cam.R, s.covc); // R cov R^T
 
     s.rz = 1.f / z;
-    const float rz2 = s.rz * s.rz;
-    const float ux = x * s.rz, uy = y * s.rz;
-    float cxv = std::min(cam.lim_x_pos, std::max(-cam.lim_x_neg, ux));
-    float cyv = std::min(cam.lim_y_pos, std::max(-cam.lim_y_neg, uy));
-    s.clamp_x = !(ux < cam.lim_x_pos && ux > -cam.lim_x_neg);
-    s.clamp_y = !(uy < cam.lim_y_pos && uy > -cam.lim_y_neg);
+    const T rz2 = s.rz * s.rz;
+    const T ux = x * s.rz, uy = y * s.rz;
+    const T cxv = vmin(T{} + cam.lim_x_pos, vmax(T{} - cam.lim_x_neg, ux));
+    const T cyv = vmin(T{} + cam.lim_y_pos, vmax(T{} - cam.lim_y_neg, uy));
+    s.clamp_x = mnot(mand(ux < cam.lim_x_pos, ux > -cam.lim_x_neg));
+    s.clamp_y = mnot(mand(uy < cam.lim_y_pos, uy > -cam.lim_y_neg));
     s.cx_val = cxv;
     s.cy_val = cyv;
     s.tx = z * cxv;
     s.ty = z * cyv;
     s.J[0] = cam.fx * s.rz;
-    s.J[1] = 0.f;
+    s.J[1] = T{};
     s.J[2] = -cam.fx * s.tx * rz2;
-    s.J[3] = 0.f;
+    s.J[3] = T{};
     s.J[4] = cam.fy * s.rz;
     s.J[5] = -cam.fy * s.ty * rz2;
     // cov2d = J covc J^T
-    float JC[6];
+    T JC[6];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
             JC[3 * i + j] = s.J[3 * i] * s.covc[j] + s.J[3 * i + 1] * s.covc[3 + j] + s.J[3 * i + 2] * s.covc[6 + j];
@@ -131,24 +174,35 @@ inline bool project_state(const Camera& cam, const float* mean, const float* qua
     s.c01 = JC[0] * s.J[3] + JC[1] * s.J[4] + JC[2] * s.J[5];
     s.c11 = JC[3] * s.J[3] + JC[4] * s.J[4] + JC[5] * s.J[5];
     s.det_orig = s.c00 * s.c11 - s.c01 * s.c01;
-    const float a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
+    const T a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
     s.det = a * c - b * b;
-    if (!(s.det > 0.f)) return false;
-    s.comp = 1.f;
+    s.comp = T{} + 1.f;
     if (calc_comp) {
-        const float ratio = s.det_orig / s.det;
-        s.comp = ratio > 0.f ? std::sqrt(ratio) : 0.f;
+        const T ratio = s.det_orig / s.det;
+        s.comp = sel(ratio > 0.f, vsqrt(vmax(ratio, T{})), T{});
     }
-    return true;
+    return mand(in_range, s.det > 0.f);
 }
 
-// Forward for one (camera, Gaussian). Returns false when culled (outputs untouched).
-inline bool project_one(const Camera& cam, const float* mean, const float* quat, const float* scale, float opacity,
-                        int width, int height, float eps2d, float near_plane, float far_plane, float radius_clip,
-                        bool calc_comp, float* mean2d, float* conic, float* depth, int32_t* radii, float* comp_out,
-                        ProjState& s) {
-    if (!project_state(cam, mean, quat, scale, eps2d, near_plane, far_plane, calc_comp, s)) return false;
-    const float x = s.mc[0], y = s.mc[1], z = s.mc[2];
+// What the forward's outputs need from one lane of the state.
+struct ProjCore {
+    float x, y, z, rz, c00, c01, c11, det, comp;
+};
+
+template <class T>
+inline ProjCore core_of(const ProjStateT<T>& s, int lane) {
+    auto at = [lane](const T& v) -> float {
+        if constexpr (std::is_same<T, float>::value) return v; else return v[lane];
+    };
+    return {at(s.mc[0]), at(s.mc[1]), at(s.mc[2]), at(s.rz), at(s.c00), at(s.c01), at(s.c11), at(s.det), at(s.comp)};
+}
+
+// The forward's culling and outputs for a Gaussian whose state passed project_state. Returns false when culled
+// (outputs untouched).
+inline bool project_finish(const Camera& cam, const ProjCore& s, float opacity, int width, int height, float eps2d,
+                           float radius_clip, bool calc_comp, float* mean2d, float* conic, float* depth,
+                           int32_t* radii, float* comp_out) {
+    const float x = s.x, y = s.y, z = s.z;
     const float u = cam.fx * x * s.rz + cam.cx;
     const float v = cam.fy * y * s.rz + cam.cy;
     const float a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
@@ -173,80 +227,92 @@ inline bool project_one(const Camera& cam, const float* mean, const float* quat,
     return true;
 }
 
-// Backward for one visible (camera, Gaussian): accumulates into v_mean[3], v_quat[4], v_scale[3].
-inline void project_one_vjp(const Camera& cam, const float* scale, float eps2d, bool calc_comp, const ProjState& s,
-                            const float* v_mean2d, const float* v_conic, float v_depth, float v_comp, float* v_mean,
-                            float* v_quat, float* v_scale) {
-    const float a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
-    const float A = c / s.det, B = -b / s.det, Cc = a / s.det;
+// Forward for one (camera, Gaussian). Returns false when culled (outputs untouched).
+inline bool project_one(const Camera& cam, const float* mean, const float* quat, const float* scale, float opacity,
+                        int width, int height, float eps2d, float near_plane, float far_plane, float radius_clip,
+                        bool calc_comp, float* mean2d, float* conic, float* depth, int32_t* radii, float* comp_out,
+                        ProjState& s) {
+    if (!project_state<float>(cam, mean, quat, scale, eps2d, near_plane, far_plane, calc_comp, s)) return false;
+    return project_finish(cam, core_of(s, 0), opacity, width, height, eps2d, radius_clip, calc_comp, mean2d, conic,
+                          depth, radii, comp_out);
+}
+
+// Backward for one visible (camera, Gaussian) (or eight): accumulates into v_mean[3], v_quat[4], v_scale[3].
+template <class T>
+inline void project_one_vjp(const Camera& cam, const T* scale, float eps2d, bool calc_comp, const ProjStateT<T>& s,
+                            const T* v_mean2d, const T* v_conic, T v_depth, T v_comp, T* v_mean, T* v_quat,
+                            T* v_scale) {
+    const T a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
+    const T A = c / s.det, B = -b / s.det, Cc = a / s.det;
     // conic = inverse(cov2d): G = -Sinv V Sinv with V = [[vA, vB/2], [vB/2, vC]] (symmetric gradient)
-    const float V00 = v_conic[0], V01 = 0.5f * v_conic[1], V11 = v_conic[2];
-    const float T00 = V00 * A + V01 * B, T01 = V00 * B + V01 * Cc;
-    const float T10 = V01 * A + V11 * B, T11 = V01 * B + V11 * Cc;
-    float G00 = -(A * T00 + B * T10);
-    float G01 = -(A * T01 + B * T11);
-    float G11 = -(B * T01 + Cc * T11);
-    if (calc_comp && v_comp != 0.f && s.comp > 0.f) {
-        const float v_ratio = v_comp * 0.5f / s.comp;
-        const float v_det_orig = v_ratio / s.det;
-        const float v_det = -v_ratio * s.det_orig / (s.det * s.det);
-        G00 += v_det_orig * s.c11 + v_det * c;
-        G11 += v_det_orig * s.c00 + v_det * a;
-        G01 += -s.c01 * (v_det_orig + v_det);
+    const T V00 = v_conic[0], V01 = 0.5f * v_conic[1], V11 = v_conic[2];
+    const T T00 = V00 * A + V01 * B, T01 = V00 * B + V01 * Cc;
+    const T T10 = V01 * A + V11 * B, T11 = V01 * B + V11 * Cc;
+    T G00 = -(A * T00 + B * T10);
+    T G01 = -(A * T01 + B * T11);
+    T G11 = -(B * T01 + Cc * T11);
+    if (calc_comp) {
+        const Mask<T> use = mand(v_comp != 0.f, s.comp > 0.f);
+        const T v_ratio = v_comp * 0.5f / s.comp;
+        const T v_det_orig = v_ratio / s.det;
+        const T v_det = -v_ratio * s.det_orig / (s.det * s.det);
+        G00 = sel(use, G00 + (v_det_orig * s.c11 + v_det * c), G00);
+        G11 = sel(use, G11 + (v_det_orig * s.c00 + v_det * a), G11);
+        G01 = sel(use, G01 + (-s.c01 * (v_det_orig + v_det)), G01);
     }
     // cov2d = J covc J^T: v_J = 2 G J covc, v_covc = J^T G J
-    const float G[4] = {G00, G01, G01, G11};
-    float JC[6];
+    const T G[4] = {G00, G01, G01, G11};
+    T JC[6];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j)
             JC[3 * i + j] = s.J[3 * i] * s.covc[j] + s.J[3 * i + 1] * s.covc[3 + j] + s.J[3 * i + 2] * s.covc[6 + j];
-    float vJ[6];
+    T vJ[6];
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j) vJ[3 * i + j] = 2.f * (G[2 * i] * JC[j] + G[2 * i + 1] * JC[3 + j]);
-    float GJ[6];  // G J (2x3)
+    T GJ[6];  // G J (2x3)
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 3; ++j) GJ[3 * i + j] = G[2 * i] * s.J[j] + G[2 * i + 1] * s.J[3 + j];
-    float v_covc[9];
+    T v_covc[9];
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) v_covc[3 * i + j] = s.J[i] * GJ[j] + s.J[3 + i] * GJ[3 + j];
     // covc = R cov R^T: v_cov = R^T v_covc R
-    float tmp[9], v_cov[9];
-    mm3(cam.R, v_covc, tmp, true, false);
+    T tmp[9], v_cov[9];
+    mm3<true, false>(cam.R, v_covc, tmp);
     mm3(tmp, cam.R, v_cov);
     // cov = M M^T: v_M = (v_cov + v_cov^T) M
-    float vsym[9];
+    T vsym[9];
     for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) vsym[3 * i + j] = v_cov[3 * i + j] + v_cov[3 * j + i];
-    float vM[9];
+    T vM[9];
     mm3(vsym, s.M, vM);
     // M = Rq diag(scale)
-    float vRq[9];
+    T vRq[9];
     for (int j = 0; j < 3; ++j) {
-        float acc = 0.f;
+        T acc = T{};
         for (int i = 0; i < 3; ++i) {
             acc += vM[3 * i + j] * s.Rq[3 * i + j];
             vRq[3 * i + j] = vM[3 * i + j] * scale[j];
         }
         v_scale[j] += acc;
     }
-    float vqn[4];
+    T vqn[4];
     quat_to_rot_vjp(s.qn, vRq, vqn);
-    const float dot = vqn[0] * s.qn[0] + vqn[1] * s.qn[1] + vqn[2] * s.qn[2] + vqn[3] * s.qn[3];
-    const bool clamped_norm = s.qnorm <= 1e-12f;
-    for (int i = 0; i < 4; ++i) v_quat[i] += clamped_norm ? vqn[i] / s.qnorm : (vqn[i] - s.qn[i] * dot) / s.qnorm;
+    const T dot = vqn[0] * s.qn[0] + vqn[1] * s.qn[1] + vqn[2] * s.qn[2] + vqn[3] * s.qn[3];
+    const Mask<T> clamped_norm = s.qnorm <= 1e-12f;
+    for (int i = 0; i < 4; ++i) v_quat[i] += sel(clamped_norm, vqn[i] / s.qnorm, (vqn[i] - s.qn[i] * dot) / s.qnorm);
 
     // Jacobian and mean2d w.r.t. the camera-space mean
-    const float x = s.mc[0], y = s.mc[1], z = s.mc[2];
-    const float rz = s.rz, rz2 = rz * rz, rz3 = rz2 * rz;
-    float vx = 0.f, vy = 0.f, vz = 0.f;
+    const T x = s.mc[0], y = s.mc[1];
+    const T rz = s.rz, rz2 = rz * rz, rz3 = rz2 * rz;
+    T vx = T{}, vy = T{}, vz = T{};
     vz += -cam.fx * rz2 * vJ[0] - cam.fy * rz2 * vJ[4];
-    const float v_tx = -cam.fx * rz2 * vJ[2];
-    const float v_ty = -cam.fy * rz2 * vJ[5];
+    const T v_tx = -cam.fx * rz2 * vJ[2];
+    const T v_ty = -cam.fy * rz2 * vJ[5];
     vz += 2.f * cam.fx * s.tx * rz3 * vJ[2] + 2.f * cam.fy * s.ty * rz3 * vJ[5];
-    if (s.clamp_x) vz += s.cx_val * v_tx;
-    else vx += v_tx;
-    if (s.clamp_y) vz += s.cy_val * v_ty;
-    else vy += v_ty;
+    vz = sel(s.clamp_x, vz + s.cx_val * v_tx, vz);
+    vx = sel(s.clamp_x, vx, vx + v_tx);
+    vz = sel(s.clamp_y, vz + s.cy_val * v_ty, vz);
+    vy = sel(s.clamp_y, vy, vy + v_ty);
     vx += cam.fx * rz * v_mean2d[0];
     vy += cam.fy * rz * v_mean2d[1];
     vz += -(cam.fx * x * v_mean2d[0] + cam.fy * y * v_mean2d[1]) * rz2;

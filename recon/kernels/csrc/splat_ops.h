@@ -60,22 +60,48 @@ inline std::vector<torch::Tensor> project_fwd(const torch::Tensor& means, const 
         for (int64_t c = 0; c < C; ++c)
             cams[c] = recon_proj::make_camera(viewmats.data_ptr<float>() + 16 * c, Ks.data_ptr<float>() + 9 * c,
                                               width, height);
-#pragma omp parallel for schedule(dynamic, 512)
-        for (int64_t i = 0; i < C * N; ++i) {
-            const int64_t c = i / N, n = i % N;
-            recon_proj::ProjState st;
-            const bool ok = recon_proj::project_one(cams[c], m + 3 * n, q + 4 * n, s + 3 * n, o[i], width, height,
-                                                    eps2d, near_plane, far_plane, radius_clip, calc_comp, m2 + 2 * i,
-                                                    co + 3 * i, de + i, ra + 2 * i, cp ? cp + i : nullptr, st);
-            if (!ok) {
-                m2[2 * i] = m2[2 * i + 1] = 0.f;
-                co[3 * i] = co[3 * i + 1] = co[3 * i + 2] = 0.f;
-                de[i] = 0.f;
-                ra[2 * i] = ra[2 * i + 1] = 0;
-                if (cp) cp[i] = 0.f;
+        // the state of eight Gaussians per step (F8 lanes, bitwise the arithmetic of one at a time), then each
+        // lane's culling and outputs; the rest one by one
+        const int64_t n8 = N / 8;
+        auto cull = [&](int64_t i) {
+            m2[2 * i] = m2[2 * i + 1] = 0.f;
+            co[3 * i] = co[3 * i + 1] = co[3 * i + 2] = 0.f;
+            de[i] = 0.f;
+            ra[2 * i] = ra[2 * i + 1] = 0;
+            if (cp) cp[i] = 0.f;
+        };
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int64_t job = 0; job < C * n8; ++job) {
+            const int64_t c = job / n8, n0 = (job % n8) * 8;
+            recon_proj::F8 mean[3], quat[4], scale[3];
+            for (int l = 0; l < 8; ++l) {
+                for (int j = 0; j < 3; ++j) mean[j][l] = m[3 * (n0 + l) + j];
+                for (int j = 0; j < 4; ++j) quat[j][l] = q[4 * (n0 + l) + j];
+                for (int j = 0; j < 3; ++j) scale[j][l] = s[3 * (n0 + l) + j];
             }
-            rm[i] = std::max(ra[2 * i], ra[2 * i + 1]);
+            recon_proj::ProjStateT<recon_proj::F8> st;
+            const recon_proj::I8 ok = recon_proj::project_state<recon_proj::F8>(cams[c], mean, quat, scale, eps2d,
+                                                                                  near_plane, far_plane, calc_comp, st);
+            for (int l = 0; l < 8; ++l) {
+                const int64_t i = c * N + n0 + l;
+                if (!(ok[l] != 0 &&
+                      recon_proj::project_finish(cams[c], recon_proj::core_of(st, l), o[i], width, height, eps2d,
+                                                 radius_clip, calc_comp, m2 + 2 * i, co + 3 * i, de + i, ra + 2 * i,
+                                                 cp ? cp + i : nullptr)))
+                    cull(i);
+                rm[i] = std::max(ra[2 * i], ra[2 * i + 1]);
+            }
         }
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t n = n8 * 8; n < N; ++n) {
+                const int64_t i = c * N + n;
+                recon_proj::ProjState st;
+                if (!recon_proj::project_one(cams[c], m + 3 * n, q + 4 * n, s + 3 * n, o[i], width, height, eps2d,
+                                             near_plane, far_plane, radius_clip, calc_comp, m2 + 2 * i, co + 3 * i,
+                                             de + i, ra + 2 * i, cp ? cp + i : nullptr, st))
+                    cull(i);
+                rm[i] = std::max(ra[2 * i], ra[2 * i + 1]);
+            }
     }
     return {means2d, conics, depths, radii, comps, radii_max};
 }
@@ -113,20 +139,64 @@ inline std::vector<torch::Tensor> project_bwd(const torch::Tensor& means, const 
         float* gm = v_means.data_ptr<float>();
         float* gq = v_quats.data_ptr<float>();
         float* gs = v_scales.data_ptr<float>();
-#pragma omp parallel for schedule(dynamic, 512)
-        for (int64_t n = 0; n < N; ++n) {
+        // eight Gaussians per step (F8 lanes: the same arithmetic, bitwise, as one at a time), the rest one by one;
+        // each Gaussian's gradient sums its cameras in order
+        using recon_proj::F8;
+        using recon_proj::I8;
+        const int64_t n8 = N / 8;
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int64_t blk = 0; blk < n8; ++blk) {
+            const int64_t n0 = blk * 8;
+            F8 mean[3], quat[4], scale[3];
+            for (int l = 0; l < 8; ++l) {
+                for (int j = 0; j < 3; ++j) mean[j][l] = m[3 * (n0 + l) + j];
+                for (int j = 0; j < 4; ++j) quat[j][l] = q[4 * (n0 + l) + j];
+                for (int j = 0; j < 3; ++j) scale[j][l] = s[3 * (n0 + l) + j];
+            }
+            F8 am[3] = {}, aq[4] = {}, as[3] = {};
+            for (int64_t c = 0; c < C; ++c) {
+                I8 visible;
+                F8 vmean2d[2], vconic[3], vdepth, vcomp = {};
+                for (int l = 0; l < 8; ++l) {
+                    const int64_t i = c * N + n0 + l;
+                    visible[l] = (ra[2 * i] > 0 && ra[2 * i + 1] > 0) ? -1 : 0;
+                    for (int j = 0; j < 2; ++j) vmean2d[j][l] = vm2[2 * i + j];
+                    for (int j = 0; j < 3; ++j) vconic[j][l] = vco[3 * i + j];
+                    vdepth[l] = vde[i];
+                    if (vcp) vcomp[l] = vcp[i];
+                }
+                bool any = false;
+                for (int l = 0; l < 8; ++l) any |= visible[l] != 0;
+                if (!any) continue;
+                // visible in the forward (radii > 0): only the intermediates are needed again, not the culling
+                recon_proj::ProjStateT<F8> st;
+                const I8 use = visible & recon_proj::project_state<F8>(cams[c], mean, quat, scale, eps2d, near_plane,
+                                                                       far_plane, calc_comp, st);
+                F8 gmc[3] = {}, gqc[4] = {}, gsc[3] = {};
+                recon_proj::project_one_vjp<F8>(cams[c], scale, eps2d, calc_comp, st, vmean2d, vconic, vdepth, vcomp,
+                                                gmc, gqc, gsc);
+                for (int j = 0; j < 3; ++j) am[j] = use ? am[j] + gmc[j] : am[j];
+                for (int j = 0; j < 4; ++j) aq[j] = use ? aq[j] + gqc[j] : aq[j];
+                for (int j = 0; j < 3; ++j) as[j] = use ? as[j] + gsc[j] : as[j];
+            }
+            for (int l = 0; l < 8; ++l) {
+                for (int j = 0; j < 3; ++j) gm[3 * (n0 + l) + j] = am[j][l];
+                for (int j = 0; j < 4; ++j) gq[4 * (n0 + l) + j] = aq[j][l];
+                for (int j = 0; j < 3; ++j) gs[3 * (n0 + l) + j] = as[j][l];
+            }
+        }
+        for (int64_t n = n8 * 8; n < N; ++n) {
             for (int j = 0; j < 3; ++j) gm[3 * n + j] = gs[3 * n + j] = 0.f;
             for (int j = 0; j < 4; ++j) gq[4 * n + j] = 0.f;
             for (int64_t c = 0; c < C; ++c) {
                 const int64_t i = c * N + n;
                 if (ra[2 * i] <= 0 || ra[2 * i + 1] <= 0) continue;
-                // visible in the forward (radii > 0): only the intermediates are needed again, not the culling
                 recon_proj::ProjState st;
-                if (!recon_proj::project_state(cams[c], m + 3 * n, q + 4 * n, s + 3 * n, eps2d, near_plane, far_plane,
-                                               calc_comp, st))
+                if (!recon_proj::project_state<float>(cams[c], m + 3 * n, q + 4 * n, s + 3 * n, eps2d, near_plane,
+                                                      far_plane, calc_comp, st))
                     continue;
-                recon_proj::project_one_vjp(cams[c], s + 3 * n, eps2d, calc_comp, st, vm2 + 2 * i, vco + 3 * i,
-                                            vde[i], vcp ? vcp[i] : 0.f, gm + 3 * n, gq + 4 * n, gs + 3 * n);
+                recon_proj::project_one_vjp<float>(cams[c], s + 3 * n, eps2d, calc_comp, st, vm2 + 2 * i, vco + 3 * i,
+                                                   vde[i], vcp ? vcp[i] : 0.f, gm + 3 * n, gq + 4 * n, gs + 3 * n);
             }
         }
     }
