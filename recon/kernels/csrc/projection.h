@@ -331,31 +331,38 @@ constexpr float C2[5] = {1.0925484305920792f, -1.0925484305920792f, 0.3153915652
 constexpr float C3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994644658f, 0.3731763325901154f,
                          -0.4570457994644658f, 1.445305721320277f, -0.5900435899266435f};
 
-// basis values (and, if d != null, their derivatives w.r.t. the unit direction: d[3*k + axis])
-inline void sh_basis(int degree, float x, float y, float z, float* b, float* d) {
-    b[0] = C0;
-    if (d) d[0] = d[1] = d[2] = 0.f;
+// a float constant in every lane of T
+template <class T>
+inline T bc(float v) {
+    return T{} + v;
+}
+
+// basis values (and, if d != null, their derivatives w.r.t. the unit direction: d[3*k + axis]); T = float or F8
+template <class T>
+inline void sh_basis(int degree, T x, T y, T z, T* b, T* d) {
+    b[0] = bc<T>(C0);
+    if (d) d[0] = d[1] = d[2] = T{};
     if (degree < 1) return;
     b[1] = -C1 * y;
     b[2] = C1 * z;
     b[3] = -C1 * x;
     if (d) {
-        const float v[9] = {0.f, -C1, 0.f, 0.f, 0.f, C1, -C1, 0.f, 0.f};
+        const T v[9] = {T{}, bc<T>(-C1), T{}, T{}, T{}, bc<T>(C1), bc<T>(-C1), T{}, T{}};
         for (int i = 0; i < 9; ++i) d[3 + i] = v[i];
     }
     if (degree < 2) return;
-    const float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+    const T xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
     b[4] = C2[0] * xy;
     b[5] = C2[1] * yz;
     b[6] = C2[2] * (2.f * zz - xx - yy);
     b[7] = C2[3] * xz;
     b[8] = C2[4] * (xx - yy);
     if (d) {
-        const float v[15] = {C2[0] * y, C2[0] * x, 0.f,
-                             0.f, C2[1] * z, C2[1] * y,
-                             -2.f * C2[2] * x, -2.f * C2[2] * y, 4.f * C2[2] * z,
-                             C2[3] * z, 0.f, C2[3] * x,
-                             2.f * C2[4] * x, -2.f * C2[4] * y, 0.f};
+        const T v[15] = {C2[0] * y, C2[0] * x, T{},
+                         T{}, C2[1] * z, C2[1] * y,
+                         -2.f * C2[2] * x, -2.f * C2[2] * y, 4.f * C2[2] * z,
+                         C2[3] * z, T{}, C2[3] * x,
+                         2.f * C2[4] * x, -2.f * C2[4] * y, T{}};
         for (int i = 0; i < 15; ++i) d[12 + i] = v[i];
     }
     if (degree < 3) return;
@@ -367,13 +374,13 @@ inline void sh_basis(int degree, float x, float y, float z, float* b, float* d) 
     b[14] = C3[5] * z * (xx - yy);
     b[15] = C3[6] * x * (xx - 3.f * yy);
     if (d) {
-        const float v[21] = {6.f * C3[0] * xy, C3[0] * (3.f * xx - 3.f * yy), 0.f,
-                             C3[1] * yz, C3[1] * xz, C3[1] * xy,
-                             -2.f * C3[2] * xy, C3[2] * (4.f * zz - xx - 3.f * yy), 8.f * C3[2] * yz,
-                             -6.f * C3[3] * xz, -6.f * C3[3] * yz, C3[3] * (6.f * zz - 3.f * xx - 3.f * yy),
-                             C3[4] * (4.f * zz - 3.f * xx - yy), -2.f * C3[4] * xy, 8.f * C3[4] * xz,
-                             2.f * C3[5] * xz, -2.f * C3[5] * yz, C3[5] * (xx - yy),
-                             C3[6] * (3.f * xx - 3.f * yy), -6.f * C3[6] * xy, 0.f};
+        const T v[21] = {6.f * C3[0] * xy, C3[0] * (3.f * xx - 3.f * yy), T{},
+                         C3[1] * yz, C3[1] * xz, C3[1] * xy,
+                         -2.f * C3[2] * xy, C3[2] * (4.f * zz - xx - 3.f * yy), 8.f * C3[2] * yz,
+                         -6.f * C3[3] * xz, -6.f * C3[3] * yz, C3[3] * (6.f * zz - 3.f * xx - 3.f * yy),
+                         C3[4] * (4.f * zz - 3.f * xx - yy), -2.f * C3[4] * xy, 8.f * C3[4] * xz,
+                         2.f * C3[5] * xz, -2.f * C3[5] * yz, C3[5] * (xx - yy),
+                         C3[6] * (3.f * xx - 3.f * yy), -6.f * C3[6] * xy, T{}};
         for (int i = 0; i < 21; ++i) d[27 + i] = v[i];
     }
 }

@@ -206,6 +206,60 @@ inline std::vector<torch::Tensor> project_bwd(const torch::Tensor& means, const 
 // ------------------------------------------------------------------------------------------------
 // spherical harmonics colour: colors[c, n] = max(SH(coeffs[n], normalize(means[n] - campos[c])) + 0.5, 0)
 // ------------------------------------------------------------------------------------------------
+// One (camera, Gaussian), or eight as F8 lanes: colour out[3] from the coefficients k[3 j + ch] (j < nb).
+template <class T>
+inline void sh_color(int degree, int nb, const T* mean, const float* campos, const T* k, T* out) {
+    const T d[3] = {mean[0] - campos[0], mean[1] - campos[1], mean[2] - campos[2]};
+    const T len = recon_proj::vmax(recon_proj::vsqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]),
+                                   recon_proj::bc<T>(1e-12f));
+    T b[16];
+    recon_proj::sh_basis<T>(degree, d[0] / len, d[1] / len, d[2] / len, b, nullptr);
+    T acc[3] = {T{}, T{}, T{}};  // three independent chains, each summed over j in order
+    for (int j = 0; j < nb; ++j)
+        for (int ch = 0; ch < 3; ++ch) acc[ch] += b[j] * k[3 * j + ch];
+    for (int ch = 0; ch < 3; ++ch) out[ch] = recon_proj::vmax(acc[ch] + 0.5f, T{});
+}
+
+// Its vector-Jacobian product where use is set: adds to vk[3 j + ch] (j < nb) and vmean[3].
+template <class T>
+inline void sh_color_vjp(int degree, int nb, const T* mean, const float* campos, const T* k, const T* vcol,
+                         recon_proj::Mask<T> use, T* vk, T* vmean) {
+    using recon_proj::sel;
+    const T d[3] = {mean[0] - campos[0], mean[1] - campos[1], mean[2] - campos[2]};
+    const T len = recon_proj::vmax(recon_proj::vsqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]),
+                                   recon_proj::bc<T>(1e-12f));
+    const T u[3] = {d[0] / len, d[1] / len, d[2] / len};
+    T b[16], db[48];
+    recon_proj::sh_basis<T>(degree, u[0], u[1], u[2], b, db);
+    T g[3], acc[3] = {T{}, T{}, T{}};
+    for (int j = 0; j < nb; ++j)
+        for (int ch = 0; ch < 3; ++ch) acc[ch] += b[j] * k[3 * j + ch];
+    // clamp_min(x + 0.5, 0) passes the gradient where x + 0.5 >= 0 (as torch)
+    for (int ch = 0; ch < 3; ++ch) g[ch] = sel(acc[ch] + 0.5f >= 0.f, vcol[ch], T{});
+    T vu[3] = {T{}, T{}, T{}};
+    for (int j = 0; j < nb; ++j) {
+        T vb = T{};
+        for (int ch = 0; ch < 3; ++ch) {
+            vk[3 * j + ch] = sel(use, vk[3 * j + ch] + b[j] * g[ch], vk[3 * j + ch]);
+            vb += k[3 * j + ch] * g[ch];
+        }
+        for (int a = 0; a < 3; ++a) vu[a] += vb * db[3 * j + a];
+    }
+    // u = d / |d|: v_d = (v_u - u (u . v_u)) / |d|
+    const T dot = vu[0] * u[0] + vu[1] * u[1] + vu[2] * u[2];
+    for (int a = 0; a < 3; ++a) vmean[a] = sel(use, vmean[a] + (vu[a] - u[a] * dot) / len, vmean[a]);
+}
+
+// Eight Gaussians' means [3] and first nb * 3 coefficients as lanes.
+inline void gather_sh_lanes(const float* m, const float* sh, int64_t K, int nb, int64_t n0, recon_proj::F8* mean,
+                            recon_proj::F8* k) {
+    for (int l = 0; l < 8; ++l) {
+        for (int j = 0; j < 3; ++j) mean[j][l] = m[3 * (n0 + l) + j];
+        const float* kl = sh + (n0 + l) * K * 3;
+        for (int q = 0; q < 3 * nb; ++q) k[q][l] = kl[q];
+    }
+}
+
 inline torch::Tensor sh_fwd(int64_t degree, const torch::Tensor& means, const torch::Tensor& coeffs,
                             const torch::Tensor& campos) {
     check_f32(means, "means");
@@ -221,20 +275,24 @@ inline torch::Tensor sh_fwd(int64_t degree, const torch::Tensor& means, const to
         const float* sh = coeffs.data_ptr<float>();
         const float* cp = campos.data_ptr<float>();
         float* out = colors.data_ptr<float>();
-#pragma omp parallel for schedule(dynamic, 512)
-        for (int64_t n = 0; n < N; ++n) {
+        const int deg = static_cast<int>(degree);
+        // eight Gaussians per step (F8 lanes, bitwise the arithmetic of one at a time), the rest one by one
+        const int64_t n8 = N / 8;
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int64_t blk = 0; blk < n8; ++blk) {
+            const int64_t n0 = blk * 8;
+            recon_proj::F8 mean[3], k[48];
+            gather_sh_lanes(m, sh, K, nb, n0, mean, k);
             for (int64_t c = 0; c < C; ++c) {
-                float d[3] = {m[3 * n] - cp[3 * c], m[3 * n + 1] - cp[3 * c + 1], m[3 * n + 2] - cp[3 * c + 2]};
-                const float len = std::max(std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]), 1e-12f);
-                float b[16];
-                recon_proj::sh_basis(static_cast<int>(degree), d[0] / len, d[1] / len, d[2] / len, b, nullptr);
-                const float* k = sh + n * K * 3;
-                float acc[3] = {0.f, 0.f, 0.f};  // three independent chains, each summed over j in order
-                for (int j = 0; j < nb; ++j)
-                    for (int ch = 0; ch < 3; ++ch) acc[ch] += b[j] * k[3 * j + ch];
-                for (int ch = 0; ch < 3; ++ch) out[(c * N + n) * 3 + ch] = std::max(acc[ch] + 0.5f, 0.f);
+                recon_proj::F8 col[3];
+                sh_color<recon_proj::F8>(deg, nb, mean, cp + 3 * c, k, col);
+                for (int l = 0; l < 8; ++l)
+                    for (int ch = 0; ch < 3; ++ch) out[(c * N + n0 + l) * 3 + ch] = col[ch][l];
             }
         }
+        for (int64_t n = n8 * 8; n < N; ++n)
+            for (int64_t c = 0; c < C; ++c)
+                sh_color<float>(deg, nb, m + 3 * n, cp + 3 * c, sh + n * K * 3, out + (c * N + n) * 3);
     }
     return colors;
 }
@@ -255,37 +313,42 @@ inline std::vector<torch::Tensor> sh_bwd(int64_t degree, const torch::Tensor& me
         const float* vc = v_colors.data_ptr<float>();
         float* gm = v_means.data_ptr<float>();
         float* gk = v_coeffs.data_ptr<float>();
-#pragma omp parallel for schedule(dynamic, 512)
-        for (int64_t n = 0; n < N; ++n) {
+        const int deg = static_cast<int>(degree);
+        // a (camera, Gaussian) whose colour gradient is zero adds nothing (skipped, as one at a time)
+        const int64_t n8 = N / 8;
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int64_t blk = 0; blk < n8; ++blk) {
+            const int64_t n0 = blk * 8;
+            recon_proj::F8 mean[3], k[48], vk[48] = {}, vmean[3] = {};
+            gather_sh_lanes(m, sh, K, nb, n0, mean, k);
+            for (int64_t c = 0; c < C; ++c) {
+                recon_proj::F8 vcol[3];
+                recon_proj::I8 use;
+                bool any = false;
+                for (int l = 0; l < 8; ++l) {
+                    const int64_t i = c * N + n0 + l;
+                    for (int ch = 0; ch < 3; ++ch) vcol[ch][l] = vc[3 * i + ch];
+                    const bool u = !(vc[3 * i] == 0.f && vc[3 * i + 1] == 0.f && vc[3 * i + 2] == 0.f);
+                    use[l] = u ? -1 : 0;
+                    any |= u;
+                }
+                if (any) sh_color_vjp<recon_proj::F8>(deg, nb, mean, cp + 3 * c, k, vcol, use, vk, vmean);
+            }
+            for (int l = 0; l < 8; ++l) {
+                float* vkl = gk + (n0 + l) * K * 3;
+                for (int q = 0; q < 3 * nb; ++q) vkl[q] = vk[q][l];
+                for (int64_t q = 3 * nb; q < K * 3; ++q) vkl[q] = 0.f;
+                for (int a = 0; a < 3; ++a) gm[3 * (n0 + l) + a] = vmean[a][l];
+            }
+        }
+        for (int64_t n = n8 * 8; n < N; ++n) {
             for (int j = 0; j < 3; ++j) gm[3 * n + j] = 0.f;
             for (int64_t j = 0; j < K * 3; ++j) gk[n * K * 3 + j] = 0.f;
             for (int64_t c = 0; c < C; ++c) {
                 const int64_t i = c * N + n;
                 if (vc[3 * i] == 0.f && vc[3 * i + 1] == 0.f && vc[3 * i + 2] == 0.f) continue;
-                float d[3] = {m[3 * n] - cp[3 * c], m[3 * n + 1] - cp[3 * c + 1], m[3 * n + 2] - cp[3 * c + 2]};
-                const float len = std::max(std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]), 1e-12f);
-                const float u[3] = {d[0] / len, d[1] / len, d[2] / len};
-                float b[16], db[48];
-                recon_proj::sh_basis(static_cast<int>(degree), u[0], u[1], u[2], b, db);
-                const float* k = sh + n * K * 3;
-                float g[3], acc[3] = {0.f, 0.f, 0.f};
-                for (int j = 0; j < nb; ++j)
-                    for (int ch = 0; ch < 3; ++ch) acc[ch] += b[j] * k[3 * j + ch];
-                // clamp_min(x + 0.5, 0) passes the gradient where x + 0.5 >= 0 (as torch)
-                for (int ch = 0; ch < 3; ++ch) g[ch] = (acc[ch] + 0.5f >= 0.f) ? vc[3 * i + ch] : 0.f;
-                float* vk = gk + n * K * 3;
-                float vu[3] = {0.f, 0.f, 0.f};
-                for (int j = 0; j < nb; ++j) {
-                    float vb = 0.f;
-                    for (int ch = 0; ch < 3; ++ch) {
-                        vk[3 * j + ch] += b[j] * g[ch];
-                        vb += k[3 * j + ch] * g[ch];
-                    }
-                    for (int a = 0; a < 3; ++a) vu[a] += vb * db[3 * j + a];
-                }
-                // u = d / |d|: v_d = (v_u - u (u . v_u)) / |d|
-                const float dot = vu[0] * u[0] + vu[1] * u[1] + vu[2] * u[2];
-                for (int a = 0; a < 3; ++a) gm[3 * n + a] += (vu[a] - u[a] * dot) / len;
+                sh_color_vjp<float>(deg, nb, m + 3 * n, cp + 3 * c, sh + n * K * 3, vc + 3 * i, true, gk + n * K * 3,
+                                    gm + 3 * n);
             }
         }
     }
