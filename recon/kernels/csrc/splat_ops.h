@@ -453,13 +453,28 @@ inline std::vector<torch::Tensor> isect_tiles(const torch::Tensor& means2d, cons
                 order.push_back(static_cast<uint32_t>(n));
             }
             radix_sort_by_key(keys, order);
+            // the sorted positions j touching each tile row, in increasing j (a counting sort by row)
+            std::vector<int32_t> row_start(static_cast<size_t>(th) + 1, 0);
+            for (size_t j = 0; j < order.size(); ++j) {
+                const int32_t* r = rect.data() + 4 * (c * N + order[j]);
+                for (int ty = r[1]; ty < r[3]; ++ty) ++row_start[ty + 1];
+            }
+            for (int ty = 0; ty < th; ++ty) row_start[ty + 1] += row_start[ty];
+            std::vector<int32_t> row_items(static_cast<size_t>(row_start[th]));
+            {
+                std::vector<int32_t> fill(row_start.begin(), row_start.end() - 1);
+                for (size_t j = 0; j < order.size(); ++j) {
+                    const int32_t* r = rect.data() + 4 * (c * N + order[j]);
+                    for (int ty = r[1]; ty < r[3]; ++ty) row_items[fill[ty]++] = static_cast<int32_t>(j);
+                }
+            }
             // each tile row is filled by one thread: no two threads touch the same bucket
 #pragma omp parallel for schedule(dynamic, 1)
             for (int ty = 0; ty < th; ++ty) {
-                for (size_t j = 0; j < order.size(); ++j) {
+                for (int32_t e = row_start[ty]; e < row_start[ty + 1]; ++e) {
+                    const int32_t j = row_items[e];
                     const int64_t i = c * N + order[j];
                     const int32_t* r = rect.data() + 4 * i;
-                    if (ty < r[1] || ty >= r[3]) continue;
                     const int64_t key_hi = (c << (32 + tile_bits));
                     for (int tx = r[0]; tx < r[2]; ++tx) {
                         const int64_t tile = int64_t(ty) * tw + tx;
