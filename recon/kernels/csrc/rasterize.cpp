@@ -425,24 +425,35 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
             const float* __restrict gAr = gA + row;
             const int32_t* __restrict lr = last + row;
             if (DT > 0) {
-                // pass 1 as in the forward: skip blocks where no pixel composites this Gaussian
                 float* __restrict al = st.lane_alpha.data();
                 float* __restrict vv = st.lane_vis.data();
+                if constexpr (!BLOCKS) {
+                    // pass 1 as in the forward: skip blocks where no pixel composites this Gaussian
 #pragma omp simd
-                for (int lx = 0; lx < BW; ++lx) {
-                    const float dx = mx - (pxb + static_cast<float>(lx));
-                    float sigma, vis;
-                    const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
-                    const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
-                    al[lx] = ok ? alpha : 0.0f;
-                    vv[lx] = vis;
+                    for (int lx = 0; lx < BW; ++lx) {
+                        const float dx = mx - (pxb + static_cast<float>(lx));
+                        float sigma, vis;
+                        const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                        const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
+                        al[lx] = ok ? alpha : 0.0f;
+                        vv[lx] = vis;
+                    }
+                    if (!recon_raster::any_positive(al, BW)) return;
                 }
-                if (!recon_raster::any_positive(al, BW)) return;
+                // with the forward's masks nearly every visited block composites: one pass, no skip test (a
+                // block without a compositing lane adds zeros)
 #pragma omp simd
                 for (int lx = 0; lx < BW; ++lx) {
                     const float dx = mx - (pxb + static_cast<float>(lx));
-                    const float alpha = al[lx];
-                    const float vis = vv[lx];
+                    float alpha, vis;
+                    if constexpr (BLOCKS) {
+                        float sigma;
+                        const float a = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                        alpha = (kk <= lr[lx] && sigma >= 0.0f && a >= thr) ? a : 0.0f;
+                    } else {
+                        alpha = al[lx];
+                        vis = vv[lx];
+                    }
                     const bool ok = alpha > 0.0f;
                     const float ra = 1.0f / (1.0f - alpha);
                     const float Tn = Tr[lx] * ra;  // transmittance in front of this Gaussian
