@@ -8,9 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#ifdef __AVX__
-#include <immintrin.h>
-#endif
+#include "lanes.h"
 
 namespace recon_proj {
 
@@ -42,35 +40,9 @@ inline Camera make_camera(const float* viewmat, const float* K, int width, int h
     return c;
 }
 
-// Lane types: the per-Gaussian functions below are templates on the number type T, float (one Gaussian) or F8
-// (eight Gaussians in one AVX register, GCC vector extension), so the backward runs eight Gaussians per
-// instruction from the same source. Mask<T> is bool or eight int lanes (-1 true, 0 false); selects replace branches.
-typedef float F8 __attribute__((vector_size(32)));
-typedef int32_t I8 __attribute__((vector_size(32)));
-template <class T> struct MaskOf { using type = bool; };
-template <> struct MaskOf<F8> { using type = I8; };
-template <class T> using Mask = typename MaskOf<T>::type;
-
-inline float sel(bool m, float a, float b) { return m ? a : b; }
-inline F8 sel(I8 m, F8 a, F8 b) { return m ? a : b; }
-inline bool mand(bool a, bool b) { return a && b; }
-inline I8 mand(I8 a, I8 b) { return a & b; }
-inline bool mnot(bool a) { return !a; }
-inline I8 mnot(I8 a) { return ~a; }
-inline float vsqrt(float x) { return std::sqrt(x); }
-inline F8 vsqrt(F8 x) {
-#ifdef __AVX__
-    return (F8)_mm256_sqrt_ps((__m256)x);
-#else
-    F8 r;
-    for (int i = 0; i < 8; ++i) r[i] = std::sqrt(x[i]);
-    return r;
-#endif
-}
-inline float vmin(float a, float b) { return std::min(a, b); }
-inline F8 vmin(F8 a, F8 b) { return b < a ? b : a; }  // std::min(a, b): a unless b < a
-inline float vmax(float a, float b) { return std::max(a, b); }
-inline F8 vmax(F8 a, F8 b) { return a < b ? b : a; }  // std::max(a, b): a unless a < b
+// The per-Gaussian functions below are templates on the number type T (lanes.h): float, one Gaussian, or F8,
+// eight Gaussians in one AVX register, so projection and SH run eight Gaussians per instruction from one source.
+using namespace recon_lanes;
 
 // q (any norm, wxyz) -> unit quaternion and its norm (F.normalize: divide by max(norm, 1e-12))
 template <class T>
@@ -330,12 +302,6 @@ constexpr float C2[5] = {1.0925484305920792f, -1.0925484305920792f, 0.3153915652
                          0.5462742152960396f};
 constexpr float C3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994644658f, 0.3731763325901154f,
                          -0.4570457994644658f, 1.445305721320277f, -0.5900435899266435f};
-
-// a float constant in every lane of T
-template <class T>
-inline T bc(float v) {
-    return T{} + v;
-}
 
 // basis values (and, if d != null, their derivatives w.r.t. the unit direction: d[3*k + axis]); T = float or F8
 template <class T>

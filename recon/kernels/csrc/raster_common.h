@@ -7,11 +7,11 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __AVX__
-#include <immintrin.h>
-#endif
+#include "lanes.h"
 
 namespace recon_raster {
+
+using namespace recon_lanes;
 
 constexpr float kAlphaThreshold = 1.0f / 255.0f;
 constexpr float kTransmittanceMin = 1e-4f;
@@ -25,45 +25,64 @@ inline float madd(float a, float b, float c) {
     return a * b + c;
 #endif
 }
-
-// exp(x) for float, vectorisable (no libm call): Cody-Waite reduction x = n ln2 + r and a degree-6
-// polynomial (Cephes expf coefficients), about 1 ulp. Inputs are clamped to the normal range.
-inline float exp_approx(float x) {
-    x = std::min(std::max(x, -87.3f), 88.3f);
-    const float t = x * 1.44269504088896341f + 0.5f;
-#ifdef __SSE4_1__
-    const float fn = std::floor(t);  // one rounding instruction (the same n as below)
-    const int32_t n = static_cast<int32_t>(fn);
+inline F8 madd(F8 a, F8 b, F8 c) {
+#ifdef __FMA__
+    return (F8)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #else
-    int32_t n = static_cast<int32_t>(t);
-    n -= (static_cast<float>(n) > t) ? 1 : 0;  // floor
-    const float fn = static_cast<float>(n);
+    return a * b + c;
 #endif
-    float r = x - fn * 0.693359375f;
+}
+inline F8 madd(F8 a, F8 b, float c) { return madd(a, b, bc<F8>(c)); }
+
+inline float vfloor(float x) { return std::floor(x); }
+inline F8 vfloor(F8 x) {
+#ifdef __AVX__
+    return (F8)_mm256_floor_ps((__m256)x);
+#else
+    F8 r;
+    for (int i = 0; i < 8; ++i) r[i] = std::floor(x[i]);
+    return r;
+#endif
+}
+inline int32_t to_int(float x) { return static_cast<int32_t>(x); }
+inline I8 to_int(F8 x) { return __builtin_convertvector(x, I8); }
+inline float from_bits(int32_t b) {
+    float f;
+    std::memcpy(&f, &b, sizeof(float));
+    return f;
+}
+inline F8 from_bits(I8 b) { return (F8)b; }
+
+// exp(x) for float (or eight), vectorisable (no libm call): Cody-Waite reduction x = n ln2 + r and a degree-6
+// polynomial (Cephes expf coefficients), about 1 ulp. Inputs are clamped to the normal range.
+template <class T>
+inline T exp_approx(T x) {
+    x = vmin(vmax(x, bc<T>(-87.3f)), bc<T>(88.3f));
+    const T t = x * 1.44269504088896341f + 0.5f;
+    const T fn = vfloor(t);  // one rounding instruction
+    const auto n = to_int(fn);
+    T r = x - fn * 0.693359375f;
     r = r - fn * (-2.12194440e-4f);
-    const float r2 = r * r;
-    float y = 1.9875691500e-4f;
+    const T r2 = r * r;
+    T y = bc<T>(1.9875691500e-4f);
     y = madd(y, r, 1.3981999507e-3f);
     y = madd(y, r, 8.3334519073e-3f);
     y = madd(y, r, 4.1665795894e-2f);
     y = madd(y, r, 1.6666665459e-1f);
     y = madd(y, r, 5.0000001201e-1f);
     y = madd(y, r2, r) + 1.0f;
-    const int32_t bits = (n + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof(float));
-    return y * scale;
+    return y * from_bits((n + 127) << 23);
 }
 
 // alpha = min(alpha_max, op * exp(-sigma)), sigma = 0.5 (a dx^2 + c dy^2) + b dx dy; same operation order as the
 // PyTorch reference, with the row's c dy^2 (= (c dy) dy) computed once per row by the caller. The forward and
 // the backward call this one function (built without fast-math / FMA contraction), so they agree bit for bit
-// on which Gaussians count at each pixel.
-inline float eval_alpha_row(float a, float b, float cdy2, float op, float dx, float dy, float alpha_max, float& sigma,
-                            float& vis) {
+// on which Gaussians count at each pixel; T = float (one lane) or F8 (eight, the same bits).
+template <class T>
+inline T eval_alpha_row(float a, float b, float cdy2, float op, T dx, float dy, float alpha_max, T& sigma, T& vis) {
     sigma = 0.5f * (a * dx * dx + cdy2) + b * dx * dy;
-    vis = exp_approx(-sigma);
-    return std::min(alpha_max, op * vis);
+    vis = exp_approx<T>(-sigma);
+    return vmin(bc<T>(alpha_max), op * vis);
 }
 
 // Is any of v[0..n) > 0? For one 8-lane block: a compare and a mask move, instead of the OR-reduction the

@@ -414,8 +414,75 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
         float col[DT > 0 ? DT : 1];
         if (DT > 0)
             for (int c = 0; c < D; ++c) col[c] = colp[c];
-        std::fill(L, L + size_t(8 + D) * BW, 0.0f);
         const float px0 = static_cast<float>(b.x0) + 0.5f;
+        if constexpr (BLOCKS && DT > 0 && TS == 16) {
+            // the masked blocks in increasing (row, column block) order, the lanes' gradient sums kept in registers
+            // (eight-lane vectors: the same operations, in the same order, as the lane loop below)
+            using recon_lanes::F8;
+            using recon_lanes::I8;
+            auto load = [](const void* p) {
+                F8 v;
+                std::memcpy(&v, p, sizeof(F8));
+                return v;
+            };
+            auto store = [](void* p, F8 v) { std::memcpy(p, &v, sizeof(F8)); };
+            const F8 lane = {0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f};
+            F8 aLmx{}, aLmy{}, aLa{}, aLb{}, aLc{}, aLop{}, aLax{}, aLay{}, aLcol[DT > 0 ? DT : 1] = {};
+            while (kbits != 0) {
+                const int bit = __builtin_ctz(kbits);
+                kbits &= kbits - 1;
+                const int ly = bit >> 1, h = bit & 1;
+                if (rowmax[ly] < kk) continue;
+                const float dy = my - (static_cast<float>(b.y0 + ly) + 0.5f);
+                const float cdy2 = cc * dy * dy;  // row constant of sigma
+                const int row = ly * 16 + h * 8;
+                const float pxb = px0 + static_cast<float>(h * 8);
+                const F8 dx = mx - (pxb + lane);
+                F8 sigma, vis;
+                const F8 a0 = recon_raster::eval_alpha_row<F8>(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                I8 lrv;
+                std::memcpy(&lrv, last + row, sizeof(I8));
+                const I8 ok = (kk <= lrv) & (sigma >= 0.0f) & (a0 >= thr);
+                const F8 alpha = ok ? a0 : F8{};
+                const F8 Trv = load(T + row);
+                const F8 ra = 1.0f / (1.0f - alpha);
+                const F8 Tn = Trv * ra;  // transmittance in front of this Gaussian
+                const F8 fac = alpha * Tn;
+                F8 v_alpha = load(Tf + row) * ra * load(gA + row);
+                for (int c = 0; c < DT; ++c) {
+                    float* Sq = S + size_t(c) * P + row;
+                    const F8 Sv = load(Sq), gCv = load(gC + size_t(c) * P + row);
+                    v_alpha += (col[c] * Tn - Sv * ra) * gCv;
+                    aLcol[c] += ok ? fac * gCv : F8{};
+                    store(Sq, Sv + (ok ? col[c] * fac : F8{}));
+                }
+                store(T + row, ok ? Tn : Trv);
+                const I8 grad = ok & (op * vis <= amax);
+                const F8 v_sigma = grad ? -op * vis * v_alpha : F8{};
+                aLa += 0.5f * v_sigma * dx * dx;
+                aLb += v_sigma * dx * dy;
+                aLc += 0.5f * v_sigma * dy * dy;
+                const F8 gx = v_sigma * (ca * dx + cb * dy);
+                const F8 gy = v_sigma * (cb * dx + cc * dy);
+                aLmx += gx;
+                aLmy += gy;
+                if (ABS) {
+                    aLax += (F8)((I8)gx & 0x7fffffff);  // |gx|
+                    aLay += (F8)((I8)gy & 0x7fffffff);
+                }
+                aLop += grad ? vis * v_alpha : F8{};
+            }
+            store(Lmx, aLmx);
+            store(Lmy, aLmy);
+            store(La, aLa);
+            store(Lb, aLb);
+            store(Lc, aLc);
+            store(Lop, aLop);
+            store(Lax, aLax);
+            store(Lay, aLay);
+            for (int c = 0; c < DT; ++c) store(Lcol + c * 8, aLcol[c]);
+        } else {
+        std::fill(L, L + size_t(8 + D) * BW, 0.0f);
         // one 8-lane block (columns h * BW ...) of row y: adds this Gaussian's per-lane gradients to L
         auto block = [&](int y, int h, float dy, float cdy2) {
             const int row = (y - b.y0) * ts + h * BW;
@@ -532,6 +599,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                 const float cdy2 = cc * dy * dy;  // row constant of sigma
                 for (int h = h0; h < h1; ++h) block(y, h, dy, cdy2);
             }
+        }
         }
         float* r = rec + int64_t(slot[k]) * G;
         float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
