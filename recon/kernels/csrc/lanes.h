@@ -27,16 +27,23 @@ inline bool mand(bool a, bool b) { return a && b; }
 inline I8 mand(I8 a, I8 b) { return a & b; }
 inline bool mnot(bool a) { return !a; }
 inline I8 mnot(I8 a) { return ~a; }
-inline float vsqrt(float x) { return std::sqrt(x); }
-inline F8 vsqrt(F8 x) {
-#ifdef __AVX__
-    return (F8)_mm256_sqrt_ps((__m256)x);
-#else
+// f on each lane (builds without AVX)
+template <class F>
+inline F8 each_lane(F8 x, F f) {
     F8 r;
-    for (int i = 0; i < 8; ++i) r[i] = std::sqrt(x[i]);
+    for (int i = 0; i < 8; ++i) r[i] = f(x[i]);
     return r;
-#endif
 }
+// one AVX instruction on all lanes where the build has AVX, else the scalar function lane by lane
+#ifdef __AVX__
+#define RECON_LANEWISE(avx, scalar, x) ((F8)avx((__m256)(x)))
+#else
+#define RECON_LANEWISE(avx, scalar, x) each_lane((x), [](float v) { return scalar(v); })
+#endif
+inline float vsqrt(float x) { return std::sqrt(x); }
+inline F8 vsqrt(F8 x) { return RECON_LANEWISE(_mm256_sqrt_ps, std::sqrt, x); }
+inline float vfloor(float x) { return std::floor(x); }
+inline F8 vfloor(F8 x) { return RECON_LANEWISE(_mm256_floor_ps, std::floor, x); }
 inline float vmin(float a, float b) { return std::min(a, b); }
 inline F8 vmin(F8 a, F8 b) { return b < a ? b : a; }  // std::min(a, b): a unless b < a
 inline float vmax(float a, float b) { return std::max(a, b); }

@@ -34,16 +34,6 @@ inline F8 madd(F8 a, F8 b, F8 c) {
 }
 inline F8 madd(F8 a, F8 b, float c) { return madd(a, b, bc<F8>(c)); }
 
-inline float vfloor(float x) { return std::floor(x); }
-inline F8 vfloor(F8 x) {
-#ifdef __AVX__
-    return (F8)_mm256_floor_ps((__m256)x);
-#else
-    F8 r;
-    for (int i = 0; i < 8; ++i) r[i] = std::floor(x[i]);
-    return r;
-#endif
-}
 inline int32_t to_int(float x) { return static_cast<int32_t>(x); }
 inline I8 to_int(F8 x) { return __builtin_convertvector(x, I8); }
 inline float from_bits(int32_t b) {
