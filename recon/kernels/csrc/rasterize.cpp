@@ -326,12 +326,14 @@ struct GradOut {
 
 // per-intersection gradient record: mx, my, a, b, c, opacity, colour[D], |mx|, |my| (the last two with absgrad)
 // ABS = false: no absgrad; the per-lane |gradient| sums are compiled out.
-// BLOCKS: visit only the blocks the forward marked for each intersection (blocks[k], 16-pixel tiles): the same
-// blocks composite, in the same order, so the records are bitwise those of the span loops.
+// BLOCKS (16-pixel tiles, fixed channel count): visit only the blocks the forward marked for each intersection
+// (blocks[k]), in one pass per block with the lane sums in registers; the same blocks composite, in the same
+// order and with the same operations, so the records are bitwise those of the span loops.
 template <int DT, int TS, bool ABS, bool BLOCKS>
 void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, const float* T_final,
                    const int32_t* last_ids, const float* v_color, const float* v_alpha_eff, const uint32_t* blocks,
                    float* rec, const int32_t* slot, bool absgrad, TileState& st) {
+    static_assert(!BLOCKS || (TS == 16 && DT > 0), "block masks exist for 16-pixel tiles and fixed channels");
     const int D = DT > 0 ? DT : in.D;
     const int ts = TS > 0 ? TS : in.ts;
     const int P = ts * ts;
@@ -415,7 +417,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
         if (DT > 0)
             for (int c = 0; c < D; ++c) col[c] = colp[c];
         const float px0 = static_cast<float>(b.x0) + 0.5f;
-        if constexpr (BLOCKS && DT > 0 && TS == 16) {
+        if constexpr (BLOCKS) {
             // the masked blocks in increasing (row, column block) order, the lanes' gradient sums kept in registers
             // (eight-lane vectors: the same operations, in the same order, as the lane loop below)
             using recon_lanes::F8;
@@ -482,124 +484,100 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
             store(Lay, aLay);
             for (int c = 0; c < DT; ++c) store(Lcol + c * 8, aLcol[c]);
         } else {
-        std::fill(L, L + size_t(8 + D) * BW, 0.0f);
-        // one 8-lane block (columns h * BW ...) of row y: adds this Gaussian's per-lane gradients to L
-        auto block = [&](int y, int h, float dy, float cdy2) {
-            const int row = (y - b.y0) * ts + h * BW;
-            const float pxb = px0 + static_cast<float>(h * BW);
-            float* __restrict Tr = T + row;
-            const float* __restrict Tfr = Tf + row;
-            const float* __restrict gAr = gA + row;
-            const int32_t* __restrict lr = last + row;
-            if (DT > 0) {
-                float* __restrict al = st.lane_alpha.data();
-                float* __restrict vv = st.lane_vis.data();
-                if constexpr (!BLOCKS) {
-                    // pass 1 as in the forward: skip blocks where no pixel composites this Gaussian
-#pragma omp simd
-                    for (int lx = 0; lx < BW; ++lx) {
-                        const float dx = mx - (pxb + static_cast<float>(lx));
-                        float sigma, vis;
-                        const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
-                        const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
-                        al[lx] = ok ? alpha : 0.0f;
-                        vv[lx] = vis;
-                    }
-                    if (!recon_raster::any_positive(al, BW)) return;
-                }
-                // with the forward's masks nearly every visited block composites: one pass, no skip test (a
-                // block without a compositing lane adds zeros)
-#pragma omp simd
-                for (int lx = 0; lx < BW; ++lx) {
-                    const float dx = mx - (pxb + static_cast<float>(lx));
-                    float alpha, vis;
-                    if constexpr (BLOCKS) {
-                        float sigma;
-                        const float a = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
-                        alpha = (kk <= lr[lx] && sigma >= 0.0f && a >= thr) ? a : 0.0f;
-                    } else {
-                        alpha = al[lx];
-                        vis = vv[lx];
-                    }
-                    const bool ok = alpha > 0.0f;
-                    const float ra = 1.0f / (1.0f - alpha);
-                    const float Tn = Tr[lx] * ra;  // transmittance in front of this Gaussian
-                    const float fac = alpha * Tn;
-                    float v_alpha = Tfr[lx] * ra * gAr[lx];
-                    for (int c = 0; c < DT; ++c) {
-                        const size_t q = size_t(c) * P + row + lx;
-                        v_alpha += (col[c] * Tn - S[q] * ra) * gC[q];
-                        Lcol[c * BW + lx] += ok ? fac * gC[q] : 0.0f;
-                        S[q] += ok ? col[c] * fac : 0.0f;
-                    }
-                    Tr[lx] = ok ? Tn : Tr[lx];
-                    const bool grad = ok && op * vis <= amax;
-                    const float v_sigma = grad ? -op * vis * v_alpha : 0.0f;
-                    La[lx] += 0.5f * v_sigma * dx * dx;
-                    Lb[lx] += v_sigma * dx * dy;
-                    Lc[lx] += 0.5f * v_sigma * dy * dy;
-                    const float gx = v_sigma * (ca * dx + cb * dy);
-                    const float gy = v_sigma * (cb * dx + cc * dy);
-                    Lmx[lx] += gx;
-                    Lmy[lx] += gy;
-                    if (ABS) {
-                        Lax[lx] += std::fabs(gx);
-                        Lay[lx] += std::fabs(gy);
-                    }
-                    Lop[lx] += grad ? vis * v_alpha : 0.0f;
-                }
-            } else {
-                for (int lx = 0; lx < BW; ++lx) {
-                    const float dx = mx - (pxb + static_cast<float>(lx));
-                    float sigma, vis;
-                    const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
-                    if (!(kk <= lr[lx] && sigma >= 0.0f && alpha >= thr)) continue;
-                    const float ra = 1.0f / (1.0f - alpha);
-                    const float Tn = Tr[lx] * ra;
-                    const float fac = alpha * Tn;
-                    float v_alpha = Tfr[lx] * ra * gAr[lx];
-                    for (int c = 0; c < D; ++c) {
-                        const size_t q = size_t(c) * P + row + lx;
-                        v_alpha += (colp[c] * Tn - S[q] * ra) * gC[q];
-                        Lcol[c * BW + lx] += fac * gC[q];
-                        S[q] += colp[c] * fac;
-                    }
-                    Tr[lx] = Tn;
-                    if (!(op * vis <= amax)) continue;
-                    const float v_sigma = -op * vis * v_alpha;
-                    La[lx] += 0.5f * v_sigma * dx * dx;
-                    Lb[lx] += v_sigma * dx * dy;
-                    Lc[lx] += 0.5f * v_sigma * dy * dy;
-                    const float gx = v_sigma * (ca * dx + cb * dy);
-                    const float gy = v_sigma * (cb * dx + cc * dy);
-                    Lmx[lx] += gx;
-                    Lmy[lx] += gy;
-                    if (ABS) {
-                        Lax[lx] += std::fabs(gx);
-                        Lay[lx] += std::fabs(gy);
-                    }
-                    Lop[lx] += vis * v_alpha;
-                }
-            }
-        };
-        if (BLOCKS) {
-            // the masked blocks in increasing (row, column block) order, as the loops below visit them
-            while (kbits != 0) {
-                const int bit = __builtin_ctz(kbits);
-                kbits &= kbits - 1;
-                const int ly = bit >> 1;
-                if (rowmax[ly] < kk) continue;
-                const float dy = my - (static_cast<float>(b.y0 + ly) + 0.5f);
-                block(b.y0 + ly, bit & 1, dy, cc * dy * dy);
-            }
-        } else {
+            // no masks (other tile sizes or channel counts): every block of the span, two passes per block
+            std::fill(L, L + size_t(8 + D) * BW, 0.0f);
             for (int y = ylo; y <= yhi; ++y) {
                 if (rowmax[y - b.y0] < kk) continue;
                 const float dy = my - (static_cast<float>(y) + 0.5f);
                 const float cdy2 = cc * dy * dy;  // row constant of sigma
-                for (int h = h0; h < h1; ++h) block(y, h, dy, cdy2);
+                for (int h = h0; h < h1; ++h) {
+                    const int row = (y - b.y0) * ts + h * BW;
+                    const float pxb = px0 + static_cast<float>(h * BW);
+                    float* __restrict Tr = T + row;
+                    const float* __restrict Tfr = Tf + row;
+                    const float* __restrict gAr = gA + row;
+                    const int32_t* __restrict lr = last + row;
+                    if (DT > 0) {
+                        float* __restrict al = st.lane_alpha.data();
+                        float* __restrict vv = st.lane_vis.data();
+                        // pass 1 as in the forward: skip blocks where no pixel composites this Gaussian
+        #pragma omp simd
+                        for (int lx = 0; lx < BW; ++lx) {
+                            const float dx = mx - (pxb + static_cast<float>(lx));
+                            float sigma, vis;
+                            const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                            const bool ok = kk <= lr[lx] && sigma >= 0.0f && alpha >= thr;
+                            al[lx] = ok ? alpha : 0.0f;
+                            vv[lx] = vis;
+                        }
+                        if (!recon_raster::any_positive(al, BW)) continue;
+        #pragma omp simd
+                        for (int lx = 0; lx < BW; ++lx) {
+                            const float dx = mx - (pxb + static_cast<float>(lx));
+                            const float alpha = al[lx];
+                            const float vis = vv[lx];
+                            const bool ok = alpha > 0.0f;
+                            const float ra = 1.0f / (1.0f - alpha);
+                            const float Tn = Tr[lx] * ra;  // transmittance in front of this Gaussian
+                            const float fac = alpha * Tn;
+                            float v_alpha = Tfr[lx] * ra * gAr[lx];
+                            for (int c = 0; c < DT; ++c) {
+                                const size_t q = size_t(c) * P + row + lx;
+                                v_alpha += (col[c] * Tn - S[q] * ra) * gC[q];
+                                Lcol[c * BW + lx] += ok ? fac * gC[q] : 0.0f;
+                                S[q] += ok ? col[c] * fac : 0.0f;
+                            }
+                            Tr[lx] = ok ? Tn : Tr[lx];
+                            const bool grad = ok && op * vis <= amax;
+                            const float v_sigma = grad ? -op * vis * v_alpha : 0.0f;
+                            La[lx] += 0.5f * v_sigma * dx * dx;
+                            Lb[lx] += v_sigma * dx * dy;
+                            Lc[lx] += 0.5f * v_sigma * dy * dy;
+                            const float gx = v_sigma * (ca * dx + cb * dy);
+                            const float gy = v_sigma * (cb * dx + cc * dy);
+                            Lmx[lx] += gx;
+                            Lmy[lx] += gy;
+                            if (ABS) {
+                                Lax[lx] += std::fabs(gx);
+                                Lay[lx] += std::fabs(gy);
+                            }
+                            Lop[lx] += grad ? vis * v_alpha : 0.0f;
+                        }
+                    } else {
+                        for (int lx = 0; lx < BW; ++lx) {
+                            const float dx = mx - (pxb + static_cast<float>(lx));
+                            float sigma, vis;
+                            const float alpha = recon_raster::eval_alpha_row(ca, cb, cdy2, op, dx, dy, amax, sigma, vis);
+                            if (!(kk <= lr[lx] && sigma >= 0.0f && alpha >= thr)) continue;
+                            const float ra = 1.0f / (1.0f - alpha);
+                            const float Tn = Tr[lx] * ra;
+                            const float fac = alpha * Tn;
+                            float v_alpha = Tfr[lx] * ra * gAr[lx];
+                            for (int c = 0; c < D; ++c) {
+                                const size_t q = size_t(c) * P + row + lx;
+                                v_alpha += (colp[c] * Tn - S[q] * ra) * gC[q];
+                                Lcol[c * BW + lx] += fac * gC[q];
+                                S[q] += colp[c] * fac;
+                            }
+                            Tr[lx] = Tn;
+                            if (!(op * vis <= amax)) continue;
+                            const float v_sigma = -op * vis * v_alpha;
+                            La[lx] += 0.5f * v_sigma * dx * dx;
+                            Lb[lx] += v_sigma * dx * dy;
+                            Lc[lx] += 0.5f * v_sigma * dy * dy;
+                            const float gx = v_sigma * (ca * dx + cb * dy);
+                            const float gy = v_sigma * (cb * dx + cc * dy);
+                            Lmx[lx] += gx;
+                            Lmy[lx] += gy;
+                            if (ABS) {
+                                Lax[lx] += std::fabs(gx);
+                                Lay[lx] += std::fabs(gy);
+                            }
+                            Lop[lx] += vis * v_alpha;
+                        }
+                    }
+                }
             }
-        }
         }
         float* r = rec + int64_t(slot[k]) * G;
         float sums[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -657,13 +635,17 @@ void backward_all(const Inputs& in, const recon_raster::Splat* splats, const uin
         TileState st;
         st.init(P, D, in.ts);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < n_tiles; ++t)
-            if (use_blocks)
-                backward_tile<DT, TS, ABS, true>(in, splats, t, T_final, last_ids, v_color, v_alpha_eff, blocks, R,
-                                                 slot.data(), absgrad, st);
-            else
-                backward_tile<DT, TS, ABS, false>(in, splats, t, T_final, last_ids, v_color, v_alpha_eff, nullptr, R,
-                                                  slot.data(), absgrad, st);
+        for (int64_t t = 0; t < n_tiles; ++t) {
+            if constexpr (TS == 16 && DT > 0) {
+                if (use_blocks) {
+                    backward_tile<DT, TS, ABS, true>(in, splats, t, T_final, last_ids, v_color, v_alpha_eff, blocks, R,
+                                                     slot.data(), absgrad, st);
+                    continue;
+                }
+            }
+            backward_tile<DT, TS, ABS, false>(in, splats, t, T_final, last_ids, v_color, v_alpha_eff, nullptr, R,
+                                              slot.data(), absgrad, st);
+        }
 #pragma omp for schedule(static)
         for (int64_t g = 0; g < CN; ++g) {
             float a[64 + 8] = {};
