@@ -32,7 +32,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # a baseline worker imports ``recon`` from the older tree named by RECON_BENCH_ROOT
 _IMPORT_ROOT = os.environ.get("RECON_BENCH_ROOT") or str(ROOT)
-if _IMPORT_ROOT not in sys.path:
+# only when run as a script: a program that imports this module (for make_scene, say) keeps its own ``recon``
+# (inserting here silently made both sides of such a program's before/after comparison run this tree)
+if __name__ == "__main__" and _IMPORT_ROOT not in sys.path:
     sys.path.insert(0, _IMPORT_ROOT)
 
 GAUSSIANS = (5_000, 20_000, 100_000)
