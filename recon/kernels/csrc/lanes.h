@@ -44,6 +44,8 @@ inline float vsqrt(float x) { return std::sqrt(x); }
 inline F8 vsqrt(F8 x) { return RECON_LANEWISE(_mm256_sqrt_ps, std::sqrt, x); }
 inline float vfloor(float x) { return std::floor(x); }
 inline F8 vfloor(F8 x) { return RECON_LANEWISE(_mm256_floor_ps, std::floor, x); }
+inline float vabs(float x) { return std::fabs(x); }
+inline F8 vabs(F8 x) { return (F8)((I8)x & 0x7fffffff); }  // clears the sign bit, as fabs
 inline float vmin(float a, float b) { return std::min(a, b); }
 inline F8 vmin(F8 a, F8 b) { return b < a ? b : a; }  // std::min(a, b): a unless b < a
 inline float vmax(float a, float b) { return std::max(a, b); }

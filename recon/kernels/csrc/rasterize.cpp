@@ -124,6 +124,25 @@ inline void prefetch_gaussian(const Inputs& in, const recon_raster::Splat* splat
     __builtin_prefetch(in.colors + g * in.D);
 }
 
+// One lane's (or eight lanes') share of the gradient of the conic (La, Lb, Lc), the 2D mean (Lmx, Lmy) and, with
+// ABS, of the |mean gradient| sums, from dL/dsigma at offset (dx, dy): one source for every backward loop, so they
+// all round alike.
+template <bool ABS, class T>
+inline void add_lane_grads(T v_sigma, T dx, float dy, float ca, float cb, float cc, T& La, T& Lb, T& Lc, T& Lmx,
+                           T& Lmy, T& Lax, T& Lay) {
+    La += 0.5f * v_sigma * dx * dx;
+    Lb += v_sigma * dx * dy;
+    Lc += 0.5f * v_sigma * dy * dy;
+    const T gx = v_sigma * (ca * dx + cb * dy);
+    const T gy = v_sigma * (cb * dx + cc * dy);
+    Lmx += gx;
+    Lmy += gy;
+    if constexpr (ABS) {
+        Lax += recon_lanes::vabs(gx);
+        Lay += recon_lanes::vabs(gy);
+    }
+}
+
 // FAR = false: the call has no far-depth limit (in.far is null); the per-lane far test is then compiled out.
 template <int DT, int TS, bool FAR>
 void forward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t t, float* out_color, float* out_alpha,
@@ -461,17 +480,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                 store(T + row, ok ? Tn : Trv);
                 const I8 grad = ok & (op * vis <= amax);
                 const F8 v_sigma = grad ? -op * vis * v_alpha : F8{};
-                aLa += 0.5f * v_sigma * dx * dx;
-                aLb += v_sigma * dx * dy;
-                aLc += 0.5f * v_sigma * dy * dy;
-                const F8 gx = v_sigma * (ca * dx + cb * dy);
-                const F8 gy = v_sigma * (cb * dx + cc * dy);
-                aLmx += gx;
-                aLmy += gy;
-                if (ABS) {
-                    aLax += (F8)((I8)gx & 0x7fffffff);  // |gx|
-                    aLay += (F8)((I8)gy & 0x7fffffff);
-                }
+                add_lane_grads<ABS>(v_sigma, dx, dy, ca, cb, cc, aLa, aLb, aLc, aLmx, aLmy, aLax, aLay);
                 aLop += grad ? vis * v_alpha : F8{};
             }
             store(Lmx, aLmx);
@@ -530,17 +539,8 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                             Tr[lx] = ok ? Tn : Tr[lx];
                             const bool grad = ok && op * vis <= amax;
                             const float v_sigma = grad ? -op * vis * v_alpha : 0.0f;
-                            La[lx] += 0.5f * v_sigma * dx * dx;
-                            Lb[lx] += v_sigma * dx * dy;
-                            Lc[lx] += 0.5f * v_sigma * dy * dy;
-                            const float gx = v_sigma * (ca * dx + cb * dy);
-                            const float gy = v_sigma * (cb * dx + cc * dy);
-                            Lmx[lx] += gx;
-                            Lmy[lx] += gy;
-                            if (ABS) {
-                                Lax[lx] += std::fabs(gx);
-                                Lay[lx] += std::fabs(gy);
-                            }
+                            add_lane_grads<ABS>(v_sigma, dx, dy, ca, cb, cc, La[lx], Lb[lx], Lc[lx], Lmx[lx], Lmy[lx],
+                                                Lax[lx], Lay[lx]);
                             Lop[lx] += grad ? vis * v_alpha : 0.0f;
                         }
                     } else {
@@ -562,17 +562,8 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
                             Tr[lx] = Tn;
                             if (!(op * vis <= amax)) continue;
                             const float v_sigma = -op * vis * v_alpha;
-                            La[lx] += 0.5f * v_sigma * dx * dx;
-                            Lb[lx] += v_sigma * dx * dy;
-                            Lc[lx] += 0.5f * v_sigma * dy * dy;
-                            const float gx = v_sigma * (ca * dx + cb * dy);
-                            const float gy = v_sigma * (cb * dx + cc * dy);
-                            Lmx[lx] += gx;
-                            Lmy[lx] += gy;
-                            if (ABS) {
-                                Lax[lx] += std::fabs(gx);
-                                Lay[lx] += std::fabs(gy);
-                            }
+                            add_lane_grads<ABS>(v_sigma, dx, dy, ca, cb, cc, La[lx], Lb[lx], Lc[lx], Lmx[lx], Lmy[lx],
+                                                Lax[lx], Lay[lx]);
                             Lop[lx] += vis * v_alpha;
                         }
                     }
