@@ -51,6 +51,17 @@ inline F8 vmin(F8 a, F8 b) { return b < a ? b : a; }  // std::min(a, b): a unles
 inline float vmax(float a, float b) { return std::max(a, b); }
 inline F8 vmax(F8 a, F8 b) { return a < b ? b : a; }  // std::max(a, b): a unless a < b
 
+// Eight consecutive rows (row l at src + l * stride) of `width` floats into lanes: dst[j][l] = row l's j-th value
+// (arrays of structures to eight-lane structures of arrays), and back.
+inline void load_lanes(const float* src, int64_t stride, int width, F8* dst) {
+    for (int l = 0; l < 8; ++l)
+        for (int j = 0; j < width; ++j) dst[j][l] = src[l * stride + j];
+}
+inline void store_lanes(const F8* src, int width, float* dst, int64_t stride) {
+    for (int l = 0; l < 8; ++l)
+        for (int j = 0; j < width; ++j) dst[l * stride + j] = src[j][l];
+}
+
 // a float constant in every lane of T
 template <class T>
 inline T bc(float v) {

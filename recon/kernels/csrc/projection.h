@@ -48,7 +48,7 @@ using namespace recon_lanes;
 template <class T>
 inline T normalize_quat(const T* q, T* qn) {
     const T n = vsqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-    const T d = vmax(n, T{} + 1e-12f);
+    const T d = vmax(n, bc<T>(1e-12f));
     for (int i = 0; i < 4; ++i) qn[i] = q[i] / d;
     return d;
 }
@@ -123,8 +123,8 @@ inline Mask<T> project_state(const Camera& cam, const T* mean, const T* quat, co
     s.rz = 1.f / z;
     const T rz2 = s.rz * s.rz;
     const T ux = x * s.rz, uy = y * s.rz;
-    const T cxv = vmin(T{} + cam.lim_x_pos, vmax(T{} - cam.lim_x_neg, ux));
-    const T cyv = vmin(T{} + cam.lim_y_pos, vmax(T{} - cam.lim_y_neg, uy));
+    const T cxv = vmin(bc<T>(cam.lim_x_pos), vmax(bc<T>(-cam.lim_x_neg), ux));
+    const T cyv = vmin(bc<T>(cam.lim_y_pos), vmax(bc<T>(-cam.lim_y_neg), uy));
     s.clamp_x = mnot(mand(ux < cam.lim_x_pos, ux > -cam.lim_x_neg));
     s.clamp_y = mnot(mand(uy < cam.lim_y_pos, uy > -cam.lim_y_neg));
     s.cx_val = cxv;
@@ -148,7 +148,7 @@ inline Mask<T> project_state(const Camera& cam, const T* mean, const T* quat, co
     s.det_orig = s.c00 * s.c11 - s.c01 * s.c01;
     const T a = s.c00 + eps2d, c = s.c11 + eps2d, b = s.c01;
     s.det = a * c - b * b;
-    s.comp = T{} + 1.f;
+    s.comp = bc<T>(1.f);
     if (calc_comp) {
         const T ratio = s.det_orig / s.det;
         s.comp = sel(ratio > 0.f, vsqrt(vmax(ratio, T{})), T{});

@@ -315,20 +315,19 @@ void make_splats(const Inputs& in, recon_raster::Splat* sp) {
                                          in.conics[3 * g + 1], in.conics[3 * g + 2], in.opacities[g]);
 }
 
-// blocks: per-intersection block masks (forward_tile) for 16-pixel tiles with DT > 0, else null
+// blocks: per-intersection block masks (forward_tile), given by the caller for 16-pixel tiles with DT > 0 only
 template <int DT, int TS, bool FAR = true>
 void forward_all(const Inputs& in, const recon_raster::Splat* splats, float* out_color, float* out_alpha,
                  float* out_T, int32_t* out_last, uint32_t* blocks) {
     const int64_t n_tiles = static_cast<int64_t>(in.C) * in.tw * in.th;
     const int P = in.ts * in.ts;
-    uint32_t* bl = (TS == 16 && DT > 0) ? blocks : nullptr;
 #pragma omp parallel
     {
         TileState st;
         st.init(P, in.D, in.ts);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < n_tiles; ++t)
-            forward_tile<DT, TS, FAR>(in, splats, t, out_color, out_alpha, out_T, out_last, bl, st);
+            forward_tile<DT, TS, FAR>(in, splats, t, out_color, out_alpha, out_T, out_last, blocks, st);
     }
 }
 
@@ -429,7 +428,6 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
             while (yhi >= ylo && rowmax[yhi - b.y0] < kk) --yhi;
             if (ylo > yhi) continue;
         }
-        const int h0 = (xlo - b.x0) / BW, h1 = (xhi - b.x0) / BW + 1;
         const float mx = sp.mx, my = sp.my, ca = sp.a, cb = sp.b, cc = sp.c, op = sp.op;
         const float* colp = in.colors + g * D;
         float col[DT > 0 ? DT : 1];
@@ -494,6 +492,7 @@ void backward_tile(const Inputs& in, const recon_raster::Splat* splats, int64_t 
             for (int c = 0; c < DT; ++c) store(Lcol + c * 8, aLcol[c]);
         } else {
             // no masks (other tile sizes or channel counts): every block of the span, two passes per block
+            const int h0 = (xlo - b.x0) / BW, h1 = (xhi - b.x0) / BW + 1;
             std::fill(L, L + size_t(8 + D) * BW, 0.0f);
             for (int y = ylo; y <= yhi; ++y) {
                 if (rowmax[y - b.y0] < kk) continue;
@@ -744,7 +743,10 @@ std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& means2d, const tor
     // the per-Gaussian records and per-intersection block masks, kept for the backward
     static_assert(sizeof(recon_raster::Splat) == 8 * sizeof(float), "Splat is 8 floats");
     torch::Tensor splats = torch::empty({int64_t(in.C) * in.N, 8}, fopt);
-    torch::Tensor blocks = torch::empty({in.n_isects}, torch::TensorOptions().dtype(torch::kInt32));
+    // masks exist only for 16-pixel tiles with a fixed channel count (forward_all's DT > 0 cases); otherwise none
+    // (the backward then finds the blocks itself)
+    const bool masked = in.ts == 16 && in.D >= 1 && in.D <= 4;
+    torch::Tensor blocks = torch::empty({masked ? in.n_isects : 0}, torch::TensorOptions().dtype(torch::kInt32));
     {
         pybind11::gil_scoped_release nogil;
         float* oc = out_color.data_ptr<float>();
@@ -752,7 +754,7 @@ std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& means2d, const tor
         float* ot = out_T.data_ptr<float>();
         int32_t* ol = out_last.data_ptr<int32_t>();
         auto* sp = reinterpret_cast<recon_raster::Splat*>(splats.data_ptr<float>());
-        auto* bl = reinterpret_cast<uint32_t*>(blocks.data_ptr<int32_t>());
+        auto* bl = masked ? reinterpret_cast<uint32_t*>(blocks.data_ptr<int32_t>()) : nullptr;
         make_splats(in, sp);
         const bool t16 = in.ts == 16;
         const bool has_far = in.far != nullptr && in.depths != nullptr;
@@ -770,10 +772,6 @@ std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& means2d, const tor
             default: forward_all<0, 0>(in, sp, oc, oa, ot, ol, bl); break;
         }
     }
-    // masks exist only for 16-pixel tiles with a fixed channel count; otherwise none (the backward then
-    // finds the blocks itself)
-    const bool masked = in.ts == 16 && in.D >= 1 && in.D <= 4;
-    if (!masked) blocks = torch::empty({0}, torch::TensorOptions().dtype(torch::kInt32));
     return {out_color, out_alpha, out_T, out_last, splats, blocks};
 }
 

@@ -74,11 +74,9 @@ inline std::vector<torch::Tensor> project_fwd(const torch::Tensor& means, const 
         for (int64_t job = 0; job < C * n8; ++job) {
             const int64_t c = job / n8, n0 = (job % n8) * 8;
             recon_proj::F8 mean[3], quat[4], scale[3];
-            for (int l = 0; l < 8; ++l) {
-                for (int j = 0; j < 3; ++j) mean[j][l] = m[3 * (n0 + l) + j];
-                for (int j = 0; j < 4; ++j) quat[j][l] = q[4 * (n0 + l) + j];
-                for (int j = 0; j < 3; ++j) scale[j][l] = s[3 * (n0 + l) + j];
-            }
+            recon_lanes::load_lanes(m + 3 * n0, 3, 3, mean);
+            recon_lanes::load_lanes(q + 4 * n0, 4, 4, quat);
+            recon_lanes::load_lanes(s + 3 * n0, 3, 3, scale);
             recon_proj::ProjStateT<recon_proj::F8> st;
             const recon_proj::I8 ok = recon_proj::project_state<recon_proj::F8>(cams[c], mean, quat, scale, eps2d,
                                                                                   near_plane, far_plane, calc_comp, st);
@@ -148,26 +146,24 @@ inline std::vector<torch::Tensor> project_bwd(const torch::Tensor& means, const 
         for (int64_t blk = 0; blk < n8; ++blk) {
             const int64_t n0 = blk * 8;
             F8 mean[3], quat[4], scale[3];
-            for (int l = 0; l < 8; ++l) {
-                for (int j = 0; j < 3; ++j) mean[j][l] = m[3 * (n0 + l) + j];
-                for (int j = 0; j < 4; ++j) quat[j][l] = q[4 * (n0 + l) + j];
-                for (int j = 0; j < 3; ++j) scale[j][l] = s[3 * (n0 + l) + j];
-            }
+            recon_lanes::load_lanes(m + 3 * n0, 3, 3, mean);
+            recon_lanes::load_lanes(q + 4 * n0, 4, 4, quat);
+            recon_lanes::load_lanes(s + 3 * n0, 3, 3, scale);
             F8 am[3] = {}, aq[4] = {}, as[3] = {};
             for (int64_t c = 0; c < C; ++c) {
+                const int64_t i0 = c * N + n0;
                 I8 visible;
-                F8 vmean2d[2], vconic[3], vdepth, vcomp = {};
-                for (int l = 0; l < 8; ++l) {
-                    const int64_t i = c * N + n0 + l;
-                    visible[l] = (ra[2 * i] > 0 && ra[2 * i + 1] > 0) ? -1 : 0;
-                    for (int j = 0; j < 2; ++j) vmean2d[j][l] = vm2[2 * i + j];
-                    for (int j = 0; j < 3; ++j) vconic[j][l] = vco[3 * i + j];
-                    vdepth[l] = vde[i];
-                    if (vcp) vcomp[l] = vcp[i];
-                }
                 bool any = false;
-                for (int l = 0; l < 8; ++l) any |= visible[l] != 0;
+                for (int l = 0; l < 8; ++l) {
+                    visible[l] = (ra[2 * (i0 + l)] > 0 && ra[2 * (i0 + l) + 1] > 0) ? -1 : 0;
+                    any |= visible[l] != 0;
+                }
                 if (!any) continue;
+                F8 vmean2d[2], vconic[3], vdepth, vcomp = {};
+                recon_lanes::load_lanes(vm2 + 2 * i0, 2, 2, vmean2d);
+                recon_lanes::load_lanes(vco + 3 * i0, 3, 3, vconic);
+                recon_lanes::load_lanes(vde + i0, 1, 1, &vdepth);
+                if (vcp) recon_lanes::load_lanes(vcp + i0, 1, 1, &vcomp);
                 // visible in the forward (radii > 0): only the intermediates are needed again, not the culling
                 recon_proj::ProjStateT<F8> st;
                 const I8 use = visible & recon_proj::project_state<F8>(cams[c], mean, quat, scale, eps2d, near_plane,
@@ -179,11 +175,9 @@ inline std::vector<torch::Tensor> project_bwd(const torch::Tensor& means, const 
                 for (int j = 0; j < 4; ++j) aq[j] = use ? aq[j] + gqc[j] : aq[j];
                 for (int j = 0; j < 3; ++j) as[j] = use ? as[j] + gsc[j] : as[j];
             }
-            for (int l = 0; l < 8; ++l) {
-                for (int j = 0; j < 3; ++j) gm[3 * (n0 + l) + j] = am[j][l];
-                for (int j = 0; j < 4; ++j) gq[4 * (n0 + l) + j] = aq[j][l];
-                for (int j = 0; j < 3; ++j) gs[3 * (n0 + l) + j] = as[j][l];
-            }
+            recon_lanes::store_lanes(am, 3, gm + 3 * n0, 3);
+            recon_lanes::store_lanes(aq, 4, gq + 4 * n0, 4);
+            recon_lanes::store_lanes(as, 3, gs + 3 * n0, 3);
         }
         for (int64_t n = n8 * 8; n < N; ++n) {
             for (int j = 0; j < 3; ++j) gm[3 * n + j] = gs[3 * n + j] = 0.f;
@@ -253,11 +247,8 @@ inline void sh_color_vjp(int degree, int nb, const T* mean, const float* campos,
 // Eight Gaussians' means [3] and first nb * 3 coefficients as lanes.
 inline void gather_sh_lanes(const float* m, const float* sh, int64_t K, int nb, int64_t n0, recon_proj::F8* mean,
                             recon_proj::F8* k) {
-    for (int l = 0; l < 8; ++l) {
-        for (int j = 0; j < 3; ++j) mean[j][l] = m[3 * (n0 + l) + j];
-        const float* kl = sh + (n0 + l) * K * 3;
-        for (int q = 0; q < 3 * nb; ++q) k[q][l] = kl[q];
-    }
+    recon_lanes::load_lanes(m + 3 * n0, 3, 3, mean);
+    recon_lanes::load_lanes(sh + n0 * K * 3, K * 3, 3 * nb, k);
 }
 
 inline torch::Tensor sh_fwd(int64_t degree, const torch::Tensor& means, const torch::Tensor& coeffs,
@@ -286,8 +277,7 @@ inline torch::Tensor sh_fwd(int64_t degree, const torch::Tensor& means, const to
             for (int64_t c = 0; c < C; ++c) {
                 recon_proj::F8 col[3];
                 sh_color<recon_proj::F8>(deg, nb, mean, cp + 3 * c, k, col);
-                for (int l = 0; l < 8; ++l)
-                    for (int ch = 0; ch < 3; ++ch) out[(c * N + n0 + l) * 3 + ch] = col[ch][l];
+                recon_lanes::store_lanes(col, 3, out + (c * N + n0) * 3, 3);
             }
         }
         for (int64_t n = n8 * 8; n < N; ++n)
@@ -325,21 +315,18 @@ inline std::vector<torch::Tensor> sh_bwd(int64_t degree, const torch::Tensor& me
                 recon_proj::F8 vcol[3];
                 recon_proj::I8 use;
                 bool any = false;
+                recon_lanes::load_lanes(vc + 3 * (c * N + n0), 3, 3, vcol);
                 for (int l = 0; l < 8; ++l) {
-                    const int64_t i = c * N + n0 + l;
-                    for (int ch = 0; ch < 3; ++ch) vcol[ch][l] = vc[3 * i + ch];
-                    const bool u = !(vc[3 * i] == 0.f && vc[3 * i + 1] == 0.f && vc[3 * i + 2] == 0.f);
+                    const bool u = !(vcol[0][l] == 0.f && vcol[1][l] == 0.f && vcol[2][l] == 0.f);
                     use[l] = u ? -1 : 0;
                     any |= u;
                 }
                 if (any) sh_color_vjp<recon_proj::F8>(deg, nb, mean, cp + 3 * c, k, vcol, use, vk, vmean);
             }
-            for (int l = 0; l < 8; ++l) {
-                float* vkl = gk + (n0 + l) * K * 3;
-                for (int q = 0; q < 3 * nb; ++q) vkl[q] = vk[q][l];
-                for (int64_t q = 3 * nb; q < K * 3; ++q) vkl[q] = 0.f;
-                for (int a = 0; a < 3; ++a) gm[3 * (n0 + l) + a] = vmean[a][l];
-            }
+            recon_lanes::store_lanes(vk, 3 * nb, gk + n0 * K * 3, K * 3);
+            for (int l = 0; l < 8; ++l)  // coefficients above the degree get no gradient
+                std::fill(gk + (n0 + l) * K * 3 + 3 * nb, gk + (n0 + l + 1) * K * 3, 0.f);
+            recon_lanes::store_lanes(vmean, 3, gm + 3 * n0, 3);
         }
         for (int64_t n = n8 * 8; n < N; ++n) {
             for (int j = 0; j < 3; ++j) gm[3 * n + j] = 0.f;
