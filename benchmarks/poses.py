@@ -97,8 +97,9 @@ def main() -> None:
         nargs="+",
         default=["auto", "colmap"],
         choices=["auto", "own", "colmap", "colmap_sparse"],
-        help="auto: the default (pycolmap for few views, own SfM where it leaves views out); own: the built-in SfM "
-        "(the default before issue 17); colmap: pycolmap defaults; colmap_sparse: pycolmap relaxed for few views",
+        help="auto: the default (pycolmap incremental, its global mapper where views are left out); own: the "
+        "built-in SfM (the default before issue 17); colmap: pycolmap defaults; colmap_sparse: pycolmap relaxed for "
+        "few views",
     )
     ap.add_argument("--no-colmap", action="store_true", help="only the first of --methods")
     ap.add_argument(

@@ -70,6 +70,7 @@ METHODS: dict[str, Callable[[ViewSet, float | None, int], PoseResult]] = {
     "colmap": _colmap(cr.DEFAULT, "colmap"),
     "colmap_sparse": _colmap(cr.SPARSE, "colmap_sparse"),
     "colmap_affine": _colmap(cr.SPARSE_AFFINE, "colmap_affine"),
+    "colmap_global": lambda v, f, th: cr.global_poses(v, f, dataclasses.replace(cr.SPARSE_GLOBAL, num_threads=th)),
     # one relaxation at a time, to see which matters
     "colmap_init": _colmap(
         dataclasses.replace(cr.DEFAULT, min_num_matches=10, init_min_num_inliers=30, init_min_tri_angle=4.0),

@@ -242,30 +242,52 @@ def _fake_result(names: list[str], failed: list[str], method: str) -> PoseResult
     return PoseResult(cams, list(names), failed, np.zeros((0, 3)), np.zeros((0, 3)), ident, method=method)
 
 
-@pytest.mark.parametrize("own_registers", [3, 2, None])
-def test_auto_falls_back_to_the_own_sfm_only_where_pycolmap_leaves_views_out(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, own_registers: int | None
+@pytest.mark.parametrize("global_registers", [3, 2, None])
+def test_auto_falls_back_to_the_global_mapper_only_where_the_incremental_one_leaves_views_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, global_registers: int | None
 ) -> None:
     from recon.poses import colmap_runner
-    from recon.poses import estimate as E
 
     names = ["a.png", "b.png", "c.png"]
     u = ViewSet(names=names, images=[np.zeros((3, 4, 3), np.float32)] * 3, cameras=None, source=tmp_path, meta={})
-    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _fake_result(names[:2], ["c.png"], "pyc"))
+    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _fake_result(names[:2], ["c.png"], "inc"))
 
-    def own(*a: object, **k: object) -> PoseResult:
-        if own_registers is None:
-            raise ReconInputError("pose estimation failed", tmp_path)
-        return _fake_result(names[:own_registers], names[own_registers:], "own")
+    def global_mapper(*a: object, **k: object) -> PoseResult:
+        if global_registers is None:
+            raise ReconInputError("no pair", tmp_path)
+        return _fake_result(names[:global_registers], names[global_registers:], "glob")
 
-    monkeypatch.setattr(E, "own_sfm_poses", own)
+    monkeypatch.setattr(colmap_runner, "global_poses", global_mapper)
     res = estimate_poses(u)
-    assert res.method == ("auto (own SfM)" if own_registers == 3 else "pyc")  # a tie keeps pycolmap's
-    assert len(res.registered) == (3 if own_registers == 3 else 2)
-    # every view registered by pycolmap: the own SfM is not run
-    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _fake_result(names, [], "pyc"))
-    monkeypatch.setattr(E, "own_sfm_poses", lambda *a, **k: pytest.fail("own SfM run although pycolmap had all"))
-    assert estimate_poses(u).method == "pyc"
+    assert res.method == ("glob" if global_registers == 3 else "inc")  # a tie keeps the incremental mapper's
+    assert len(res.registered) == (3 if global_registers == 3 else 2)
+    # every view registered by the incremental mapper: the global one is not run
+    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _fake_result(names, [], "inc"))
+    monkeypatch.setattr(colmap_runner, "global_poses", lambda *a, **k: pytest.fail("global mapper run needlessly"))
+    assert estimate_poses(u).method == "inc"
+    # neither mapper registers a pair: one clear error naming the folder
+    monkeypatch.setattr(colmap_runner, "colmap_poses", lambda *a, **k: _raise(tmp_path))
+    monkeypatch.setattr(colmap_runner, "global_poses", lambda *a, **k: _raise(tmp_path))
+    with pytest.raises(ReconInputError, match="neither of pycolmap's mappers"):
+        estimate_poses(u)
+
+
+def _raise(path: Path) -> PoseResult:
+    raise ReconInputError("no pair", path)
+
+
+def test_global_mapper_poses_three_generated_views_without_a_focal(scene: Path) -> None:
+    """pycolmap's global mapper from the focal sweep (no focal given) registers the 3-view track, cameras scaled
+    back to the input size, focal found by bundle adjustment."""
+    from recon.poses.colmap_runner import global_poses
+
+    v = read_spare_scene(scene, track=3, split="train")
+    res = global_poses(_unposed(v))
+    assert res.failed == [] and res.info["focal_prior"] == "none"
+    ref = [v.cameras[v.names.index(n)] for n in res.registered]
+    assert np.median(pose_errors(res.cameras, ref)["rotation_deg"]) < 2.0
+    assert res.cameras[0].fx == pytest.approx(v.cameras[0].fx, rel=0.1)
+    assert (res.cameras[0].width, res.cameras[0].height) == (240, 180)
 
 
 def test_pycolmap_sparse_settings_register_three_generated_views(scene: Path) -> None:

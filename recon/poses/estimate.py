@@ -15,17 +15,14 @@ from recon.errors import ReconInputError
 from recon.io.types import ViewSet
 from recon.poses.align import transform_camera
 from recon.poses.features import detect
-from recon.poses.incremental import IncrementalSfM, Model, OutOfTime, check_deadline
+from recon.poses.incremental import IncrementalSfM, Model, check_deadline
 from recon.poses.matching import PairMatches, mutual_ratio_matches, verify_pair
 from recon.poses.normalize import normalisation
 from recon.poses.result import PoseResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HFOV_DEG = 50.0
-#: seconds the own SfM may take as the fallback of ``--poses auto`` (``--poses own`` has no limit): on the real
-#: development data it never registered a view pycolmap had not, in 25-150+ s (benchmarks/poses_real.py)
-OWN_SFM_BUDGET_S = 60.0  # used when a photo has no EXIF focal length; refined by bundle adjustment
+DEFAULT_HFOV_DEG = 50.0  # used when a photo has no EXIF focal length; refined by bundle adjustment
 
 
 def focal_from_hfov(width: int, hfov_deg: float) -> float:
@@ -217,17 +214,18 @@ def estimate_poses(
     hfov_deg: float | None = None,
     max_features: int = 8000,
     seed: int = 0,
-    own_budget_s: float | None = OWN_SFM_BUDGET_S,
 ) -> PoseResult:
     """Cameras for the views of an unposed ViewSet.
 
-    ``method``: "auto" (pycolmap with settings for a few views, :data:`recon.poses.colmap_runner.SPARSE`;
-    where it fails or leaves views out, this module's own SfM within ``own_budget_s`` seconds; the result
-    registering more views wins, ties to pycolmap), "own" (this module's SfM only, no time limit) or "colmap"
-    (pycolmap with COLMAP's defaults). ``focal_px`` overrides the per-image EXIF focal
-    (``views.meta["exif_focal_px"]``). On the real development data (benchmarks/poses_real.py) pycolmap was
-    fast and right where the own SfM was slow and wrong; the own SfM is the fallback for views pycolmap drops.
-    Raises ReconInputError when fewer than 2 views can be registered.
+    ``method``: "auto" (pycolmap's incremental mapper with settings for a few views,
+    :data:`recon.poses.colmap_runner.SPARSE`; where it fails or leaves views out, pycolmap's global mapper on a
+    cycle-checked view graph, :func:`recon.poses.colmap_runner.global_poses`; the result registering more views
+    wins, ties to the incremental one), "own" (this module's incremental SfM, no time limit) or "colmap" (pycolmap
+    with COLMAP's defaults). ``focal_px`` overrides the per-image EXIF focal (``views.meta["exif_focal_px"]``).
+    On the real development data (benchmarks/poses_real.py) the global mapper placed the third view of DTU's
+    3-view sets that the incremental one leaves out (it needs points seen by all three views), while the own
+    SfM, the earlier fallback, was slow and never registered a view pycolmap had not, there or on the generated
+    scenes. Raises ReconInputError when fewer than 2 views can be registered.
     """
     if method == "colmap":
         from recon.poses.colmap_runner import colmap_poses
@@ -237,42 +235,34 @@ def estimate_poses(
         return own_sfm_poses(views, focal_px, hfov_deg, max_features, seed)
     if method != "auto":
         raise ValueError(f"unknown pose method {method!r} (auto, own or colmap)")
-    from recon.poses.colmap_runner import SPARSE, colmap_poses
+    from recon.poses.colmap_runner import SPARSE, SPARSE_GLOBAL, colmap_poses, global_poses
 
     t0 = time.perf_counter()
     first: PoseResult | None = None
     try:
         first = colmap_poses(views, focal_px=focal_px, settings=SPARSE, method="auto (pycolmap)")
     except ReconInputError as exc:
-        log.info("poses: pycolmap registered no pair (%s); trying the own SfM", exc)
+        log.info("poses: pycolmap's incremental mapper registered no pair (%s); trying its global mapper", exc)
     if first is not None and not first.failed:
         return first
     if first is not None:
-        log.info("poses: pycolmap left out %s; trying the own SfM", ", ".join(first.failed))
+        log.info("poses: pycolmap's incremental mapper left out %s; trying its global mapper", ", ".join(first.failed))
+    second: PoseResult | None = None
+    # the focal the incremental mapper found from >= 3 views starts the global one (one run instead of a sweep)
+    starts = [float(first.cameras[0].fx)] if first is not None and len(first.registered) >= 3 else None
     try:
-        second = own_sfm_poses(views, focal_px, hfov_deg, max_features, seed, budget_s=own_budget_s)
-    except OutOfTime:
-        log.warning("poses: the own SfM stopped after its %.0f s budget", own_budget_s)
-        if first is None:
-            raise ReconInputError(
-                f"pose estimation failed: pycolmap registered no pair of the {len(views)} images and the own SfM "
-                f"did not finish in {own_budget_s:.0f} s (try --poses own)",
-                views.source,
-            ) from None
-        second = None
+        second = global_poses(views, focal_px, SPARSE_GLOBAL, "auto (pycolmap global)", focal_starts=starts)
     except ReconInputError:
         if first is None:
-            raise
-        second = None
-    if second is None or (first is not None and len(first.registered) >= len(second.registered)):
-        best = first
-    else:
-        best = second
+            raise ReconInputError(
+                f"pose estimation failed: neither of pycolmap's mappers could register a pair of the {len(views)} "
+                "images (too few matching features between them; try --poses own)",
+                views.source,
+            ) from None
+    best = second if second is not None and (first is None or len(second.registered) > len(first.registered)) else first
     assert best is not None
-    if best is second:
-        best.method = "auto (own SfM)"
     best.info["seconds"] = time.perf_counter() - t0
-    best.info["tried"] = ["pycolmap", "own SfM"]
+    best.info["tried"] = ["pycolmap incremental", "pycolmap global"]
     return best
 
 
