@@ -220,9 +220,7 @@ def colmap_poses(
     """
     import pycolmap
 
-    pycolmap.logging.minloglevel = max(
-        int(pycolmap.logging.minloglevel), int(__import__("os").environ.get("RECON_COLMAP_LOG", 2))
-    )  # COLMAP's progress log: silent
+    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)  # COLMAP's progress log: silent
     from recon.poses.align import transform_camera
     from recon.poses.normalize import normalisation
 
@@ -362,8 +360,6 @@ def colmap_poses(
 #: long; bundle adjustment refines each start (on DTU's 3 views, 31 deg true, starts from 0.5x to 1.5x the true
 #: focal ended within 5% of it, except one that ended 35% off with a clearly higher RMS)
 FOCAL_SWEEP_HFOV_DEG = (60.0, 45.0, 32.0)
-#: with a known focal, the starts are it and these multiples of it
-FOCAL_SWEEP_KNOWN = (1.0, 0.8, 1.25)
 
 
 def global_poses(
@@ -373,17 +369,16 @@ def global_poses(
     method: str = "global",
     focal_starts: list[float] | None = None,
 ) -> PoseResult:
-    """COLMAP's global mapper on ``views`` (:func:`colmap_poses` with ``settings.mapper == "global"``), run from
-    a few starting focal lengths with the focal refined by bundle adjustment; the run registering the most views,
-    then with the lowest reprojection RMS, wins.
+    """COLMAP's global mapper on ``views`` (:func:`colmap_poses` with ``settings.mapper == "global"``).
 
-    Why several starts: with 3 views most points are seen twice, the relative rotations come from two or three
-    essential matrices of 50-100 matches, and the mapper can settle in a distorted solution (DTU scan24, true
-    focal held: 11.6 deg off at 0.80 px RMS; from other starts 2-3 deg at 0.55-0.59 px). Without a focal
-    (argument or shared EXIF) the starts are :data:`FOCAL_SWEEP_HFOV_DEG`: COLMAP's own focal calibration from
+    A focal given (argument or shared EXIF) is used as ``settings`` say (SPARSE_GLOBAL holds it). Without one the
+    mapper runs from each start of :data:`FOCAL_SWEEP_HFOV_DEG`, or from ``focal_starts`` (e.g. the focal another
+    reconstruction of the same photos found), with the focal refined by bundle adjustment, and the run
+    registering the most views, then with the lowest reprojection RMS, wins: COLMAP's own focal calibration from
     fundamental matrices fails for cameras that all look at one point (DTU, turntable captures), a degenerate
-    configuration for it. ``focal_starts`` replaces those starts (e.g. the focal another reconstruction of the
-    same photos found). Raises ReconInputError when no start reconstructs a pair."""
+    configuration for it, and a single start can settle in a distorted solution (DTU scan24 from 1.0x the true
+    focal: 35% off at 0.77 px RMS; from 0.5-0.85x and 1.5x: within 2% at 0.55-0.59 px). Raises ReconInputError
+    when no start reconstructs a pair."""
     known = _shared_focal(views, focal_px)
     w = views.images[0].shape[1]
     if known is not None:
@@ -397,7 +392,7 @@ def global_poses(
         except ReconInputError as exc:
             log.debug("global mapper from a %.0f px focal: %s", start, exc)
             continue
-        r.info.update({"focal_prior": "given" if known is not None else "none", "focal_start_px": start})
+        r.info.update({"focal_prior": "none", "focal_start_px": start})
         log.debug(
             "global mapper from a %.0f px focal: %d views, rms %.3f px", start, len(r.registered), r.info["rms_px"]
         )

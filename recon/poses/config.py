@@ -10,8 +10,9 @@ POSE_METHODS = ("auto", "own", "colmap")
 @dataclass
 class PoseConfig:
     """``method``: auto (pycolmap's incremental mapper set for a few views; its global mapper where that leaves
-    views out), own (built-in SfM) or colmap (pycolmap's defaults); ``refine``: per-camera SE(3) corrections trained with the model
-    (zero-initialised, learning rate ``lr``), moving from ``refine_start`` x the iterations."""
+    views out), own (built-in SfM) or colmap (pycolmap's defaults); ``refine``: per-camera SE(3) corrections
+    trained with the model (zero-initialised, learning rate ``lr``), moving from ``refine_start`` x the
+    iterations."""
 
     method: str = "auto"
     refine: bool = True
