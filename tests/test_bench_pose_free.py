@@ -62,3 +62,29 @@ def test_fitting_pulls_perturbed_test_cameras_back_and_leaves_the_model_alone() 
     assert all(torch.equal(before[k], v) for k, v in model.splats.items())
     assert all(p.requires_grad for p in model.parameters())  # frozen only while fitting
     assert [c.name for c in fitted] == test.names and np.allclose(fitted[0].K, start[0].K)
+
+
+def test_fit_scores_only_the_masked_object_when_the_model_also_renders_a_background() -> None:
+    """A scene-mode reconstruction renders the background too; the fit must look at the masked object only, as
+    the masked metric does, and not pull the cameras towards rendering the background black."""
+    ball = _cloud()
+    rng = np.random.default_rng(5)
+    far = rng.normal(size=(3000, 3))
+    far = 6.0 * far / np.linalg.norm(far, axis=1, keepdims=True)  # a bright shell around the cameras
+    xyz = np.concatenate([ball.splats["means"].detach().numpy(), far])
+    rgb = np.concatenate([rng.random((3000, 3)), 0.8 + 0.2 * rng.random((3000, 3))])
+    scene = GaussianModel.from_points(xyz, rgb, sh_degree=0, init_scale=0.7, init_opacity=0.9)
+    truth = _cameras()
+    with torch.no_grad():
+        images = [scene.render(c, background=torch.zeros(3), render_mode="RGB").rgb.clamp(0, 1).numpy() for c in truth]
+        masks = [
+            (ball.render(c, background=torch.zeros(3), render_mode="RGB").alpha > 0.5).float().numpy().reshape(60, 80)
+            for c in truth
+        ]
+    assert all(0.05 < m.mean() < 0.8 for m in masks)
+    start = [_perturb(c, 2.0, 0.03, k) for k, c in enumerate(truth)]
+    test = ViewSet(names=[c.name for c in truth], images=images, cameras=start, masks=masks, source="s", meta={})
+    fitted, _ = fit_test_cameras(scene, test, steps=200, lr=3e-3)
+    e0 = pose_errors(start, truth, sim=_IDENTITY)
+    e1 = pose_errors(fitted, truth, sim=_IDENTITY)
+    assert e1["rotation_deg"].max() < 0.5 * e0["rotation_deg"].min(), (e0, e1)

@@ -25,8 +25,11 @@ def fit_test_cameras(
     """Copies of ``test.cameras`` with poses fitted to ``test.images`` under the frozen ``model``.
 
     ``model`` is anything with ``render((viewmats, Ks), width=, height=, background=, render_mode=)`` returning a
-    batched RenderOutput (Gaussians, neural primitives). The loss is the L1 error of the render on black
-    against the image times its mask (the masked metrics' convention), or the plain image without masks.
+    batched RenderOutput (Gaussians, neural primitives). The loss is the L1 error of the render on black times
+    the mask against the image times the mask (the masked metrics' convention: a scene-mode run renders the
+    background too, and without masking the render the fit pulled the test cameras towards rendering it black:
+    DTU scan37, 3 views, dataset cameras: 18.61 dB as mapped, 14.24 dB after that fit), or of the plain image
+    without masks.
     Returns the cameras and a report: per-view rotation (deg) and translation of the correction and the loss
     before/after.
     """
@@ -37,13 +40,16 @@ def fit_test_cameras(
         raise ValueError("test views need cameras to start from")
     device = getattr(model, "device", torch.device("cpu"))
     cams = list(test.cameras)
-    targets = []
+    targets, weights = [], []
     for k, img in enumerate(test.images):
         gt = torch.as_tensor(np.ascontiguousarray(img, dtype=np.float32), device=device)
+        m = torch.ones(gt.shape[:2], device=device)
         if test.masks is not None:
-            gt = gt * torch.as_tensor(np.ascontiguousarray(test.masks[k], dtype=np.float32), device=device)[..., None]
-        targets.append(gt)
+            m = torch.as_tensor(np.ascontiguousarray(test.masks[k], dtype=np.float32), device=device)
+        targets.append(gt * m[..., None])
+        weights.append(m[..., None])
     half_targets = [half_resolution(t) for t in targets]
+    half_weights = [half_resolution(w) for w in weights]
     half_cams = [c.resized(c.width // 2, c.height // 2) for c in cams]
     K_full = torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32, device=device)
     K_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
@@ -61,7 +67,8 @@ def fit_test_cameras(
         out = model.render(
             (corr.viewmats(i)[None], K), width=c.width, height=c.height, background=black, render_mode="RGB"
         )
-        return (out.rgb[0] - (half_targets[i] if half else targets[i])).abs().mean()
+        w = half_weights[i] if half else weights[i]
+        return (out.rgb[0] * w - (half_targets[i] if half else targets[i])).abs().mean()
 
     try:
         with torch.no_grad():
