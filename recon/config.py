@@ -187,6 +187,9 @@ class ReconstructConfig:
             raise ValueError(f"train.dropout must be below 1 (1 drops every Gaussian); got {self.train.dropout!r}")
         if self.track not in (None, 3, 9):
             raise ValueError(f"track must be 3 or 9; got {self.track!r}")
+        hfov = self.poses.hfov_deg
+        if hfov is not None and (isinstance(hfov, bool) or not isinstance(hfov, (int, float)) or not 1 <= hfov <= 170):
+            raise ValueError(f"poses.hfov_deg must be a field of view in degrees between 1 and 170; got {hfov!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -71,9 +71,11 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
     registered views is a ReconInputError (raised by the estimator).
     """
     from recon.poses import estimate_poses
-    from recon.poses.estimate import DEFAULT_HFOV_DEG
+    from recon.poses.estimate import DEFAULT_HFOV_DEG, focal_from_hfov
 
-    result = estimate_poses(views, method=config.poses.method, seed=config.seed)
+    hfov = config.poses.hfov_deg
+    focal = None if hfov is None else focal_from_hfov(views.images[0].shape[1], hfov)
+    result = estimate_poses(views, method=config.poses.method, focal_px=focal, seed=config.seed)
     if result.failed:
         msg = f"could not register {len(result.failed)} of {len(views)} images, continuing without them: " + ", ".join(
             result.failed
@@ -109,6 +111,15 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
         else:
             how = "by pycolmap's bundle adjustment"
         log.info("poses: the photos carry no EXIF focal length: it was estimated %s", how)
+        if len(keep) <= 3:
+            log.warning(
+                "poses: the focal length (%.0f px, %.0f deg field of view) was estimated from only %d photos, which "
+                "fix it poorly; if the views look distorted or misaligned, give the field of view: "
+                "--set poses.hfov_deg=DEG",
+                result.cameras[0].fx,
+                2 * np.degrees(np.arctan(0.5 * result.cameras[0].width / result.cameras[0].fx)),
+                len(keep),
+            )
     return out, info
 
 

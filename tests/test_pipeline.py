@@ -135,6 +135,37 @@ def test_unposed_folder_is_posed_and_reconstructed(tmp_path: Path) -> None:
     assert sorted(metrics["train_psnr_per_view"]) == ["IMG_0.png", "IMG_1.png", "IMG_2.png"]
     assert "poorly_fitting_views" in metrics["poses"]
     assert "IMG_9.png" in (out / "run.log").read_text()
+    # no EXIF and only 3 views: the estimated focal is flagged, with the setting that fixes it
+    assert "estimated from only 3 photos" in proc.stderr and "--set poses.hfov_deg=" in proc.stderr
+
+
+def test_a_given_field_of_view_reaches_the_pose_estimator_as_a_held_focal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recon.poses
+    from recon.io.types import ViewSet
+    from recon.pipeline import estimate_cameras
+    from recon.poses import PoseResult, Similarity
+
+    seen: dict = {}
+
+    def fake(views: ViewSet, method: str, focal_px: float | None = None, seed: int = 0) -> PoseResult:
+        from recon.cameras import Camera, intrinsics
+
+        seen["focal_px"] = focal_px
+        K = intrinsics(100.0, 100.0, 50, 40)
+        cams = [Camera(K=K, viewmat=np.eye(4), width=100, height=80, name=n) for n in views.names]
+        ident = Similarity(1.0, np.eye(3), np.zeros(3))
+        info = {"focal_prior": "given" if focal_px else "none", "seconds": 0.1}
+        return PoseResult(cams, list(views.names), [], np.zeros((0, 3)), np.zeros((0, 3)), ident, "auto", info)
+
+    monkeypatch.setattr(recon.poses, "estimate_poses", fake)
+    images = [np.zeros((80, 100, 3), np.float32)] * 3
+    views = ViewSet(names=["a", "b", "c"], images=images, cameras=None, source="x", meta={})
+    estimate_cameras(views, make_config("fast", settings={"poses.hfov_deg": 90.0}))
+    assert seen["focal_px"] == pytest.approx(50.0)  # 90 deg across 100 px
+    estimate_cameras(views, make_config("fast"))
+    assert seen["focal_px"] is None
+    with pytest.raises(ValueError, match="poses.hfov_deg"):
+        make_config("fast", settings={"poses.hfov_deg": 400.0})
 
 
 def test_a_view_fitting_far_worse_than_the_others_is_named() -> None:
