@@ -50,7 +50,9 @@ def fitted(model: object, test: ViewSet, cameras: list[Camera], steps: int) -> l
     return cams
 
 
-def check_scene(protocol: Protocol, scene_dir: Path, work: Path, fit_steps: int, iterations: int | None) -> dict:
+def check_scene(
+    protocol: Protocol, scene_dir: Path, work: Path, fit_steps: int, iterations: int | None, give_hfov: bool = False
+) -> dict:
     scene = load_scene(protocol, scene_dir)
     h, w = scene.inputs.images[0].shape[:2]
     config = make_config("fast", max_side=max(h, w), iterations=iterations)
@@ -72,7 +74,14 @@ def check_scene(protocol: Protocol, scene_dir: Path, work: Path, fit_steps: int,
         save_image(folder / f"IMG_{k:02d}.png", img)
     t = time.perf_counter()
     est_run = work / f"{scene.name}_estimated_poses"
-    summary = reconstruct(folder, est_run, config, overwrite=True)
+    est_config = config
+    if give_hfov:  # what a user types for photos without EXIF: the field of view, here the dataset's own
+        c0 = scene.inputs.cameras[0]  # type: ignore[index]
+        row["hfov_given_deg"] = float(np.degrees(2 * np.arctan(0.5 * c0.width / c0.fx)))
+        est_config = make_config(
+            "fast", max_side=max(h, w), iterations=iterations, settings={"poses.hfov_deg": row["hfov_given_deg"]}
+        )
+    summary = reconstruct(folder, est_run, est_config, overwrite=True)
     row["estimated_poses_wall_s"] = time.perf_counter() - t
     row["black_renders"] = summary.get("black_renders", [])
     cams = [Camera.from_dict(d) for d in json.loads((est_run / "cameras.json").read_text())["cameras"]]
@@ -104,12 +113,17 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("bench_runs/poses_real_psnr"))
     ap.add_argument("--iterations", type=int, default=None, help="override the preset's steps (quick checks)")
     ap.add_argument("--fit-steps", type=int, default=150, help="steps of the test-pose fit")
+    ap.add_argument(
+        "--give-hfov",
+        action="store_true",
+        help="the estimated-pose run gets the dataset's field of view (--set poses.hfov_deg), as a user would type it",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "poses_real_psnr.json")
     args = ap.parse_args()
     protocol = get_protocol(args.protocol)
     only = args.scenes.split(",") if args.scenes else None
     rows = [
-        check_scene(protocol, d, args.work, args.fit_steps, args.iterations)
+        check_scene(protocol, d, args.work, args.fit_steps, args.iterations, args.give_hfov)
         for d in find_scenes(protocol, args.data, only)
     ]
     print("\n| scene | registered | rot. err. median / max (deg) | dataset poses dB | estimated poses dB | diff |")
