@@ -220,7 +220,9 @@ def colmap_poses(
     """
     import pycolmap
 
-    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 2)  # COLMAP's progress log: silent
+    # COLMAP's progress log and its error lines ("Global mapping failed"...) stay silent: failures are reported
+    # here, in words naming the photos
+    pycolmap.logging.minloglevel = max(int(pycolmap.logging.minloglevel), 3)
     from recon.poses.align import transform_camera
     from recon.poses.normalize import normalisation
 
