@@ -46,6 +46,7 @@ def test_every_field_is_settable_from_a_string() -> None:
         "densify.refine_stop_frac": "0.5",
         "mode": "scene",
         "init.scene_points": "random",
+        "poses.hfov_deg": "45",
     }
     for path in paths:
         text = choices.get(path, _example(get_field(base, path)))
