@@ -193,7 +193,7 @@ def test_binocular_consistency_is_zero_at_the_true_depth_and_pulls_toward_it() -
         depth = torch.full((h, w), z, requires_grad=True)
         loss = R.binocular_consistency(depth, alpha, partner, target, fx, baseline)
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         grads.append(float(depth.grad.sum()))
     assert losses[1] < 1e-5 < min(losses[0], losses[2])
     assert grads[0] < 0 < grads[2]  # too near: push back; too far: pull in
