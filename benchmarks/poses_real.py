@@ -37,6 +37,7 @@ from recon.errors import ReconInputError
 from recon.io.types import ViewSet
 from recon.poses import PoseResult, estimate_poses, pose_errors
 from recon.poses import colmap_runner as cr
+from recon.poses.view_graph import rotation_angle_deg
 
 SETS = {  # name -> (scene folder under --data, protocol)
     "dtu/scan24:3": ("dtu/scan24", "dtu3"),
@@ -100,7 +101,7 @@ def rel_rotation_errors(est: list, ref: list) -> np.ndarray:
         Re = est[j].R @ est[i].R.T
         Rg = ref[j].R @ ref[i].R.T
         d = Re @ Rg.T
-        out.append(np.degrees(np.arccos(np.clip((np.trace(d) - 1) / 2, -1, 1))))
+        out.append(rotation_angle_deg(d))
     return np.array(out)
 
 

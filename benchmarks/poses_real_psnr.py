@@ -34,6 +34,7 @@ from recon.io.images import save_image
 from recon.io.types import ViewSet
 from recon.pipeline import load_run_model, reconstruct, render_views
 from recon.poses import align_cameras, pose_errors, transform_camera
+from recon.poses.estimate import hfov_from_focal
 
 
 def mean_psnr(protocol: Protocol, scene: ProtocolScene, model: object, cameras: list[Camera]) -> float:
@@ -77,7 +78,7 @@ def check_scene(
     est_config = config
     if give_hfov:  # what a user types for photos without EXIF: the field of view, here the dataset's own
         c0 = scene.inputs.cameras[0]  # type: ignore[index]
-        row["hfov_given_deg"] = float(np.degrees(2 * np.arctan(0.5 * c0.width / c0.fx)))
+        row["hfov_given_deg"] = hfov_from_focal(c0.width, c0.fx)
         est_config = make_config(
             "fast", max_side=max(h, w), iterations=iterations, settings={"poses.hfov_deg": row["hfov_given_deg"]}
         )

@@ -71,7 +71,7 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
     registered views is a ReconInputError (raised by the estimator).
     """
     from recon.poses import estimate_poses
-    from recon.poses.estimate import DEFAULT_HFOV_DEG, focal_from_hfov
+    from recon.poses.estimate import DEFAULT_HFOV_DEG, focal_from_hfov, hfov_from_focal
 
     hfov = config.poses.hfov_deg
     focal = None if hfov is None else focal_from_hfov(views.images[0].shape[1], hfov)
@@ -117,7 +117,7 @@ def estimate_cameras(views: ViewSet, config: ReconstructConfig) -> tuple[ViewSet
                 "fix it poorly; if the views look distorted or misaligned, give the field of view: "
                 "--set poses.hfov_deg=DEG",
                 result.cameras[0].fx,
-                2 * np.degrees(np.arctan(0.5 * result.cameras[0].width / result.cameras[0].fx)),
+                hfov_from_focal(result.cameras[0].width, result.cameras[0].fx),
                 len(keep),
             )
     return out, info

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon.cameras import Camera
+from recon.poses.view_graph import rotation_angle_deg
 
 
 @dataclass
@@ -89,6 +90,6 @@ def pose_errors(est: list[Camera], ref: list[Camera], sim: Similarity | None = N
     for e, r in zip(est, ref):
         ea = transform_camera(e, sim)
         dR = ea.R @ r.R.T
-        rot.append(np.degrees(np.arccos(np.clip((np.trace(dR) - 1) / 2, -1, 1))))
+        rot.append(rotation_angle_deg(dR))
         cen.append(np.linalg.norm(ea.center - r.center))
     return {"rotation_deg": np.array(rot), "center": np.array(cen)}

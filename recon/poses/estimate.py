@@ -19,6 +19,7 @@ from recon.poses.incremental import IncrementalSfM, Model, check_deadline
 from recon.poses.matching import PairMatches, mutual_ratio_matches, verify_pair
 from recon.poses.normalize import normalisation
 from recon.poses.result import PoseResult
+from recon.poses.view_graph import relative_rotation, rotation_angle_deg
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ DEFAULT_HFOV_DEG = 50.0  # used when a photo has no EXIF focal length; refined b
 
 def focal_from_hfov(width: int, hfov_deg: float) -> float:
     return 0.5 * width / math.tan(math.radians(hfov_deg) / 2)
+
+
+def hfov_from_focal(width: int, focal_px: float) -> float:
+    """The horizontal field of view (deg) of a ``width``-pixel image at ``focal_px``: focal_from_hfov's inverse."""
+    return math.degrees(2 * math.atan(0.5 * width / focal_px))
 
 
 def _intrinsics(views: ViewSet, focal_px: float | None, hfov_deg: float) -> tuple[np.ndarray, bool]:
@@ -72,22 +78,10 @@ def match_all(
     return pairs
 
 
-def _rot_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
-
-
 def consistent_pairs(pairs: list[PairMatches], tol_deg: float = 5.0) -> list[PairMatches]:
     """Drop pairs whose relative rotation disagrees with every triangle they are part of (a wrong essential
     matrix, e.g. from a repetitive texture); pairs in no triangle are kept."""
     R = {(p.i, p.j): p.R for p in pairs}
-
-    def rel(a: int, b: int) -> np.ndarray | None:  # rotation taking camera a's axes to camera b's
-        if (a, b) in R:
-            return R[(a, b)]
-        if (b, a) in R:
-            return R[(b, a)].T
-        return None
-
     nodes = sorted({p.i for p in pairs} | {p.j for p in pairs})
     keep = []
     for p in pairs:
@@ -95,11 +89,11 @@ def consistent_pairs(pairs: list[PairMatches], tol_deg: float = 5.0) -> list[Pai
         for k in nodes:
             if k in (p.i, p.j):
                 continue
-            rik, rkj = rel(p.i, k), rel(k, p.j)
+            rik, rkj = relative_rotation(R, p.i, k), relative_rotation(R, k, p.j)
             if rik is None or rkj is None:
                 continue
             tri += 1
-            if _rot_deg(rkj @ rik @ p.R.T) < tol_deg:
+            if rotation_angle_deg(rkj @ rik @ p.R.T) < tol_deg:
                 good += 1
         if tri == 0 or good > 0:
             keep.append(p)

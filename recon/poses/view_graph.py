@@ -25,7 +25,7 @@ def rotation_angle_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
-def _relative(rot: dict[Edge, np.ndarray], a: int, b: int) -> np.ndarray | None:
+def relative_rotation(rot: dict[Edge, np.ndarray], a: int, b: int) -> np.ndarray | None:
     """Rotation taking camera a's frame to camera b's (``rot[(i, j)]`` is cam_j_from_cam_i's rotation)."""
     if (a, b) in rot:
         return rot[(a, b)]
@@ -39,7 +39,7 @@ def triangle_errors(rot: dict[Edge, np.ndarray]) -> dict[tuple[int, int, int], f
     nodes = sorted({v for e in rot for v in e})
     out = {}
     for i, j, k in itertools.combinations(nodes, 3):
-        rij, rjk, rik = _relative(rot, i, j), _relative(rot, j, k), _relative(rot, i, k)
+        rij, rjk, rik = relative_rotation(rot, i, j), relative_rotation(rot, j, k), relative_rotation(rot, i, k)
         if rij is None or rjk is None or rik is None:
             continue
         out[(i, j, k)] = rotation_angle_deg(rik.T @ rjk @ rij)
