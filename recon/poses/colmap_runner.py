@@ -154,16 +154,16 @@ def _drop_inconsistent_pairs(db: Path, tol_deg: float = 5.0, min_unconfirmed: in
         cams = {c.camera_id: c for c in database.read_all_cameras()}
         images = {im.image_id: im for im in database.read_all_images()}
         pair_ids, geoms = database.read_two_view_geometries()
+        K = {i: cams[im.camera_id].calibration_matrix() for i, im in images.items()}
+        keypoints = {i: database.read_keypoints(i)[:, :2].astype(np.float64) for i in images}  # once per image
         rot, weight, ids = {}, {}, {}
         for pid, g in zip(pair_ids, geoms):
             i1, i2 = pycolmap.pair_id_to_image_pair(pid)
             if len(g.inlier_matches) < 5:
                 continue
-            K1 = cams[images[i1].camera_id].calibration_matrix()
-            K2 = cams[images[i2].camera_id].calibration_matrix()
+            K1, K2 = K[i1], K[i2]
             m = g.inlier_matches
-            x1 = database.read_keypoints(i1)[m[:, 0], :2].astype(np.float64)
-            x2 = database.read_keypoints(i2)[m[:, 1], :2].astype(np.float64)
+            x1, x2 = keypoints[i1][m[:, 0]], keypoints[i2][m[:, 1]]
             R = _relative_rotation(g, K1, K2, x1, x2)
             if R is None:
                 continue
@@ -382,9 +382,9 @@ def global_poses(
     focal: 35% off at 0.77 px RMS; from 0.5-0.85x and 1.5x: within 2% at 0.55-0.59 px). Raises ReconInputError
     when no start reconstructs a pair."""
     known = _shared_focal(views, focal_px)
-    w = views.images[0].shape[1]
     if known is not None:
         return colmap_poses(views, known, settings, method)
+    w = views.images[0].shape[1]
     starts = focal_starts or [0.5 * w / float(np.tan(np.radians(h) / 2)) for h in FOCAL_SWEEP_HFOV_DEG]
     free = replace(settings, fix_focal=False)
     best: PoseResult | None = None
