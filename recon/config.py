@@ -69,6 +69,12 @@ class TrainConfig:
     # opacity decay (Binocular3DGS): after every step each opacity is multiplied by (1 - rate); what the loss
     # does not keep supporting fades out and is pruned. 0 = off.
     opacity_decay: float = 0.01
+    # co-regularisation (CoR-GS, ECCV 2024; priors.co_regularization): 2 trains a second field beside the first
+    # from the same start; each is pulled towards the other's render of pseudo views between the inputs
+    # (loss.co_render) and Gaussians with no counterpart in the other field are pruned (co_prune). The first
+    # field is the result; training costs about twice as much. 1 = one field.
+    co_fields: int = 1
+    co_prune: bool = True
 
 
 @dataclass
@@ -104,6 +110,8 @@ class LossConfig:
     # the partner is rendered every this many steps (its weight times this, so the term's total is unchanged);
     # 2 cost DTU scan24 0.27 dB
     binocular_every: int = 1
+    # with train.co_fields 2: weight of the pseudo-view agreement between the two fields (L1 + D-SSIM)
+    co_render: float = 1.0
     # multi-view photometric consistency: the other input photos warped into the training view through its
     # rendered depth must reproduce its photo (best source per pixel; priors.regularizers.multiview_photometric).
     # Object mode only (recon.modes.scene_config turns it off: on unmasked DTU photos, whose lighting changes
@@ -185,6 +193,8 @@ class ReconstructConfig:
             raise ValueError(f"train.opacity_decay must be below 1; got {self.train.opacity_decay!r}")
         if self.train.dropout >= 1.0:
             raise ValueError(f"train.dropout must be below 1 (1 drops every Gaussian); got {self.train.dropout!r}")
+        if self.train.co_fields not in (1, 2):
+            raise ValueError(f"train.co_fields must be 1 or 2; got {self.train.co_fields!r}")
         if self.track not in (None, 3, 9):
             raise ValueError(f"track must be 3 or 9; got {self.track!r}")
         hfov = self.poses.hfov_deg
@@ -270,6 +280,8 @@ _MINIMUMS: dict[str, float] = {
     "loss.binocular_baseline": 0,
     "loss.binocular_scale": 0.05,
     "loss.binocular_every": 1,
+    "loss.co_render": 0,
+    "train.co_fields": 1,
     "loss.multiview": 0,
     "loss.multiview_pixels": 0,
     "densify.refine_start_iter": 0,

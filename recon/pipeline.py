@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,14 @@ from recon.representations import load_model, mesh_stage, neural_model_from_init
 from recon.rig import scene_bounds, scene_scale
 from recon.run_checks import SUSPECT_VIEW_DB, ViewEvidence, black_renders, diagnose_views, poorly_fitting_views  # noqa: F401 (public)
 from recon.run_folder import RunFolder
+from recon.training import (  # noqa: F401 (public: the trainer's pieces)
+    FieldTrainer,
+    StepOutput,
+    TrainResult,
+    data_background,
+    half_resolution,
+    resolve_device,
+)
 from renderers.types import Renderer, TrainableSplats
 
 log = logging.getLogger("recon")
@@ -181,38 +189,6 @@ def initialise(
 
 
 # ----------------------------------------------------------------------------- stage 4: training
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; anything else as torch understands it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@dataclass
-class TrainResult:
-    history: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    pruned_floaters: int = 0
-    cameras: list[Camera] | None = None  # photometrically refined cameras (when pose refinement ran)
-    pose_correction_deg: list[float] | None = None
-
-
-def _targets(
-    views: ViewSet, masks: list[np.ndarray] | None, use_masks: bool
-) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-    images = [torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)) for im in views.images]
-    if not use_masks or masks is None:
-        return images, None
-    return images, [torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)) for m in masks]
-
-
-def half_resolution(t: torch.Tensor) -> torch.Tensor:
-    """Half-resolution image/mask by 2x2 average pooling (HxW or HxWxC)."""
-    x = t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
-    y = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=False)
-    return y[0, 0] if t.dim() == 2 else y[0].permute(1, 2, 0)
-
-
 def train(
     init: Initialisation,
     views: ViewSet,
@@ -229,171 +205,100 @@ def train(
 
     ``refine_poses`` also optimises a zero-initialised SE(3) correction per camera (for estimated poses);
     the refined cameras come back in ``TrainResult.cameras``. ``extra_loss(step, model)`` (e.g. a diffusion
-    prior on pseudo views) is added to the loss whenever it returns a tensor.
+    prior on pseudo views) is added to the loss whenever it returns a tensor. With ``train.co_fields`` 2 a
+    second field trains beside the first from the same start and the two are co-regularised (CoR-GS:
+    ``priors.co_regularization``); the first is the result.
     """
-    from priors import regularizers as reg
-    from priors.visual_hull import floater_mask
-    from renderers.gaussians.model import means_lr_scheduler
-    from renderers.gaussians.strategy import DensifyStrategy
-
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    device = resolve_device(config.device)
-    model = init.model.to(device)
-    images, tmasks = _targets(views, masks, config.loss.use_masks)
-    images = [im.to(device) for im in images]
-    tmasks = None if tmasks is None else [m.to(device) for m in tmasks]
-    half_images = [half_resolution(im) for im in images]
-    half_masks = None if tmasks is None else [half_resolution(m) for m in tmasks]
-    half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
-    optimizers = model.make_optimizers(config.train.lrs or None, scene_scale=init.scene_scale)
-    means_schedule = means_lr_scheduler(optimizers, max_steps=config.iterations)  # 100x decay over the run (3DGS)
-    densify = config.densify
-    if densify.refine_stop_frac is not None:
-        densify = replace(densify, refine_stop_iter=int(densify.refine_stop_frac * config.iterations))
-    strategy = DensifyStrategy(densify, scene_scale=init.scene_scale, seed=config.seed)
-    raster_kwargs = {"absgrad": True} if densify.absgrad else {}
-    pose_opt = None
-    if refine_poses:
-        from recon.poses.refine import PoseCorrection
-
-        pose_opt = PoseCorrection(cameras, device=device)
-        pose_adam = torch.optim.Adam(pose_opt.param_groups(config.poses.lr))
-        pose_start = int(config.poses.refine_start * config.iterations)
-        Ks_full = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
-        Ks_half = torch.tensor(np.stack([c.K for c in half_cams]), dtype=torch.float32, device=device)
-    stereo = None
-    if init.stereo is not None and config.loss.stereo_depth > 0:
-        stereo = [
-            (torch.from_numpy(sd.depth).to(device), torch.from_numpy(sd.confidence).to(device)) for sd in init.stereo
-        ]
-    view_tensors = {  # (K, viewmat) of each input camera at full size (False) and coarse half size (True)
-        half: [
-            (
-                torch.as_tensor(c.K, dtype=torch.float32, device=device),
-                torch.as_tensor(c.viewmat, dtype=torch.float32, device=device),
-            )
-            for c in (half_cams if half else cameras)
-        ]
-        for half in (False, True)
-    }
-    result = TrainResult()
+    trainer = FieldTrainer(init, views, cameras, masks, config, seed=config.seed, refine_poses=refine_poses)
+    co = CoTraining(trainer, init, views, cameras, masks, config, refine_poses) if config.train.co_fields > 1 else None
     start = time.perf_counter()
-    n_views = len(images)
-    order: list[int] = []
-    coarse_steps = int(config.train.coarse_until * config.iterations)
-    # without random backgrounds: black where masks are used, else the data's own background (data_background)
-    fixed_bg = torch.tensor(
-        (0.0, 0.0, 0.0) if config.loss.use_masks and tmasks is not None else data_background(views), device=device
-    )
     for step in range(1, config.iterations + 1):
-        if not order:
-            order = torch.randperm(n_views, generator=gen).tolist()
-        i = order.pop()
-        coarse = step <= coarse_steps
-        cam = half_cams[i] if coarse else cameras[i]
-        gt = half_images[i] if coarse else images[i]
-        mask = None if tmasks is None else (half_masks[i] if coarse else tmasks[i])  # type: ignore[index]
-        model.active_sh_degree = min(config.train.sh_degree, step // max(1, config.train.sh_raise_every))
-        if config.train.random_background:
-            bg = reg.random_background(generator=gen, device=device)
-        else:
-            bg = fixed_bg
-        step_kwargs = dict(raster_kwargs)
-        if config.train.dropout > 0:
-            step_kwargs["opacity_scale"] = reg.dropout_scale(model.num_gaussians, config.train.dropout, gen, device)
-        if pose_opt is not None:
-            Kt = pose_opt.scale_K((Ks_half if coarse else Ks_full)[i])
-            out = model.render(
-                (pose_opt.viewmats(i), Kt),
-                width=cam.width,
-                height=cam.height,
-                background=bg,
-                render_mode="RGB+ED",
-                **step_kwargs,
-            )[0]
-        else:
-            out = model.render(cam, background=bg, render_mode="RGB+ED", **step_kwargs)
-        target = gt if mask is None else reg.composite(gt * mask[..., None], mask, bg)
-        strategy.step_pre_backward(out.meta)
-        loss = metrics.rgb_loss(out.rgb, target, lambda_dssim=config.loss.dssim)
-        if mask is not None and config.loss.mask > 0:
-            loss = loss + config.loss.mask * reg.alpha_mask_loss(out.alpha, mask)
-        if config.loss.opacity_entropy > 0:
-            loss = loss + config.loss.opacity_entropy * reg.opacity_entropy(model.opacities)
-        if config.loss.scale > 0:
-            loss = loss + config.loss.scale * reg.scale_regularizer(
-                model.splats["scales"], max_ratio=config.loss.max_scale_ratio
-            )
-        if config.loss.depth_smooth > 0 and out.depth is not None:
-            loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
-        if stereo is not None and out.depth is not None:
-            loss = loss + config.loss.stereo_depth * reg.stereo_depth_loss(out.depth, *stereo[i])
-        # this step's camera as tensors (refined when poses are refined) for the terms that warp through depth
-        K_i, vm_i = (Kt, pose_opt.viewmats(i)) if pose_opt is not None else view_tensors[coarse][i]
-        every = config.loss.binocular_every
-        if config.loss.binocular > 0 and out.depth is not None and step % every == 0:
-            baseline = reg.binocular_shift(out.depth, out.alpha, config.loss.binocular_baseline, gen)
-            partner_cam, pw, ph = reg.binocular_partner(
-                vm_i, K_i, baseline, cam.width, cam.height, config.loss.binocular_scale
-            )
-            partner = model.render(partner_cam, width=pw, height=ph, background=bg, render_mode="RGB", **step_kwargs)[0]
-            fx = float(K_i.reshape(-1, 3, 3)[0, 0, 0])
-            loss = loss + config.loss.binocular * every * reg.binocular_consistency(
-                out.depth, out.alpha, partner.rgb, target, fx, baseline
-            )
-        if config.loss.multiview > 0 and out.depth is not None and n_views > 1:
-            if pose_opt is not None:
-                sources = [
-                    (images[j], pose_opt.scale_K(Ks_full[j]), pose_opt.viewmats(j)) for j in range(n_views) if j != i
-                ]
-            else:
-                sources = [(images[j], *view_tensors[False][j]) for j in range(n_views) if j != i]
-            loss = loss + config.loss.multiview * reg.multiview_photometric(
-                out.depth, out.alpha, gt, K_i, vm_i, sources, pixels=config.loss.multiview_pixels, generator=gen
-            )
+        main = trainer.losses(step)
         if extra_loss is not None:
-            extra = extra_loss(step, model)
+            extra = extra_loss(step, trainer.model)
             if extra is not None:
-                loss = loss + extra
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if pose_opt is not None:
-            if step > pose_start:
-                pose_adam.step()
-            pose_adam.zero_grad(set_to_none=True)
-        means_schedule.step()
-        reg.decay_opacities(model.splats["opacities"], config.train.opacity_decay)
-        strategy.step_post_backward(step, out.meta, model, optimizers)
-        if step >= config.densify.refine_start_iter and step % config.densify.refine_every == 0:
-            floaters = None  # a hull (object mode) and stereo depth (scene mode) never come together
-            if init.hull is not None and config.loss.prune_outside_hull:
-                with torch.no_grad():
-                    floaters = floater_mask(model.means.detach(), init.hull, cameras, min_views=min(2, n_views))
-            elif init.stereo and config.loss.free_space_margin > 0:
-                from priors.stereo import in_free_space
-
-                means = model.means.detach().cpu().numpy()
-                free = in_free_space(means, init.stereo, config.loss.free_space_margin)
-                floaters = torch.from_numpy(free).to(device)
-            if floaters is not None and bool(floaters.any()) and int((~floaters).sum()) > 0:
-                result.pruned_floaters += strategy.prune_mask(model, floaters, optimizers)
-        if step % 10 == 0 or step == config.iterations:
-            with torch.no_grad():
-                psnr_v = float(metrics.psnr(out.rgb.detach().clamp(0, 1), target))
-            rec = {"step": step, "loss": float(loss.detach()), "psnr": psnr_v, "gaussians": model.num_gaussians}
-            result.history.append(rec)
+                main.loss = main.loss + extra
+        if co is not None:
+            co.step(step, main)
+        rec = trainer.update(step, main)
+        if co is not None:
+            co.after_update(step)
+        if rec is not None:
             if progress is not None:
                 progress(step, config.iterations, rec)
             if snapshot is not None and (step % snapshot_every == 0 or step == config.iterations):
-                snapshot(step, model, rec)
-    result.seconds = time.perf_counter() - start
-    if pose_opt is not None:
-        result.cameras = pose_opt.cameras(cameras)
-        result.pose_correction_deg = [float(x) for x in pose_opt.magnitudes()[0]]
+                snapshot(step, trainer.model, rec)
+    result = trainer.finish(time.perf_counter() - start)
+    if co is not None:
+        result.co_pruned = co.pruned
     return result
+
+
+class CoTraining:
+    """The second field of a co-regularised run (CoR-GS) and the terms that tie it to the first: from
+    ``co_start`` x the steps on, both render a pseudo view between two inputs each step and each is pulled
+    towards the other's render (``loss.co_render``); at each densification step until growth stops, Gaussians of
+    either field with no counterpart in the other are pruned (``train.co_prune``)."""
+
+    START = 0.2  # fraction of the run before the pseudo-view term starts (the fields first need a shape)
+
+    def __init__(
+        self,
+        first: FieldTrainer,
+        init: Initialisation,
+        views: ViewSet,
+        cameras: list[Camera],
+        masks: list[np.ndarray] | None,
+        config: ReconstructConfig,
+        refine_poses: bool,
+    ) -> None:
+        import copy
+
+        model = init.model.copy() if hasattr(init.model, "copy") else copy.deepcopy(init.model)
+        self.first = first
+        self.second = FieldTrainer(
+            replace(init, model=model), views, cameras, masks, config, seed=config.seed + 1, refine_poses=refine_poses
+        )
+        self.cameras = cameras
+        self.config = config
+        self.gen = torch.Generator().manual_seed(config.seed + 2)
+        self.start = int(self.START * config.iterations)
+        self.pruned = 0
+
+    def step(self, step: int, main: StepOutput) -> None:
+        """The second field's step (losses and update) and the pseudo-view term added to ``main.loss``."""
+        from priors.co_regularization import co_render_loss, pseudo_camera
+
+        other = self.second.losses(step)
+        weight = self.config.loss.co_render
+        if weight > 0 and step > self.start:
+            cam = pseudo_camera(self.cameras, self.gen)
+            bg = main.background
+            a = self.first.model.render(cam, background=bg, render_mode="RGB").rgb
+            b = self.second.model.render(cam, background=bg, render_mode="RGB").rgb
+            dssim = self.config.loss.dssim
+            main.loss = main.loss + weight * co_render_loss(a, b, dssim)
+            other.loss = other.loss + weight * co_render_loss(b, a, dssim)
+        self.second.update(step, other)
+
+    def after_update(self, step: int) -> None:
+        """Co-pruning at the densification steps while the fields still grow."""
+        from priors.co_regularization import unmatched
+
+        d = self.first.densify
+        if not self.config.train.co_prune or step < d.refine_start_iter or step > d.refine_stop_iter:
+            return
+        if step % d.refine_every != 0:
+            return
+        a, b = self.first, self.second
+        drop_a = unmatched(a.model.means, a.model.scales, b.model.means)
+        drop_b = unmatched(b.model.means, b.model.scales, a.model.means)
+        for trainer, drop in ((a, drop_a), (b, drop_b)):
+            if bool(drop.any()) and int((~drop).sum()) > 0:
+                n = trainer.strategy.prune_mask(trainer.model, drop, trainer.optimizers)
+                if trainer is a:
+                    self.pruned += n
 
 
 # ----------------------------------------------------------------------------- prior stage
@@ -438,20 +343,6 @@ def diffusion_prior_loss(
 
 
 # ----------------------------------------------------------------------------- stage 5: outputs
-def data_background(views: ViewSet) -> tuple[float, float, float]:
-    """The colour the input photos were composited on when the data records one (Blender scenes: white), else
-    black. Scene mode trains and renders over it, as vanilla 3DGS's ``--white_background`` on NeRF-synthetic
-    data: a known background then costs nothing, where over black it had to be painted by a fog of Gaussians in
-    front of the cameras that hides the object from every other view (plain lego 8 views: 11.2 dB)."""
-    try:
-        rgb = tuple(float(v) for v in np.asarray(views.meta.get("background"), dtype=np.float64).reshape(3))
-    except (TypeError, ValueError):
-        return (0.0, 0.0, 0.0)
-    if not all(0.0 <= v <= 1.0 for v in rgb):
-        return (0.0, 0.0, 0.0)
-    return rgb  # type: ignore[return-value]
-
-
 def render_views(model: Renderer, cameras: list[Camera], background: float | Sequence[float] = 0.0) -> list[np.ndarray]:
     """RGB renders (HxWx3 float32) of ``cameras`` over a uniform background, a grey level or an RGB triple
     (any representation)."""
@@ -647,6 +538,8 @@ def reconstruct(
                 "pruned_floaters": result.pruned_floaters,
                 "final_loss": result.history[-1]["loss"] if result.history else None,
             }
+            if config.train.co_fields > 1:
+                summary["co_pruned"] = result.co_pruned  # Gaussians of the result field the other did not match
             if pose_info is not None:
                 pose_info["refined"] = result.cameras is not None
                 pose_info["correction_deg"] = result.pose_correction_deg
