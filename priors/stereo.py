@@ -46,7 +46,7 @@ class StereoSettings:
     min_texture: float = 0.01
     max_reproj_px: float = 1.5
     max_rel_depth: float = 0.02
-    max_side: int = 200  # views are swept at most this large (longest side): halves the planes a sweep needs
+    max_side: int = 400  # views are swept at most this large (longest side; scene mode: init.stereo_side)
 
 
 @dataclass

@@ -133,13 +133,15 @@ class SceneStart:
     stereo: list[Any] | None = None
 
 
-def scene_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator) -> SceneStart | None:
+def scene_start(
+    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, stereo_side: int = 400
+) -> SceneStart | None:
     """Where a scene-mode run starts when the data says something: points where stereo between the input views
     is confident (with the input's own sparse points added when it has them), else the sparse points alone,
     else points in the input frusta between the data's near and far depths; None when the data gives none of
     these (the caller starts as vanilla 3DGS)."""
     found = data_points(views)
-    stereo = stereo_start(views, cameras, n, rng)
+    stereo = stereo_start(views, cameras, n, rng, stereo_side)
     if stereo is not None and found is not None:
         stereo.xyz = np.concatenate([stereo.xyz, found[0]])
         stereo.rgb = np.concatenate([stereo.rgb, found[1]])
@@ -158,14 +160,17 @@ def scene_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Ge
 BACKDROP_SHARE = 0.25  # of the stereo start's points: placed at the far depth where stereo found nothing
 
 
-def stereo_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator) -> SceneStart | None:
+def stereo_start(
+    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, stereo_side: int = 400
+) -> SceneStart | None:
     """``n`` coloured points: most where plane-sweep stereo between the input views is confident and
     consistent (priors.stereo), the rest (``BACKDROP_SHARE``) a backdrop at the far end of the depth range
     through pixels stereo could not place (untextured walls, sky, table tops), so that what no two views agree
     on is explained from behind the scene rather than by floaters in front of it. None when stereo finds too
     few points (one view, no texture, no overlap). The depth range comes from the data when it gives one (LLFF
-    near/far; the unit sphere of normalised IDR/NeuS cameras), else from the box the cameras look at."""
-    from priors.stereo import describe, stereo_depths, stereo_points, untrusted_backdrop
+    near/far; the unit sphere of normalised IDR/NeuS cameras), else from the box the cameras look at. Views are
+    swept at most ``stereo_side`` pixels large (longest side)."""
+    from priors.stereo import StereoSettings, describe, stereo_depths, stereo_points, untrusted_backdrop
 
     if len(cameras) < 2:
         return None
@@ -177,7 +182,9 @@ def stereo_start(views: ViewSet, cameras: list[Camera], n: int, rng: np.random.G
         near_far = [(max(0.05 * d, d - 1.0), d + 1.0) for d in dist]
     bounds = rig_bounds(cameras)
     try:
-        depths = stereo_depths(views.images, cameras, bounds, near_far=near_far)
+        depths = stereo_depths(
+            views.images, cameras, bounds, settings=StereoSettings(max_side=stereo_side), near_far=near_far
+        )
     except ValueError:
         return None
     n_back = int(round(BACKDROP_SHARE * n))

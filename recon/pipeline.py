@@ -174,7 +174,9 @@ def initialise(
         bounds = np.asarray(hull.bounds, dtype=np.float64)
     else:
         start = (
-            modes.scene_start(views, cameras, config.init.points, rng) if config.init.scene_points == "data" else None
+            modes.scene_start(views, cameras, config.init.points, rng, config.init.stereo_side)
+            if config.init.scene_points == "data"
+            else None
         )
         if start is not None:
             pts, rgb, stereo = start.xyz, start.rgb, start.stereo

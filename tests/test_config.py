@@ -158,7 +158,7 @@ def test_cli_set_reaches_the_run_and_config_json(tiny_scene: Path, tmp_path: Pat
 def test_steps_per_view_sets_the_steps_from_the_view_count_unless_iterations_are_given() -> None:
     from recon.config import STEPS_RANGE
 
-    config = make_config("fast", steps_per_view=150)
+    config = make_config("fast", steps_per_view=150, object_steps_per_view=0)
     assert config.for_views(3, scene=True).iterations == max(STEPS_RANGE[0], 450)
     assert config.for_views(3, scene=False).iterations == config.iterations  # object mode keeps its floor
     assert config.for_views(8, scene=False).iterations == 1200 and config.for_views(8, scene=True).steps_per_view == 0
@@ -169,3 +169,11 @@ def test_steps_per_view_sets_the_steps_from_the_view_count_unless_iterations_are
     assert make_config("fast", iterations=60).steps_per_view == 0  # --iterations wins over a preset's rule
     assert make_config("fast", iterations=60).for_views(9, scene=True).iterations == 60
     assert make_config("fast", steps_per_view=0).for_views(9, scene=True).iterations == make_config("fast").iterations
+
+
+def test_object_mode_trains_more_steps_per_view_once_views_are_many() -> None:
+    config = make_config("fast", steps_per_view=170, object_steps_per_view=340)
+    assert config.for_views(8, scene=False).iterations == 2720  # object mode: 340 a view
+    assert config.for_views(8, scene=True).iterations == 1360  # scene mode keeps 170 a view
+    assert config.for_views(2, scene=False).iterations == config.iterations  # few views: the object floor
+    assert make_config("fast", iterations=500).for_views(8, scene=False).iterations == 500  # explicit steps win
