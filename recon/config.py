@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from priors.diffusion.guidance import GuidanceSettings
+from priors.stereo import StereoSettings
 from recon.poses.config import POSE_METHODS, PoseConfig
 from renderers.gaussians.strategy import DensifyConfig
 from renderers.mesh.config import MESH_METHODS, MeshConfig
@@ -43,12 +44,6 @@ class InitConfig:
     # without a hull (scene mode): "data" = the input's sparse points, else points in the cameras' frusta between
     # the near and far depths, coloured from their pixels; "random" = uniform in the cameras' box (vanilla 3DGS)
     scene_points: str = "data"
-    # scene mode: the plane-sweep stereo of the input views (priors.stereo) runs on views at most this large
-    # (longest side); its depth maps start and supervise the run. At the fast preset's training size (400; was
-    # 200, half of it): DTU dtu3 scan24 / scan37 19.55 / 18.61 -> 20.44 / 19.30 dB, fern 20.65 -> 21.12 (at its
-    # full 504: 21.09); fewer pixels pass the checks (DTU 38% -> 26% of scan24's first view) but they are
-    # placed twice as finely, and the sweep costs ~5 s more
-    stereo_side: int = 400
 
 
 @dataclass
@@ -162,6 +157,8 @@ class ReconstructConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     neural: NeuralConfig = field(default_factory=NeuralConfig)
     diffusion: GuidanceSettings = field(default_factory=GuidanceSettings)
+    # scene mode: the plane-sweep stereo of the input views that starts and supervises the run (priors.stereo)
+    stereo: StereoSettings = field(default_factory=StereoSettings)
 
     def validate(self) -> ReconstructConfig:
         """Raise ValueError naming the option when a field holds an unknown choice or an impossible number."""
@@ -279,7 +276,14 @@ _MINIMUMS: dict[str, float] = {
     "train.sh_raise_every": 1,
     "init.hull_resolution": 8,
     "init.points": 1,
-    "init.stereo_side": 16,
+    "stereo.max_side": 16,
+    "stereo.max_planes": 2,
+    "stereo.plane_step_px": 0.05,
+    "stereo.window": 3,
+    "stereo.min_ncc": -1,
+    "stereo.min_texture": 0,
+    "stereo.max_reproj_px": 0,
+    "stereo.max_rel_depth": 0,
     "init.opacity": 1e-6,
     "loss.dssim": 0,
     "loss.mask": 0,

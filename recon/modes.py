@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from priors.stereo import StereoSettings
 from recon.cameras import Camera
 from recon.config import ReconstructConfig
 from recon.io.types import ViewSet
@@ -134,20 +135,20 @@ class SceneStart:
 
 
 def scene_start(
-    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, stereo_side: int = 400
+    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, stereo: StereoSettings | None = None
 ) -> SceneStart | None:
     """Where a scene-mode run starts when the data says something: points where stereo between the input views
     is confident (with the input's own sparse points added when it has them), else the sparse points alone,
     else points in the input frusta between the data's near and far depths; None when the data gives none of
     these (the caller starts as vanilla 3DGS)."""
     found = data_points(views)
-    stereo = stereo_start(views, cameras, n, rng, stereo_side)
-    if stereo is not None and found is not None:
-        stereo.xyz = np.concatenate([stereo.xyz, found[0]])
-        stereo.rgb = np.concatenate([stereo.rgb, found[1]])
-        stereo.how += f" and {len(found[0])} sparse points from the input"
-    if stereo is not None:
-        return stereo
+    start = stereo_start(views, cameras, n, rng, stereo)
+    if start is not None and found is not None:
+        start.xyz = np.concatenate([start.xyz, found[0]])
+        start.rgb = np.concatenate([start.rgb, found[1]])
+        start.how += f" and {len(found[0])} sparse points from the input"
+    if start is not None:
+        return start
     if found is not None:
         return SceneStart(*found, "sparse points from the input")
     near_far = data_depth_range(views)
@@ -161,7 +162,7 @@ BACKDROP_SHARE = 0.25  # of the stereo start's points: placed at the far depth w
 
 
 def stereo_start(
-    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, stereo_side: int = 400
+    views: ViewSet, cameras: list[Camera], n: int, rng: np.random.Generator, stereo: StereoSettings | None = None
 ) -> SceneStart | None:
     """``n`` coloured points: most where plane-sweep stereo between the input views is confident and
     consistent (priors.stereo), the rest (``BACKDROP_SHARE``) a backdrop at the far end of the depth range
@@ -169,8 +170,8 @@ def stereo_start(
     on is explained from behind the scene rather than by floaters in front of it. None when stereo finds too
     few points (one view, no texture, no overlap). The depth range comes from the data when it gives one (LLFF
     near/far; the unit sphere of normalised IDR/NeuS cameras), else from the box the cameras look at. Views are
-    swept at most ``stereo_side`` pixels large (longest side)."""
-    from priors.stereo import StereoSettings, describe, stereo_depths, stereo_points, untrusted_backdrop
+    ``stereo``: the sweep's settings (default ``StereoSettings()``)."""
+    from priors.stereo import describe, stereo_depths, stereo_points, untrusted_backdrop
 
     if len(cameras) < 2:
         return None
@@ -182,9 +183,7 @@ def stereo_start(
         near_far = [(max(0.05 * d, d - 1.0), d + 1.0) for d in dist]
     bounds = rig_bounds(cameras)
     try:
-        depths = stereo_depths(
-            views.images, cameras, bounds, settings=StereoSettings(max_side=stereo_side), near_far=near_far
-        )
+        depths = stereo_depths(views.images, cameras, bounds, settings=stereo, near_far=near_far)
     except ValueError:
         return None
     n_back = int(round(BACKDROP_SHARE * n))

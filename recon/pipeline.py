@@ -174,7 +174,7 @@ def initialise(
         bounds = np.asarray(hull.bounds, dtype=np.float64)
     else:
         start = (
-            modes.scene_start(views, cameras, config.init.points, rng, config.init.stereo_side)
+            modes.scene_start(views, cameras, config.init.points, rng, config.stereo)
             if config.init.scene_points == "data"
             else None
         )

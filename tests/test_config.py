@@ -47,6 +47,7 @@ def test_every_field_is_settable_from_a_string() -> None:
         "mode": "scene",
         "init.scene_points": "random",
         "poses.hfov_deg": "45",
+        "stereo.max_rel_depth": "0.05",
     }
     for path in paths:
         text = choices.get(path, _example(get_field(base, path)))

@@ -139,6 +139,7 @@ def test_forward_facing_toy_scene_is_never_masked_away(tmp_path: Path, mode: str
 
 
 def test_scene_start_puts_stereo_points_on_the_wall_and_a_backdrop_behind(tmp_path: Path) -> None:
+    from priors.stereo import StereoSettings
     from recon.io.transforms_json import read_transforms
     from recon.modes import BACKDROP_SHARE, scene_start
 
@@ -153,7 +154,7 @@ def test_scene_start_puts_stereo_points_on_the_wall_and_a_backdrop_behind(tmp_pa
     assert np.median(np.abs(wall[:, 2] - 4.0)) < 0.25  # stereo points near the wall at z = 4 (a blocky texture)
     assert back[:, 2].min() > 7.0  # the backdrop is far behind it (depth 8.8 along each ray)
     assert start.stereo[0].depth.shape == (72, 96)  # smaller than the default stereo size: swept as they are
-    small = scene_start(views, list(views.cameras), 1000, np.random.default_rng(0), stereo_side=48)
+    small = scene_start(views, list(views.cameras), 1000, np.random.default_rng(0), StereoSettings(max_side=48))
     assert small is not None and small.stereo is not None
     assert all(max(sd.depth.shape) == 48 and sd.camera.width == 48 for sd in small.stereo)
 
