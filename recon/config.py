@@ -44,6 +44,10 @@ class InitConfig:
     # without a hull (scene mode): "data" = the input's sparse points, else points in the cameras' frusta between
     # the near and far depths, coloured from their pixels; "random" = uniform in the cameras' box (vanilla 3DGS)
     scene_points: str = "data"
+    # object mode: this share of the start points comes from plane-sweep stereo inside the masks and the hull
+    # (recon.modes.object_stereo_start) instead of hull samples, and its depths supervise the run
+    # (loss.stereo_depth) as in scene mode. 0 = the hull alone.
+    object_stereo: float = 0.0
 
 
 @dataclass
@@ -323,6 +327,7 @@ _MINIMUMS: dict[str, float] = {
     "diffusion.tile": 4,
 }
 _FRACTIONS = (
+    "init.object_stereo",
     "train.coarse_until",
     "train.scene_coarse_until",
     "train.dropout",

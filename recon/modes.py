@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+import cv2
 import numpy as np
 
 from priors.stereo import StereoSettings
@@ -193,6 +194,43 @@ def stereo_start(
     bxyz, brgb = untrusted_backdrop(depths, views.images, n_back, rng)
     how = f"{len(xyz)} stereo points ({describe(depths)}) and a backdrop of {len(bxyz)}"
     return SceneStart(np.concatenate([xyz, bxyz]), np.concatenate([rgb, brgb]), how, depths)
+
+
+def object_stereo_start(
+    views: ViewSet,
+    cameras: list[Camera],
+    masks: list[np.ndarray],
+    hull: Any,
+    n: int,
+    rng: np.random.Generator,
+    stereo: StereoSettings | None = None,
+) -> SceneStart | None:
+    """Up to ``n`` coloured points where plane-sweep stereo between the input views is confident inside the
+    object masks and the (dilated) visual hull, and the stereo depths with their confidence zeroed outside the
+    masks (for the depth loss). The hull bounds the sweep. A hull from a few views that look from nearby
+    directions is a long extrusion of the silhouette (DTU's 3 views): stereo places the surface inside it. None
+    when stereo finds nothing there."""
+    from priors.stereo import describe, stereo_depths, stereo_points
+
+    if len(cameras) < 2 or n <= 0:
+        return None
+    try:
+        depths = stereo_depths(views.images, cameras, np.asarray(hull.bounds, dtype=np.float64), settings=stereo)
+    except ValueError:
+        return None
+    for sd, mask in zip(depths, masks):
+        m = np.asarray(mask, dtype=np.float32)
+        if m.shape != sd.depth.shape:
+            m = cv2.resize(m, (sd.depth.shape[1], sd.depth.shape[0]), interpolation=cv2.INTER_AREA)
+        inside = m >= 0.5
+        sd.confidence = np.where(inside, sd.confidence, 0.0).astype(np.float32)
+        sd.depth = np.where(inside, sd.depth, 0.0).astype(np.float32)
+    xyz, rgb = stereo_points(depths, views.images, 4 * n, rng)
+    keep = hull.contains(xyz).cpu().numpy() if len(xyz) else np.zeros(0, dtype=bool)
+    xyz, rgb = xyz[keep][:n], rgb[keep][:n]
+    if len(xyz) == 0:
+        return None
+    return SceneStart(xyz, rgb, f"{len(xyz)} stereo points in the hull ({describe(depths)})", depths)
 
 
 def data_depth_range(views: ViewSet) -> tuple[float, float] | None:

@@ -172,6 +172,18 @@ def initialise(
         pts = hull.points(config.init.points, rng=rng)
         rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
         bounds = np.asarray(hull.bounds, dtype=np.float64)
+        n_stereo = int(round(config.init.object_stereo * config.init.points))
+        start = (
+            modes.object_stereo_start(views, cameras, masks, hull, n_stereo, rng, config.stereo)  # type: ignore[arg-type]
+            if n_stereo > 0
+            else None
+        )
+        if start is not None:  # stereo points replace as many hull samples; its depths supervise the run
+            keep = len(pts) - len(start.xyz)
+            pts = torch.cat([pts[:keep].to(torch.float32), torch.as_tensor(start.xyz, dtype=torch.float32)])
+            rgb = np.concatenate([np.asarray(rgb)[:keep], start.rgb])
+            stereo = start.stereo
+            log.info("object init: %s and %d hull points", start.how, keep)
     else:
         start = (
             modes.scene_start(views, cameras, config.init.points, rng, config.stereo)

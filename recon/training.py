@@ -251,7 +251,7 @@ class FieldTrainer:
         reg.decay_opacities(model.splats["opacities"], config.train.opacity_decay)
         self.strategy.step_post_backward(step, output.out.meta, model, self.optimizers)
         if step >= config.densify.refine_start_iter and step % config.densify.refine_every == 0:
-            floaters = None  # a hull (object mode) and stereo depth (scene mode) never come together
+            floaters = None  # object mode prunes outside the hull (even with stereo depth), scene mode in free space
             if init.hull is not None and config.loss.prune_outside_hull:
                 with torch.no_grad():
                     floaters = floater_mask(
