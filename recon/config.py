@@ -232,6 +232,8 @@ class ReconstructConfig:
     def steps_label(self) -> str:
         """How many steps the run trains, for progress lines."""
         if self.steps_per_view > 0:
+            if self.object_steps_per_view > self.steps_per_view:
+                return f"{self.steps_per_view} steps per view, {self.object_steps_per_view} for an object"
             return f"{self.steps_per_view} steps per view"
         return f"{self.iterations} steps"
 
