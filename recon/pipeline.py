@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from recon.rig import scene_bounds, scene_scale
 from recon.run_checks import SUSPECT_VIEW_DB, ViewEvidence, black_renders, diagnose_views, poorly_fitting_views  # noqa: F401 (public)
 from recon.run_folder import RunFolder
 from recon.training import (  # noqa: F401 (public: the trainer's pieces)
+    CoTraining,
     FieldTrainer,
-    StepOutput,
     TrainResult,
     data_background,
     half_resolution,
@@ -148,7 +148,7 @@ class Initialisation:
     hull: Any | None  # priors.visual_hull.VisualHull
     scene_scale: float
     bounds: np.ndarray  # [2,3] min/max corner of the working volume
-    stereo: list[Any] | None = None  # priors.stereo.StereoDepth per input view (scene mode), for the depth loss
+    stereo: list[Any] | None = None  # priors.stereo.StereoDepth per input view, for the depth loss
 
 
 def initialise(
@@ -173,8 +173,9 @@ def initialise(
         rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
         bounds = np.asarray(hull.bounds, dtype=np.float64)
         n_stereo = int(round(config.init.object_stereo * config.init.points))
+        assert masks is not None  # a hull is carved from masks
         start = (
-            modes.object_stereo_start(views, cameras, masks, hull, n_stereo, rng, config.stereo)  # type: ignore[arg-type]
+            modes.object_stereo_start(views, cameras, masks, hull, n_stereo, rng, config.stereo)
             if n_stereo > 0
             else None
         )
@@ -247,72 +248,6 @@ def train(
     if co is not None:
         result.co_pruned = co.pruned
     return result
-
-
-class CoTraining:
-    """The second field of a co-regularised run (CoR-GS) and the terms that tie it to the first: from
-    ``co_start`` x the steps on, both render a pseudo view between two inputs each step and each is pulled
-    towards the other's render (``loss.co_render``); at each densification step until growth stops, Gaussians of
-    either field with no counterpart in the other are pruned (``train.co_prune``)."""
-
-    START = 0.2  # fraction of the run before the pseudo-view term starts (the fields first need a shape)
-
-    def __init__(
-        self,
-        first: FieldTrainer,
-        init: Initialisation,
-        views: ViewSet,
-        cameras: list[Camera],
-        masks: list[np.ndarray] | None,
-        config: ReconstructConfig,
-        refine_poses: bool,
-    ) -> None:
-        import copy
-
-        model = init.model.copy() if hasattr(init.model, "copy") else copy.deepcopy(init.model)
-        self.first = first
-        self.second = FieldTrainer(
-            replace(init, model=model), views, cameras, masks, config, seed=config.seed + 1, refine_poses=refine_poses
-        )
-        self.cameras = cameras
-        self.config = config
-        self.gen = torch.Generator().manual_seed(config.seed + 2)
-        self.start = int(self.START * config.iterations)
-        self.pruned = 0
-
-    def step(self, step: int, main: StepOutput) -> None:
-        """The second field's step (losses and update) and the pseudo-view term added to ``main.loss``."""
-        from priors.co_regularization import co_render_loss, pseudo_camera
-
-        other = self.second.losses(step)
-        weight = self.config.loss.co_render
-        if weight > 0 and step > self.start:
-            cam = pseudo_camera(self.cameras, self.gen)
-            bg = main.background
-            a = self.first.model.render(cam, background=bg, render_mode="RGB").rgb
-            b = self.second.model.render(cam, background=bg, render_mode="RGB").rgb
-            dssim = self.config.loss.dssim
-            main.loss = main.loss + weight * co_render_loss(a, b, dssim)
-            other.loss = other.loss + weight * co_render_loss(b, a, dssim)
-        self.second.update(step, other)
-
-    def after_update(self, step: int) -> None:
-        """Co-pruning at the densification steps while the fields still grow."""
-        from priors.co_regularization import unmatched
-
-        d = self.first.densify
-        if not self.config.train.co_prune or step < d.refine_start_iter or step > d.refine_stop_iter:
-            return
-        if step % d.refine_every != 0:
-            return
-        a, b = self.first, self.second
-        drop_a = unmatched(a.model.means, a.model.scales, b.model.means)
-        drop_b = unmatched(b.model.means, b.model.scales, a.model.means)
-        for trainer, drop in ((a, drop_a), (b, drop_b)):
-            if bool(drop.any()) and int((~drop).sum()) > 0:
-                n = trainer.strategy.prune_mask(trainer.model, drop, trainer.optimizers)
-                if trainer is a:
-                    self.pruned += n
 
 
 # ----------------------------------------------------------------------------- prior stage

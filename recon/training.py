@@ -1,9 +1,10 @@
 """One Gaussian field's optimisation against the input views, split into `losses` and `update` so that two
-fields can train side by side (co-regularisation, ``priors.co_regularization``) with extra loss terms added
+fields can train side by side (:class:`CoTraining`, ``priors.co_regularization``) with extra loss terms added
 between the two halves of a step. ``recon.pipeline.train`` drives one or two of these."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -280,3 +281,67 @@ class FieldTrainer:
             self.result.cameras = self.pose_opt.cameras(self.cameras)
             self.result.pose_correction_deg = [float(x) for x in self.pose_opt.magnitudes()[0]]
         return self.result
+
+
+class CoTraining:
+    """The second field of a co-regularised run (CoR-GS) and the terms that tie it to the first: from
+    ``START`` x the steps on, both render a pseudo view between two inputs each step and each is pulled
+    towards the other's render (``loss.co_render``); at each densification step until growth stops, Gaussians of
+    either field with no counterpart in the other are pruned (``train.co_prune``)."""
+
+    START = 0.2  # fraction of the run before the pseudo-view term starts (the fields first need a shape)
+
+    def __init__(
+        self,
+        first: FieldTrainer,
+        init: Initialisation,
+        views: ViewSet,
+        cameras: list[Camera],
+        masks: list[np.ndarray] | None,
+        config: ReconstructConfig,
+        refine_poses: bool,
+    ) -> None:
+        model = init.model.copy() if hasattr(init.model, "copy") else copy.deepcopy(init.model)
+        self.first = first
+        self.second = FieldTrainer(
+            replace(init, model=model), views, cameras, masks, config, seed=config.seed + 1, refine_poses=refine_poses
+        )
+        self.cameras = cameras
+        self.config = config
+        self.gen = torch.Generator().manual_seed(config.seed + 2)
+        self.start = int(self.START * config.iterations)
+        self.pruned = 0
+
+    def step(self, step: int, main: StepOutput) -> None:
+        """The second field's step (losses and update) and the pseudo-view term added to ``main.loss``."""
+        from priors.co_regularization import co_render_loss, pseudo_camera
+
+        other = self.second.losses(step)
+        weight = self.config.loss.co_render
+        if weight > 0 and step > self.start:
+            cam = pseudo_camera(self.cameras, self.gen)
+            bg = main.background
+            a = self.first.model.render(cam, background=bg, render_mode="RGB").rgb
+            b = self.second.model.render(cam, background=bg, render_mode="RGB").rgb
+            dssim = self.config.loss.dssim
+            main.loss = main.loss + weight * co_render_loss(a, b, dssim)
+            other.loss = other.loss + weight * co_render_loss(b, a, dssim)
+        self.second.update(step, other)
+
+    def after_update(self, step: int) -> None:
+        """Co-pruning at the densification steps while the fields still grow."""
+        from priors.co_regularization import unmatched
+
+        d = self.first.densify
+        if not self.config.train.co_prune or step < d.refine_start_iter or step > d.refine_stop_iter:
+            return
+        if step % d.refine_every != 0:
+            return
+        a, b = self.first, self.second
+        drop_a = unmatched(a.model.means, a.model.scales, b.model.means)
+        drop_b = unmatched(b.model.means, b.model.scales, a.model.means)
+        for trainer, drop in ((a, drop_a), (b, drop_b)):
+            if bool(drop.any()) and int((~drop).sum()) > 0:
+                n = trainer.strategy.prune_mask(trainer.model, drop, trainer.optimizers)
+                if trainer is a:
+                    self.pruned += n

@@ -89,7 +89,7 @@ def test_co_render_loss_pulls_only_the_first_render() -> None:
 def test_co_training_runs_two_fields_with_pseudo_views_and_co_pruning(
     tiny_scene: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recon import pipeline
+    from recon import training
     from recon.pipeline import initialise, load_inputs, object_masks, require_poses, train
 
     config = make_config(
@@ -130,7 +130,7 @@ def test_co_training_runs_two_fields_with_pseudo_views_and_co_pruning(
     result = train(init, views, cameras, masks, config)
     assert all(np.isfinite(h["loss"]) for h in result.history)
     # two training renders per step; from step 5 (CoTraining.START of 20) two pseudo-view renders per step
-    pseudo_steps = config.iterations - int(pipeline.CoTraining.START * config.iterations)
+    pseudo_steps = config.iterations - int(training.CoTraining.START * config.iterations)
     assert renders.count("RGB+ED") == 2 * config.iterations and renders.count("RGB") == 2 * pseudo_steps
     # co-pruning looked at both fields at each densification step while growth runs (steps 5, 10; stop at 14)
     assert len(pruned_calls) == 4 and result.co_pruned >= 0
