@@ -46,9 +46,9 @@ class InitConfig:
     scene_points: str = "data"
     # object mode: this share of the start points comes from plane-sweep stereo inside the masks and the hull
     # (recon.modes.object_stereo_start) instead of hull samples, and its depths supervise the run
-    # (loss.stereo_depth) as in scene mode, where stereo places >= 20% of the masked pixels. 0 = the hull alone.
+    # (loss.stereo_depth) as in scene mode, where stereo places >= 10% of the masked pixels. 0 = the hull alone.
     # DTU dtu3m (3 nearby views, true masks) 14.77 / 15.58 -> 21.47 / 19.42 dB (0.5: 20.82 / 19.26; 1.0: 21.38 /
-    # 19.38), lego 8 views 23.73 -> 24.03; lego 3 views (2% placed) keeps the hull: 15.57 with it.
+    # 19.38), lego 8 views 23.73 -> 24.03; lego 3 views (~5% placed) keeps the hull: 15.57 with it.
     object_stereo: float = 0.75
 
 
@@ -145,7 +145,7 @@ class ReconstructConfig:
     # (--iterations, make_config) turns it off.
     steps_per_view: int = 0
     # object mode with steps_per_view: at least this many steps per view (0 = the scene rule). Masks and the hull
-    # keep longer training paying once views are many: lego 8 views 23.29 dB at 1360 steps, 23.71 at 2720, 23.89
+    # keep longer training paying once views are many: lego 8 views 23.29 dB at 1360 steps, 23.73 at 2720, 23.89
     # at 4080; with 3 views the extra steps only overfit (lego 3 views 15.83 at 1000, 15.72 at 1530).
     object_steps_per_view: int = 0
     max_side: int = 400  # images are downscaled so their longest side is at most this
@@ -163,7 +163,8 @@ class ReconstructConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     neural: NeuralConfig = field(default_factory=NeuralConfig)
     diffusion: GuidanceSettings = field(default_factory=GuidanceSettings)
-    # scene mode: the plane-sweep stereo of the input views that starts and supervises the run (priors.stereo)
+    # the plane-sweep stereo of the input views that starts and supervises scene-mode runs, and object-mode runs
+    # where it places enough of the object (priors.stereo, recon.modes)
     stereo: StereoSettings = field(default_factory=StereoSettings)
 
     def validate(self) -> ReconstructConfig:
