@@ -452,7 +452,8 @@ def test_browser_draws_the_splats_and_the_gui(live_page) -> None:
     viewer, driver = live_page
     from selenium.webdriver.common.by import By
 
-    shot = _settled(driver)
+    # software WebGL can hold a faint, half-drawn frame for two screenshots in a row: wait for the splats
+    shot = _settled_until(driver, lambda s: _drawn(s) > 0.05)
     out = Path(os.environ.get("RECON_TEST_ARTIFACTS", viewer.contents.run_dir.parent))
     out.mkdir(parents=True, exist_ok=True)
     import cv2
