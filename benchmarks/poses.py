@@ -157,17 +157,7 @@ def main() -> None:
                 seen.setdefault((r["scene"], r["count"], r["method"]), r)
         rows = list(seen.values())
         rows.sort(key=lambda r: (int(r["scene"][1:]), r["count"], r["method"]))
-        args.out.write_text(
-            json.dumps(
-                {
-                    "focal_prior": args.focal,
-                    "size": [args.width, args.height],
-                    "runs": rows,
-                    "summary": summarise(rows),
-                },
-                indent=1,
-            )
-        )
+        write_results(args, rows)
         print_table(rows)
         return
     rows = []
@@ -182,11 +172,15 @@ def main() -> None:
                 res.update({"scene": scene.name, "count": count, "method": method})
                 rows.append(res)
                 print(json.dumps(res), flush=True)
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(
-                    json.dumps({"focal_prior": args.focal, "size": [args.width, args.height], "runs": rows}, indent=1)
-                )
+                write_results(args, rows)  # after every run, so an interrupted benchmark keeps what it measured
     print_table(rows)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The results JSON: the runs and their per-method, per-view-count summary (merged files and plain runs alike)."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"focal_prior": args.focal, "size": [args.width, args.height], "runs": rows, "summary": summarise(rows)}
+    args.out.write_text(json.dumps(doc, indent=1))
 
 
 def _save_with_focal(path: Path, img: np.ndarray, focal_px: float) -> None:
