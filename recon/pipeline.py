@@ -170,7 +170,6 @@ def initialise(
             hull = None  # the caller switches to scene mode and says why
     if hull is not None:
         pts = hull.points(config.init.points, rng=rng)
-        rgb = hull.colors_from_images(pts, views.images, cameras, masks=masks)
         bounds = np.asarray(hull.bounds, dtype=np.float64)
         n_stereo = int(round(config.init.object_stereo * config.init.points))
         assert masks is not None  # a hull is carved from masks
@@ -179,10 +178,11 @@ def initialise(
             if n_stereo > 0
             else None
         )
-        if start is not None:  # stereo points replace as many hull samples; its depths supervise the run
-            keep = len(pts) - len(start.xyz)
+        keep = len(pts) - (0 if start is None else len(start.xyz))  # stereo points replace as many hull samples
+        rgb = hull.colors_from_images(pts[:keep], views.images, cameras, masks=masks)  # per point: only those kept
+        if start is not None:  # its depths supervise the run
             pts = torch.cat([pts[:keep].to(torch.float32), torch.as_tensor(start.xyz, dtype=torch.float32)])
-            rgb = np.concatenate([np.asarray(rgb)[:keep], start.rgb])
+            rgb = np.concatenate([np.asarray(rgb), start.rgb])
             stereo = start.stereo
             log.info("object init: %s and %d hull points", start.how, keep)
     else:
