@@ -19,7 +19,7 @@ from recon.poses.incremental import IncrementalSfM, Model, check_deadline
 from recon.poses.matching import PairMatches, mutual_ratio_matches, verify_pair
 from recon.poses.normalize import normalisation
 from recon.poses.result import PoseResult
-from recon.poses.view_graph import relative_rotation, rotation_angle_deg
+from recon.poses.view_graph import triangle_votes
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +80,15 @@ def match_all(
 
 def consistent_pairs(pairs: list[PairMatches], tol_deg: float = 5.0) -> list[PairMatches]:
     """Drop pairs whose relative rotation disagrees with every triangle they are part of (a wrong essential
-    matrix, e.g. from a repetitive texture); pairs in no triangle are kept."""
-    R = {(p.i, p.j): p.R for p in pairs}
-    nodes = sorted({p.i for p in pairs} | {p.j for p in pairs})
+    matrix, e.g. from a repetitive texture), all at once; pairs in no triangle are kept
+    (:func:`recon.poses.view_graph.triangle_votes`; the pycolmap path drops them one at a time instead)."""
+    good, bad = triangle_votes({(p.i, p.j): p.R for p in pairs}, tol_deg)
     keep = []
     for p in pairs:
-        tri, good = 0, 0
-        for k in nodes:
-            if k in (p.i, p.j):
-                continue
-            rik, rkj = relative_rotation(R, p.i, k), relative_rotation(R, k, p.j)
-            if rik is None or rkj is None:
-                continue
-            tri += 1
-            if rotation_angle_deg(rkj @ rik @ p.R.T) < tol_deg:
-                good += 1
-        if tri == 0 or good > 0:
+        if good[(p.i, p.j)] > 0 or bad[(p.i, p.j)] == 0:
             keep.append(p)
         else:
-            log.debug("pair %d-%d dropped: inconsistent with all %d triangles", p.i, p.j, tri)
+            log.debug("pair %d-%d dropped: inconsistent with all %d triangles", p.i, p.j, bad[(p.i, p.j)])
     return keep
 
 

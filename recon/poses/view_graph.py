@@ -46,6 +46,20 @@ def triangle_errors(rot: dict[Edge, np.ndarray]) -> dict[tuple[int, int, int], f
     return out
 
 
+def triangle_votes(rot: dict[Edge, np.ndarray], tol_deg: float) -> tuple[dict[Edge, int], dict[Edge, int]]:
+    """Per pair of ``rot``: how many of its triangles close within ``tol_deg`` (good) and how many do not (bad)."""
+    good: dict[Edge, int] = {e: 0 for e in rot}
+    bad: dict[Edge, int] = {e: 0 for e in rot}
+    for (i, j, k), err in triangle_errors(rot).items():
+        for a, b in ((i, j), (j, k), (i, k)):
+            e = (a, b) if (a, b) in rot else (b, a)
+            if err <= tol_deg:
+                good[e] += 1
+            else:
+                bad[e] += 1
+    return good, bad
+
+
 def cycle_consistent(
     rot: dict[Edge, np.ndarray], weight: dict[Edge, float], tol_deg: float = 5.0, min_unconfirmed: float = 0.0
 ) -> list[Edge]:
@@ -55,15 +69,7 @@ def cycle_consistent(
     ``rot[(i, j)]``: rotation of cam_j_from_cam_i; ``weight``: e.g. inlier counts."""
     rot = dict(rot)
     while True:
-        good: dict[Edge, int] = {e: 0 for e in rot}
-        bad: dict[Edge, int] = {e: 0 for e in rot}
-        for (i, j, k), err in triangle_errors(rot).items():
-            for a, b in ((i, j), (j, k), (i, k)):
-                e = (a, b) if (a, b) in rot else (b, a)
-                if err <= tol_deg:
-                    good[e] += 1
-                else:
-                    bad[e] += 1
+        good, bad = triangle_votes(rot, tol_deg)
         suspects = [e for e in rot if bad[e] > 0 and good[e] == 0]
         if not suspects:
             weak = [e for e in rot if good[e] == 0 and weight.get(e, 0.0) < min_unconfirmed]
