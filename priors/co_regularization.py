@@ -50,20 +50,11 @@ def interpolated_camera(a: Camera, b: Camera, t: float, name: str = "pseudo") ->
             if in_front and ra > 0 and rb > 0:
                 u = _slerp_vectors(da / ra, db / rb, t)
                 center = target + ((1.0 - t) * ra + t * rb) * u
-                R = _looking_at(center, target, up=-R[1])
+                return Camera.look_at(center, target, -R[1], a.K.copy(), a.width, a.height, name=name)
     viewmat = np.eye(4)
     viewmat[:3, :3] = R
     viewmat[:3, 3] = -R @ center
     return Camera(K=a.K.copy(), viewmat=viewmat, width=a.width, height=a.height, name=name)
-
-
-def _looking_at(center: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """World-to-camera rotation of a camera at ``center`` looking at ``target`` with ``up`` up in the image (the
-    slerped rotation's own up, so the roll between the inputs is kept)."""
-    forward = (target - center) / np.linalg.norm(target - center)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    return np.stack([right, np.cross(forward, right), forward])
 
 
 def _slerp_vectors(u: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:
