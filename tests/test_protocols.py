@@ -61,3 +61,14 @@ def test_protocol_table() -> None:
     assert not get_protocol("dtu3").input_masks and get_protocol("dtu3m").input_masks
     with pytest.raises(ReconInputError, match="unknown protocol"):
         get_protocol("dtu4")
+
+
+def test_scene_config_takes_max_side_from_a_setting_or_the_protocol() -> None:
+    """`recon bench run --set max_side=N` was a TypeError traceback (max_side passed twice)."""
+    from recon.bench.protocol_runner import scene_config
+
+    assert scene_config("fast", {}, (300, 400)).max_side == 400
+    assert scene_config("fast", {"max_side": 200}, (300, 400)).max_side == 200
+    assert scene_config("fast", {"max_side": 200}, (300, 400), max_side=320).max_side == 320
+    with pytest.raises(ReconInputError, match="train.dropout"):
+        scene_config("fast", {"train.dropout": 1.5}, (300, 400))

@@ -19,12 +19,33 @@ import torch
 
 from recon.bench.protocols import find_scenes, get_protocol, load_scene, score_view
 from recon.bench.scoring import load_lpips, mean_or_none
+from recon.config import ReconstructConfig, make_config
 from recon.errors import ReconInputError
 from recon.io.atomic import atomic_write_text
 from recon.io.images import save_image
 
 #: A scene whose mean test PSNR is below this scored like an empty or black render: reported, never hidden.
 SUSPICIOUS_PSNR = 10.0
+
+
+def scene_config(
+    preset: str,
+    overrides: dict[str, Any],
+    image_size: tuple[int, int],
+    iterations: int | None = None,
+    max_side: int | None = None,
+    seed: int = 0,
+) -> ReconstructConfig:
+    """The run config for one scene: the method's preset and settings, trained at the protocol's image size
+    unless ``max_side`` (or a ``max_side`` setting, ``--set max_side=N``; the argument wins) says otherwise. A bad
+    setting is a ReconInputError naming it."""
+    settings = dict(overrides)
+    side = max_side or settings.pop("max_side", None) or max(image_size)
+    settings.pop("max_side", None)
+    try:
+        return make_config(preset, iterations=iterations, max_side=side, seed=seed, **settings)
+    except (ValueError, TypeError) as exc:
+        raise ReconInputError(str(exc)) from None
 
 
 def run_protocol(
@@ -44,7 +65,6 @@ def run_protocol(
     """Run ``method`` (a name of recon.bench.runner.METHODS) under the protocol on every scene found in
     ``data``; returns the results dict written to ``out/results.json``."""
     from recon.bench.runner import METHODS
-    from recon.config import make_config
     from recon.pipeline import load_run_model, reconstruct, render_views
 
     protocol = get_protocol(protocol_name)
@@ -72,10 +92,7 @@ def run_protocol(
     for scene_dir in scene_dirs:
         scene = load_scene(protocol, scene_dir)
         h, w = scene.inputs.images[0].shape[:2]
-        try:
-            config = make_config(preset, iterations=iterations, max_side=max_side or max(h, w), seed=seed, **overrides)
-        except ValueError as exc:
-            raise ReconInputError(str(exc)) from None
+        config = scene_config(preset, overrides, (h, w), iterations=iterations, max_side=max_side, seed=seed)
         say(
             f"{protocol.name} {scene.name}: {len(scene.inputs)} input views, {len(scene.test)} test views, "
             f"{method} ({config.steps_label()})"
