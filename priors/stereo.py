@@ -46,6 +46,10 @@ class StereoSettings:
     min_texture: float = 0.01
     max_reproj_px: float = 1.5
     max_rel_depth: float = 0.02
+    # > 0: also sweep planes tilted by this many degrees (``plane_normals``; 0 = fronto-parallel only)
+    slant_deg: float = 0.0
+    # > 0: each view is matched against at most this many others, those looking most alike (``source_views``)
+    max_sources: int = 0
     # views are swept at most this large (longest side). At the fast preset's training size (400; was 200, half
     # of it): DTU dtu3 scan24 / scan37 19.55 / 18.61 -> 20.44 / 19.30 dB, fern 20.65 -> 21.12 (at its full 504:
     # 21.09); fewer pixels pass the checks (38% -> 26% of DTU scan24's first view) but they are placed twice as
@@ -107,13 +111,26 @@ def _cv_K(camera: Camera) -> np.ndarray:
     return K
 
 
-def plane_homography(ref: Camera, src: Camera, depth: float) -> np.ndarray:
-    """3x3 map from ``ref`` pixels (OpenCV convention) to ``src`` pixels through the fronto-parallel plane at
-    optical depth ``depth`` of ``ref``: K_s (R_rel + t_rel n^T / d) K_r^-1 with n = (0, 0, 1)."""
+def plane_homography(ref: Camera, src: Camera, depth: float, normal: np.ndarray | None = None) -> np.ndarray:
+    """3x3 map from ``ref`` pixels (OpenCV convention) to ``src`` pixels through the plane n.X = ``depth`` in
+    ``ref``'s camera frame: K_s (R_rel + t_rel n^T / d) K_r^-1; ``normal`` n (unit, n_z > 0) defaults to the
+    fronto-parallel (0, 0, 1), where ``depth`` is the optical depth of the plane."""
     R_rel = src.R @ ref.R.T
     t_rel = src.t - R_rel @ ref.t
-    n = np.array([0.0, 0.0, 1.0])
+    n = np.array([0.0, 0.0, 1.0]) if normal is None else np.asarray(normal, dtype=np.float64)
     return _cv_K(src) @ (R_rel + np.outer(t_rel, n) / depth) @ np.linalg.inv(_cv_K(ref))
+
+
+def plane_normals(slant_deg: float) -> list[np.ndarray]:
+    """The plane orientations swept: fronto-parallel, plus (``slant_deg`` > 0) four tilted by that angle
+    towards +-x and +-y of the reference view. A window on a surface seen obliquely (a roof, the table, the
+    ground) matches only on a plane of about its slant (PatchMatch stereo's slanted support windows); four
+    fixed tilts catch most of that at 5x the sweep's cost."""
+    normals = [np.array([0.0, 0.0, 1.0])]
+    if slant_deg > 0:
+        s, c = math.sin(math.radians(slant_deg)), math.cos(math.radians(slant_deg))
+        normals += [np.array([s, 0.0, c]), np.array([-s, 0.0, c]), np.array([0.0, s, c]), np.array([0.0, -s, c])]
+    return normals
 
 
 def plane_count(ref: Camera, sources: Sequence[Camera], near_far: tuple[float, float], settings: StereoSettings) -> int:
@@ -140,7 +157,39 @@ def sweep(
     """Best depth and its NCC per pixel of ``ref`` [H, W] against the ``sources`` (image, camera) pairs.
 
     Per plane the score is the best NCC over the sources (each pixel needs one other view that sees it:
-    occlusions). The winning depth is refined by a parabola through its neighbours' scores."""
+    occlusions). The winning depth is refined by a parabola through its neighbours' scores. With
+    ``settings.slant_deg`` the sweep repeats for tilted planes (``plane_normals``) and each pixel keeps the
+    orientation that matches best."""
+    best_depth: np.ndarray | None = None
+    best_score: np.ndarray | None = None
+    for normal in plane_normals(settings.slant_deg):
+        depth, score = _sweep_planes(ref, ref_cam, sources, near_far, settings, normal)
+        if best_depth is None or best_score is None:
+            best_depth, best_score = depth, score
+        else:
+            better = score > best_score
+            best_depth = np.where(better, depth, best_depth)
+            best_score = np.where(better, score, best_score)
+    assert best_depth is not None and best_score is not None
+    score = np.where(np.sqrt(_window_var(ref, settings.window)) >= settings.min_texture, best_score, -1.0)
+    return best_depth.astype(np.float32), score.astype(np.float32)
+
+
+def _window_var(img: np.ndarray, window: int) -> np.ndarray:
+    mu = _box(img, window)
+    return np.maximum(_box(img * img, window) - mu * mu, 0)
+
+
+def _sweep_planes(
+    ref: np.ndarray,
+    ref_cam: Camera,
+    sources: Sequence[tuple[np.ndarray, Camera]],
+    near_far: tuple[float, float],
+    settings: StereoSettings,
+    normal: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One orientation's sweep: (depth, NCC) per pixel of planes n.X = d with d uniform in inverse depth over
+    ``near_far`` (the depth at the principal point), the best plane sub-plane refined."""
     near, far = near_far
     planes = plane_count(ref_cam, [c for _, c in sources], near_far, settings)
     inv = np.linspace(1.0 / near, 1.0 / far, planes)
@@ -149,12 +198,14 @@ def sweep(
     mu_r = _box(ref, w)
     var_r = np.maximum(_box(ref * ref, w) - mu_r * mu_r, 0)
     ones = np.ones_like(ref)
-    scores = np.full((planes, h, wd), -1.0, dtype=np.float32)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    # running argmax over the planes (first best, as np.argmax) with the scores of the planes either side of it
+    top = idx = s_lo = s_hi = prev = None
+    pending = np.zeros((h, wd), dtype=bool)  # best so far at the previous plane: the next one is its s_hi
     for k, d in enumerate(1.0 / inv):
-        best = scores[k]
+        best = np.full((h, wd), -1.0, dtype=np.float32)
         for img, cam in sources:
-            H = plane_homography(ref_cam, cam, float(d))
+            H = plane_homography(ref_cam, cam, float(d), normal)
             warped = cv2.warpPerspective(img, H, (wd, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             inside = cv2.warpPerspective(ones, H, (wd, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             mu_s = _box(warped, w)
@@ -163,18 +214,34 @@ def sweep(
             ncc = cov / np.sqrt(var_r * var_s + 1e-8)
             ok = _box(inside, w) > 0.99
             np.maximum(best, np.where(ok, ncc, -1.0), out=best)
-    idx = scores.argmax(axis=0)
-    top = np.take_along_axis(scores, idx[None], 0)[0]
+        if top is None or idx is None or s_lo is None or s_hi is None or prev is None:
+            top, idx, s_lo, s_hi = best.copy(), np.zeros((h, wd), dtype=np.int64), best.copy(), best.copy()
+            pending[:] = True
+        else:
+            better = best > top
+            settle = pending & ~better
+            s_hi[settle] = best[settle]
+            top[better], idx[better], s_lo[better] = best[better], k, prev[better]
+            pending = better
+        prev = best
+    assert top is not None and idx is not None and s_lo is not None and s_hi is not None
+    # s_hi of a best at the last plane is itself (as np.minimum(idx + 1, planes - 1) picks)
+    s_hi[pending] = top[pending]
     # sub-plane refinement in inverse depth: vertex of the parabola through (idx-1, idx, idx+1)
-    s_lo = np.take_along_axis(scores, np.maximum(idx - 1, 0)[None], 0)[0]
-    s_hi = np.take_along_axis(scores, np.minimum(idx + 1, planes - 1)[None], 0)[0]
     denom = s_lo - 2 * top + s_hi
     interior = (idx > 0) & (idx < planes - 1) & (denom < -1e-6)
     offset = np.where(interior, 0.5 * (s_lo - s_hi) / np.where(interior, denom, -1.0), 0.0)
     step = (inv[-1] - inv[0]) / max(1, planes - 1)
-    depth = 1.0 / (inv[idx] + np.clip(offset, -0.5, 0.5) * step)
-    score = np.where(np.sqrt(var_r) >= settings.min_texture, top, -1.0)
-    return depth.astype(np.float32), score.astype(np.float32)
+    plane_d = 1.0 / (inv[idx] + np.clip(offset, -0.5, 0.5) * step)
+    if normal[2] >= 1.0:
+        return plane_d, top
+    # depth along the optical axis where the pixel's ray (x, y, 1) meets n.X = d: d / (n . ray)
+    rays = np.linalg.solve(
+        _cv_K(ref_cam), np.stack([*np.meshgrid(np.arange(wd), np.arange(h)), np.ones((h, wd))]).reshape(3, -1)
+    )
+    facing = (normal @ rays).reshape(h, wd)
+    depth = np.where(facing > 1e-3, plane_d / np.maximum(facing, 1e-3), 0.0)
+    return depth, np.where(facing > 1e-3, top, -1.0)
 
 
 def _seen_at(camera: Camera, points: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -210,6 +277,18 @@ def _consistent(
     return ok.reshape(h, w)
 
 
+def source_views(cameras: Sequence[Camera], ref: int, max_sources: int) -> list[int]:
+    """Indices of the views ``ref`` is matched against: all others, or (``max_sources`` > 0) the
+    ``max_sources`` whose viewing directions are closest to ``ref``'s (MVS source-view selection: a view
+    looking from far around the object sees little of the same surface, and every source adds a warp per plane
+    and orientation)."""
+    others = [s for s in range(len(cameras)) if s != ref]
+    if max_sources <= 0 or len(others) <= max_sources:
+        return others
+    forward = cameras[ref].R[2]
+    return sorted(others, key=lambda s: -float(cameras[s].R[2] @ forward))[:max_sources]
+
+
 def stereo_depths(
     images: Sequence[np.ndarray],
     cameras: Sequence[Camera],
@@ -228,7 +307,7 @@ def stereo_depths(
     ranges: list[tuple[float, float]] = []
     for r, (ref, cam) in enumerate(small):
         ranges.append(near_far[r] if isinstance(near_far, list) else near_far or depth_range(cam, bounds))
-        others = [small[s] for s in range(len(small)) if s != r]
+        others = [small[s] for s in source_views(cameras, r, settings.max_sources)]
         raw.append(sweep(ref, cam, others, ranges[r], settings))
     out = []
     for r, (depth, score) in enumerate(raw):

@@ -209,6 +209,8 @@ class ReconstructConfig:
             raise ValueError(f"train.dropout must be below 1 (1 drops every Gaussian); got {self.train.dropout!r}")
         if self.train.co_fields not in (1, 2):
             raise ValueError(f"train.co_fields must be 1 or 2; got {self.train.co_fields!r}")
+        if self.stereo.slant_deg >= 80:
+            raise ValueError(f"stereo.slant_deg must be below 80 degrees; got {self.stereo.slant_deg!r}")
         if self.track not in (None, 3, 9):
             raise ValueError(f"track must be 3 or 9; got {self.track!r}")
         hfov = self.poses.hfov_deg
@@ -293,6 +295,8 @@ _MINIMUMS: dict[str, float] = {
     "stereo.min_texture": 0,
     "stereo.max_reproj_px": 0,
     "stereo.max_rel_depth": 0,
+    "stereo.slant_deg": 0,
+    "stereo.max_sources": 0,
     "init.opacity": 1e-6,
     "loss.dssim": 0,
     "loss.mask": 0,
@@ -316,6 +320,8 @@ _MINIMUMS: dict[str, float] = {
     "densify.prune_opa": 0,
     "densify.grow_scale3d": 0,
     "densify.prune_scale3d": 0,
+    "densify.proximity": 0,
+    "densify.proximity_k": 1,
     "densify.max_gaussians": 1,
     "poses.lr": 0,
     "mesh.faces": 4,

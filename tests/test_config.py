@@ -77,6 +77,8 @@ def test_components_own_their_defaults() -> None:
         ({"mesh.method": "marching"}, "mesh.method must be one of"),
         ({"init.points": "0"}, "init.points must be a number >= 1"),
         ({"train.lrs": "[1, 2]"}, "train.lrs takes a JSON object"),
+        ({"stereo.slant_deg": "85"}, "stereo.slant_deg must be below 80 degrees"),
+        ({"stereo.max_sources": "-1"}, "stereo.max_sources must be a number >= 0"),
     ],
 )
 def test_bad_settings_name_the_path(settings: dict, message: str) -> None:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from priors.stereo import StereoSettings, depth_range, plane_homography, stereo_depths, stereo_points
+from priors.stereo import (
+    StereoSettings,
+    depth_range,
+    plane_homography,
+    plane_normals,
+    source_views,
+    stereo_depths,
+    stereo_points,
+)
 from recon.cameras import Camera, intrinsics
 
 PLANE_Z = 0.0  # the textured wall: the plane z = 0 in world coordinates, cameras at z = -3 looking at it
@@ -72,6 +80,56 @@ def test_stereo_recovers_the_depth_of_a_textured_wall() -> None:
     xyz, rgb = stereo_points(depths, images, 500, np.random.default_rng(0))
     assert len(xyz) == 500 and rgb.shape == (500, 3)
     assert np.percentile(np.abs(xyz[:, 2] - PLANE_Z), 95) < 0.05  # on the wall
+
+
+def _oblique_view(angle_deg: float) -> tuple[np.ndarray, Camera]:
+    """The wall seen from ``angle_deg`` off its normal (around the vertical axis), 3 units away."""
+    w, h = 96, 72
+    a = np.radians(angle_deg)
+    centre = [3.0 * np.sin(a), 0.1 * angle_deg / 40, -3.0 * np.cos(a)]
+    cam = Camera.look_at(centre, [0.0, 0.0, PLANE_Z], [0.0, -1.0, 0.0], intrinsics(60.0, 60.0, w / 2, h / 2), w, h)
+    rays = cam.world_directions(cam.pixel_grid().reshape(-1, 2))
+    p = cam.center + rays * ((PLANE_Z - cam.center[2]) / rays[:, 2])[:, None]
+    return _texture(3 * p[:, 0], 3 * p[:, 1]).reshape(h, w, 3).astype(np.float32), cam
+
+
+def test_tilted_plane_homography_agrees_with_projecting_the_plane_point() -> None:
+    _, a = _view(-0.5)
+    _, b = _view(0.6)
+    n = plane_normals(30.0)[1]
+    uv = np.array([[30.5, 20.5]])
+    ray = a.pixel_rays_camera(uv)[0]  # (x, y, 1) in a's camera frame
+    depth = 2.7 / float(n @ ray)  # where the ray meets n.X = 2.7
+    expect, _ = b.project(a.unproject(uv, np.array([depth])))
+    p = plane_homography(a, b, 2.7, n) @ np.array([uv[0, 0] - 0.5, uv[0, 1] - 0.5, 1.0])
+    assert np.allclose(p[:2] / p[2] + 0.5, expect[0], atol=1e-6)
+    assert len(plane_normals(0.0)) == 1 and len(plane_normals(30.0)) == 5
+
+
+def test_slanted_planes_place_an_oblique_wall_more_exactly() -> None:
+    """A wall seen 55 degrees off its normal: fronto-parallel windows straddle depths, tilted planes fit it."""
+    views = [_oblique_view(a) for a in (49, 55, 61)]
+    images, cams = [v[0] for v in views], [v[1] for v in views]
+    bounds = np.array([[-3.0, -3.0, -1.0], [3.0, 3.0, 1.0]])
+
+    def median_error(slant: float) -> tuple[float, float]:
+        depths = stereo_depths(images, cams, bounds, StereoSettings(max_side=96, slant_deg=slant))
+        errors = []
+        for sd in depths:
+            truth, ok = _true_depth(sd.camera), sd.valid
+            errors.append(np.abs(sd.depth[ok] - truth[ok]) / truth[ok])
+        return float(np.median(np.concatenate(errors))), float(np.mean([sd.valid.mean() for sd in depths]))
+
+    (flat, flat_cover), (slanted, slanted_cover) = median_error(0.0), median_error(30.0)
+    assert slanted < 0.75 * flat and slanted < 0.01
+    assert slanted_cover >= flat_cover
+
+
+def test_source_views_are_the_nearest_directions() -> None:
+    cams = [_oblique_view(a)[1] for a in (0, 10, 50, 20, 90)]
+    assert source_views(cams, 0, 0) == [1, 2, 3, 4]
+    assert source_views(cams, 0, 2) == [1, 3]
+    assert source_views(cams, 2, 1) == [3]
 
 
 def test_untextured_views_give_no_trusted_depth() -> None:
