@@ -487,6 +487,8 @@ def reconstruct(
                 "pruned_floaters": result.pruned_floaters,
                 "final_loss": result.history[-1]["loss"] if result.history else None,
             }
+            if config.densify.proximity > 0:
+                summary["unpooled"] = result.unpooled  # Gaussians proximity-guided unpooling added
             if config.train.co_fields > 1:
                 summary["co_pruned"] = result.co_pruned  # Gaussians of the result field the other did not match
             if pose_info is not None:

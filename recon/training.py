@@ -29,6 +29,7 @@ class TrainResult:
     cameras: list[Camera] | None = None  # photometrically refined cameras (when pose refinement ran)
     pose_correction_deg: list[float] | None = None
     co_pruned: int = 0  # Gaussians removed by co-pruning (two fields trained together)
+    unpooled: int = 0  # Gaussians added by proximity-guided unpooling (densify.proximity)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -277,6 +278,7 @@ class FieldTrainer:
     def finish(self, seconds: float) -> TrainResult:
         """The run's result: history, timing and (when refined) the corrected cameras."""
         self.result.seconds = seconds
+        self.result.unpooled = self.strategy.unpooled
         if self.pose_opt is not None:
             self.result.cameras = self.pose_opt.cameras(self.cameras)
             self.result.pose_correction_deg = [float(x) for x in self.pose_opt.magnitudes()[0]]

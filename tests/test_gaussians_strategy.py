@@ -355,3 +355,46 @@ def test_short_training_loop_with_real_renders_densifies_and_fits():
             assert o.param_groups[0]["params"][0] is model.splats[name]
     assert grown > 0 and 30 < model.num_gaussians <= 80
     assert min(losses[-5:]) < losses[0] * 0.7
+
+
+def test_unpool_fills_the_gap_between_two_clusters_halfway():
+    """Proximity-guided unpooling: two tight clusters 4 apart; the two Gaussians bridging them (each far from
+    its neighbours) get copies of their neighbours halfway across, with zero Adam rows; a budget caps it."""
+    from renderers.gaussians.strategy import unpool
+
+    model = make_model(40)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        means = 0.01 * torch.randn(40, 3, generator=g)
+        means[20:] += torch.tensor([4.0, 0.0, 0.0])
+        means[19] = torch.tensor([1.0, 0.0, 0.0])  # a lone Gaussian 1 from the first cluster, 3 from the second
+        model.splats["means"].copy_(means)
+    opts = model.make_optimizers()
+    adam_step(model, opts)
+    before = {k: v.detach().clone() for k, v in model.splats.items()}
+    added = unpool(model, opts, ratio=3.0, k=3)
+    assert added == 3 and model.num_gaussians == 43  # the lone one to its 3 neighbours in the first cluster
+    new = model.splats["means"][40:].detach()
+    assert torch.allclose(new[:, 0], torch.full((3,), 0.5), atol=0.05)  # halfway between 1.0 and the cluster at 0
+    for k in PARAM_NAMES:
+        assert torch.equal(model.splats[k][:40], before[k])
+        assert torch.count_nonzero(opts[k].state[model.splats[k]]["exp_avg"][40:]) == 0
+    for row in model.splats["sh0"][40:].detach():  # each new one copies a neighbour in the first cluster
+        assert any(torch.equal(row, before["sh0"][j]) for j in range(19))
+    assert unpool(make_model(40), None, ratio=3.0, budget=0) == 0
+    dense = make_model(40)
+    assert unpool(dense, None, ratio=100.0) == 0 and dense.num_gaussians == 40
+
+
+def test_refine_unpools_when_proximity_is_set():
+    model = make_model(30)
+    with torch.no_grad():
+        model.splats["means"][0] = torch.tensor([30.0, 0.0, 0.0])  # far from the rest
+    opts = model.make_optimizers()
+    s = DensifyStrategy(DensifyConfig(refine_start_iter=100, refine_every=100, reset_every=3000, proximity=3.0))
+    stats = _refine_once(model, opts, s, torch.zeros(30))
+    assert stats["cloned"] == 0 and s.unpooled == 3 and model.num_gaussians == 33
+    off = make_model(30)
+    s_off = DensifyStrategy(DensifyConfig(refine_start_iter=100, refine_every=100, reset_every=3000))
+    _refine_once(off, off.make_optimizers(), s_off, torch.zeros(30))
+    assert off.num_gaussians == 30 and s_off.unpooled == 0

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -78,6 +79,13 @@ class DensifyConfig:
     pause_refine_after_reset: int = 0
     absgrad: bool = False
     max_gaussians: int | None = 1_000_000
+    # > 0: proximity-guided unpooling (FSGS) at every refine: a Gaussian whose mean distance to its
+    # ``proximity_k`` nearest centres exceeds this many times the median such distance gets a new Gaussian
+    # halfway to each of those neighbours (a copy of the neighbour moved there). Sparse views leave large gaps
+    # between the few places the inputs pin down (untextured walls, the table); the gradient rule grows only
+    # where a view already disagrees. 0 = off.
+    proximity: float = 0.0
+    proximity_k: int = 3
 
 
 # ----------------------------------------------------------------------------- row operations
@@ -128,6 +136,45 @@ def duplicate(model: Splats, optimizers: Optimizers | None, mask: Tensor) -> Non
         return torch.cat([v, v.new_zeros((len(idx), *v.shape[1:]))])
 
     _replace_rows(model, optimizers, param_fn, state_fn)
+
+
+@torch.no_grad()
+def unpool(model: Splats, optimizers: Optimizers | None, ratio: float, k: int = 3, budget: int | None = None) -> int:
+    """Proximity-guided unpooling (FSGS): every Gaussian whose mean distance to its ``k`` nearest centres is
+    above ``ratio`` x the median of that distance gets, for each of those neighbours, a copy of the neighbour
+    moved to the midpoint between the two (each pair once; new rows get zero Adam moments). At most ``budget``
+    new Gaussians, the widest gaps first. Returns how many were added."""
+    from scipy.spatial import cKDTree  # CPU nearest neighbours; centres are copied off the device once
+
+    means = splats_of(model)["means"].detach()
+    n = means.shape[0]
+    if n <= k or ratio <= 0 or (budget is not None and budget <= 0):
+        return 0
+    xyz = means.cpu().double().numpy()
+    dist, nbr = cKDTree(xyz).query(xyz, k=k + 1)  # column 0 is the point itself
+    spread = dist[:, 1:].mean(axis=1)
+    sources = (spread > ratio * float(np.median(spread))).nonzero()[0]
+    if len(sources) == 0:
+        return 0
+    pairs: dict[tuple[int, int], tuple[int, int, float]] = {}  # each pair once: (source, neighbour, distance)
+    for i in sources.tolist():
+        for j, d in zip(nbr[i, 1:].tolist(), dist[i, 1:].tolist()):
+            pairs.setdefault((min(i, j), max(i, j)), (i, j, d))
+    ranked = sorted(pairs.values(), key=lambda p: -p[2])
+    if budget is not None:
+        ranked = ranked[:budget]
+    src = torch.tensor([i for i, _, _ in ranked], dtype=torch.long, device=means.device)
+    dst = torch.tensor([j for _, j, _ in ranked], dtype=torch.long, device=means.device)
+    mid = 0.5 * (means[src] + means[dst])
+
+    def param_fn(name: str, p: Tensor) -> Tensor:
+        return torch.cat([p, mid.to(p.dtype) if name == "means" else p[dst]])
+
+    def state_fn(_: str, v: Tensor) -> Tensor:
+        return torch.cat([v, v.new_zeros((len(dst), *v.shape[1:]))])
+
+    _replace_rows(model, optimizers, param_fn, state_fn)
+    return len(dst)
 
 
 @torch.no_grad()
@@ -230,6 +277,7 @@ class DensifyStrategy:
         self.grad2d: Tensor | None = None  # [N] summed view-space gradient norms since the last refine
         self.count: Tensor | None = None  # [N] how many times each Gaussian was visible
         self._generators: dict[str, torch.Generator] = {}
+        self.unpooled = 0  # Gaussians added by proximity-guided unpooling so far
 
     # ----------------------------------------------------------------- hooks
     def step_pre_backward(self, meta: dict[str, Any]) -> None:
@@ -338,6 +386,9 @@ class DensifyStrategy:
             to_split = torch.cat([to_split, to_split.new_zeros(n_clone)])
         if n_split:
             split(model, optimizers, to_split, generator=self._generator(_device(model)))
+        if cfg.proximity > 0:
+            room = None if cfg.max_gaussians is None else int(cfg.max_gaussians) - _count(model)
+            self.unpooled += unpool(model, optimizers, cfg.proximity, cfg.proximity_k, budget=room)
         return n_clone, n_split
 
     @torch.no_grad()
