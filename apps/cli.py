@@ -218,14 +218,24 @@ def _progress_bar(label: str):
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, transient=False) as bar:
-            task = bar.add_task(label, total=None, stats="")
+        # started at the first step: input that fails before training gets its one-line error alone
+        bar: Progress | None = None
+        task = None
 
-            def update(step: int, total: int, stats: dict) -> None:
-                text = f"loss {stats.get('loss', 0):.4f} psnr {stats.get('psnr', 0):.2f} n={stats.get('gaussians', 0)}"
-                bar.update(task, completed=step, total=total, stats=text)
+        def update(step: int, total: int, stats: dict) -> None:
+            nonlocal bar, task
+            if bar is None:
+                bar = Progress(*columns, transient=False)
+                bar.start()
+                task = bar.add_task(label, total=None, stats="")
+            text = f"loss {stats.get('loss', 0):.4f} psnr {stats.get('psnr', 0):.2f} n={stats.get('gaussians', 0)}"
+            bar.update(task, completed=step, total=total, stats=text)
 
+        try:
             yield update
+        finally:
+            if bar is not None:
+                bar.stop()
 
     return cm()
 

@@ -100,3 +100,32 @@ def test_a_folder_of_broken_links_is_detected_as_images_and_named(tmp_path: Path
         (d / f"IMG_{i}.jpg").symlink_to(d / f"gone_{i}.jpg")
     with pytest.raises(ReconInputError, match="IMG_0.jpg.*broken symbolic link"):
         read_views(d)
+
+
+def test_cli_error_before_training_is_one_line_without_a_progress_bar(tmp_path: Path) -> None:
+    """`recon reconstruct` on a folder that fails while reading prints its error alone (the training bar used to be
+    drawn, empty, above it)."""
+    import subprocess
+    import sys
+
+    d = _folder(tmp_path, n=1)
+    _truncated(d / "IMG_8.jpg", d / "IMG_0.jpg")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "120"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from apps.cli import main; main()",
+            "reconstruct",
+            str(d),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    said = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode != 0 and all(line.startswith("recon: ") for line in said), said  # no bar, no blank line
+    assert said[-1].startswith("recon: error: ") and "IMG_8.jpg" in said[-1]
