@@ -3,10 +3,10 @@
 Sparse-view Gaussian methods lead the tables by starting from (and supervising with) good geometry: monocular
 depth networks (DNGaussian, FSGS), dense matchers (Binocular3DGS). Neither can be downloaded here, but with known
 cameras the input views already constrain depth wherever two of them see the same textured surface. For every
-input view (the reference) this module sweeps fronto-parallel planes through its depth range (uniform in
-inverse depth), warps every other view onto each plane, scores the match by normalised cross-correlation (NCC)
-over a small window and keeps the best plane per pixel (sub-plane refined by a parabola through the neighbouring
-scores). A depth is trusted only where
+input view (the reference) this module sweeps planes through its depth range (uniform in inverse depth),
+fronto-parallel and tilted four ways (``plane_normals``), warps the views that look most alike onto each plane
+(``source_views``), scores the match by normalised cross-correlation (NCC) over a small window and keeps the best
+plane per pixel (sub-plane refined by a parabola through the neighbouring scores). A depth is trusted only where
 
 * the best NCC is high and the reference window has texture (flat patches match at any depth), and
 * it is geometrically consistent: back-projected, projected into another view and re-projected through that
