@@ -70,5 +70,7 @@ def test_scene_config_takes_max_side_from_a_setting_or_the_protocol() -> None:
     assert scene_config("fast", {}, (300, 400)).max_side == 400
     assert scene_config("fast", {"max_side": 200}, (300, 400)).max_side == 200
     assert scene_config("fast", {"max_side": 200}, (300, 400), max_side=320).max_side == 320
+    assert scene_config("fast", {"iterations": 7}, (300, 400)).iterations == 7  # was a TypeError too
+    assert scene_config("fast", {"iterations": 7}, (300, 400), iterations=9).iterations == 9
     with pytest.raises(ReconInputError, match="train.dropout"):
         scene_config("fast", {"train.dropout": 1.5}, (300, 400))

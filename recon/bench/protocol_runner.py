@@ -37,13 +37,17 @@ def scene_config(
     seed: int = 0,
 ) -> ReconstructConfig:
     """The run config for one scene: the method's preset and settings, trained at the protocol's image size
-    unless ``max_side`` (or a ``max_side`` setting, ``--set max_side=N``; the argument wins) says otherwise. A bad
-    setting is a ReconInputError naming it."""
+    unless ``max_side`` says otherwise. ``iterations`` and ``max_side`` may also come as settings (``--set
+    max_side=N``); the argument wins when both are given. A bad setting is a ReconInputError naming it."""
     settings = dict(overrides)
-    side = max_side or settings.pop("max_side", None) or max(image_size)
-    settings.pop("max_side", None)
+    given = {"iterations": iterations, "max_side": max_side}
+    for name, value in given.items():
+        from_setting = settings.pop(name, None)
+        given[name] = value if value is not None else from_setting
     try:
-        return make_config(preset, iterations=iterations, max_side=side, seed=seed, **settings)
+        return make_config(
+            preset, iterations=given["iterations"], max_side=given["max_side"] or max(image_size), seed=seed, **settings
+        )
     except (ValueError, TypeError) as exc:
         raise ReconInputError(str(exc)) from None
 
