@@ -164,10 +164,12 @@ def sweep(
     occlusions). The winning depth is refined by a parabola through its neighbours' scores. With
     ``settings.slant_deg`` the sweep repeats for tilted planes (``plane_normals``) and each pixel keeps the
     orientation that matches best."""
+    mu_r, var_r = _window_stats(ref, settings.window)  # the reference's windows, the same for every plane
+    rays = ref_cam.pixel_rays_camera(ref_cam.pixel_grid().reshape(-1, 2))  # (x, y, 1) per pixel, camera frame
     best_depth: np.ndarray | None = None
     best_score: np.ndarray | None = None
     for normal in plane_normals(settings.slant_deg):
-        depth, score = _sweep_planes(ref, ref_cam, sources, near_far, settings, normal)
+        depth, score = _sweep_planes(ref, ref_cam, sources, near_far, settings, normal, (mu_r, var_r), rays)
         if best_depth is None or best_score is None:
             best_depth, best_score = depth, score
         else:
@@ -175,13 +177,14 @@ def sweep(
             best_depth = np.where(better, depth, best_depth)
             best_score = np.where(better, score, best_score)
     assert best_depth is not None and best_score is not None
-    score = np.where(np.sqrt(_window_var(ref, settings.window)) >= settings.min_texture, best_score, -1.0)
+    score = np.where(np.sqrt(var_r) >= settings.min_texture, best_score, -1.0)
     return best_depth.astype(np.float32), score.astype(np.float32)
 
 
-def _window_var(img: np.ndarray, window: int) -> np.ndarray:
+def _window_stats(img: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of ``img`` over each window x window neighbourhood."""
     mu = _box(img, window)
-    return np.maximum(_box(img * img, window) - mu * mu, 0)
+    return mu, np.maximum(_box(img * img, window) - mu * mu, 0)
 
 
 def _sweep_planes(
@@ -191,16 +194,18 @@ def _sweep_planes(
     near_far: tuple[float, float],
     settings: StereoSettings,
     normal: np.ndarray,
+    ref_stats: tuple[np.ndarray, np.ndarray],
+    rays: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One orientation's sweep: (depth, NCC) per pixel of planes n.X = d with d uniform in inverse depth over
-    ``near_far`` (the depth at the principal point), the best plane sub-plane refined."""
+    ``near_far`` (the depth at the principal point), the best plane sub-plane refined. ``ref_stats``: the
+    reference's window mean and variance; ``rays`` [H*W, 3]: its pixels' camera-frame rays with z = 1."""
     near, far = near_far
     planes = plane_count(ref_cam, [c for _, c in sources], near_far, settings)
     inv = np.linspace(1.0 / near, 1.0 / far, planes)
     w = settings.window
     h, wd = ref.shape
-    mu_r = _box(ref, w)
-    var_r = np.maximum(_box(ref * ref, w) - mu_r * mu_r, 0)
+    mu_r, var_r = ref_stats
     ones = np.ones_like(ref)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     # running argmax over the planes (first best, as np.argmax) with the scores of the planes either side of it
@@ -240,10 +245,7 @@ def _sweep_planes(
     if normal[2] >= 1.0:
         return plane_d, top
     # depth along the optical axis where the pixel's ray (x, y, 1) meets n.X = d: d / (n . ray)
-    rays = np.linalg.solve(
-        _cv_K(ref_cam), np.stack([*np.meshgrid(np.arange(wd), np.arange(h)), np.ones((h, wd))]).reshape(3, -1)
-    )
-    facing = (normal @ rays).reshape(h, wd)
+    facing = (rays @ normal).reshape(h, wd)
     depth = np.where(facing > 1e-3, plane_d / np.maximum(facing, 1e-3), 0.0)
     return depth, np.where(facing > 1e-3, top, -1.0)
 
