@@ -6,7 +6,10 @@ cameras the input views already constrain depth wherever two of them see the sam
 input view (the reference) this module sweeps planes through its depth range (uniform in inverse depth),
 fronto-parallel and tilted four ways (``plane_normals``), warps the views that look most alike onto each plane
 (``source_views``), scores the match by normalised cross-correlation (NCC) over a small window and keeps the best
-plane per pixel (sub-plane refined by a parabola through the neighbouring scores). A depth is trusted only where
+plane per pixel (sub-plane refined by a parabola through the neighbouring scores). PatchMatch rounds
+(``priors.stereo_refine``, ``refine_iters``) then give every pixel its own plane, depth and normal, improved by
+its neighbours' planes and random perturbations; an optional second pass (``geom_iters``) also scores each plane
+by its reprojection error through the other views' depth maps. A depth is trusted only where
 
 * the best NCC is high and the reference window has texture (flat patches match at any depth), and
 * it is geometrically consistent: back-projected, projected into another view and re-projected through that
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from priors.stereo_refine import refine_planes
 from recon.cameras import Camera
 
 log = logging.getLogger("recon")
@@ -59,6 +63,12 @@ class StereoSettings:
     # 21.09); fewer pixels pass the checks (38% -> 26% of DTU scan24's first view) but they are placed twice as
     # finely; the sweep costs ~5 s more
     max_side: int = 400
+    # > 0: PatchMatch rounds after the sweep (``priors.stereo_refine``): every textured pixel's plane (depth and
+    # normal) improved by its neighbours' planes and random perturbations; 0 = the sweep's planes as they are
+    refine_iters: int = 0
+    # > 0: a second PatchMatch pass of this many rounds whose score also counts the reprojection error through
+    # the other views' depth maps (``_geometric_pass``); 0 = off
+    geom_iters: int = 0
 
 
 @dataclass
@@ -157,18 +167,21 @@ def sweep(
     sources: Sequence[tuple[np.ndarray, Camera]],
     near_far: tuple[float, float],
     settings: StereoSettings,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best depth and its NCC per pixel of ``ref`` [H, W] against the ``sources`` (image, camera) pairs.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best depth, its NCC and its plane's normal [H, W, 3] per pixel of ``ref`` [H, W] against the ``sources``
+    (image, camera) pairs.
 
     Per plane the score is the best NCC over the sources (each pixel needs one other view that sees it:
     occlusions). The winning depth is refined by a parabola through its neighbours' scores. With
     ``settings.slant_deg`` the sweep repeats for tilted planes (``plane_normals``) and each pixel keeps the
-    orientation that matches best."""
+    orientation that matches best; ``settings.refine_iters`` PatchMatch rounds then refine each pixel's plane."""
     mu_r, var_r = _window_stats(ref, settings.window)  # the reference's windows, the same for every plane
     rays = ref_cam.pixel_rays_camera(ref_cam.pixel_grid().reshape(-1, 2))  # (x, y, 1) per pixel, camera frame
     best_depth: np.ndarray | None = None
     best_score: np.ndarray | None = None
-    for normal in plane_normals(settings.slant_deg):
+    best_normal = np.zeros(ref.shape, dtype=np.int64)  # index into the orientations
+    normals = plane_normals(settings.slant_deg)
+    for k, normal in enumerate(normals):
         depth, score = _sweep_planes(ref, ref_cam, sources, near_far, settings, normal, (mu_r, var_r), rays)
         if best_depth is None or best_score is None:
             best_depth, best_score = depth, score
@@ -176,9 +189,29 @@ def sweep(
             better = score > best_score
             best_depth = np.where(better, depth, best_depth)
             best_score = np.where(better, score, best_score)
+            best_normal[better] = k
     assert best_depth is not None and best_score is not None
-    score = np.where(np.sqrt(var_r) >= settings.min_texture, best_score, -1.0)
-    return best_depth.astype(np.float32), score.astype(np.float32)
+    textured = np.sqrt(var_r) >= settings.min_texture
+    plane_n = np.stack(normals)[best_normal]
+    if settings.refine_iters > 0:
+        active = textured & (best_depth > 0)
+        depth_pm, score_pm, n_pm = refine_planes(
+            ref,
+            ref_cam,
+            sources,
+            best_depth,
+            plane_n,
+            active,
+            settings.window,
+            settings.refine_iters,
+        )
+        # the refined plane was chosen on a sparse window: keep the sweep's where its full-window NCC is higher
+        better = score_pm > best_score
+        best_depth = np.where(better, depth_pm, best_depth)
+        best_score = np.where(better, score_pm, best_score)
+        plane_n = np.where(better[..., None], n_pm, plane_n)
+    score = np.where(textured, best_score, -1.0)
+    return best_depth.astype(np.float32), score.astype(np.float32), plane_n.astype(np.float32)
 
 
 def _window_stats(img: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -309,12 +342,15 @@ def stereo_depths(
     if len(images) < 2:
         return []
     small = [_resize(im, cam, settings.max_side) for im, cam in zip(images, cameras)]
-    raw: list[tuple[np.ndarray, np.ndarray]] = []
+    swept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     ranges: list[tuple[float, float]] = []
     for r, (ref, cam) in enumerate(small):
         ranges.append(near_far[r] if isinstance(near_far, list) else near_far or depth_range(cam, bounds))
         others = [small[s] for s in source_views(cameras, r, settings.max_sources)]
-        raw.append(sweep(ref, cam, others, ranges[r], settings))
+        swept.append(sweep(ref, cam, others, ranges[r], settings))
+    raw = [(d, sc) for d, sc, _ in swept]
+    if settings.geom_iters > 0:
+        raw = _geometric_pass(small, cameras, swept, settings)
     out = []
     for r, (depth, score) in enumerate(raw):
         cam = small[r][1]
@@ -328,6 +364,38 @@ def stereo_depths(
         conf = np.where(keep, np.clip((score - settings.min_ncc) / (1 - settings.min_ncc), 0.05, 1.0), 0.0)
         depth = np.where(keep, depth, 0.0).astype(np.float32)
         out.append(StereoDepth(cam, depth, conf.astype(np.float32), ranges[r]))
+    return out
+
+
+def _geometric_pass(
+    small: Sequence[tuple[np.ndarray, Camera]],
+    cameras: Sequence[Camera],
+    swept: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    settings: StereoSettings,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(depth, NCC) per view after ``settings.geom_iters`` PatchMatch rounds scored by NCC minus the
+    reprojection error through the other views' first-pass depth maps (COLMAP's geometric consistency pass): a
+    repeated pattern's wrong match, which no other view's depth confirms, gives way to a neighbour's plane that
+    they do confirm. Every view reads the first pass's maps (Jacobi), so the order of the views does not matter."""
+    out = []
+    for r, (ref, cam) in enumerate(small):
+        depth, score, normals = swept[r]
+        others = [small[s] for s in source_views(cameras, r, settings.max_sources)]
+        geometry = [(np.where(swept[s][1] > -1, swept[s][0], 0.0), small[s][1]) for s in range(len(small)) if s != r]
+        active = (score > -1) & (depth > 0)
+        d2, s2, _ = refine_planes(
+            ref,
+            cam,
+            others,
+            depth,
+            normals,
+            active,
+            settings.window,
+            settings.geom_iters,
+            seed=1,
+            geometry=geometry,
+        )
+        out.append((np.where(active, d2, depth), np.where(active, s2, score)))
     return out
 
 

@@ -297,6 +297,8 @@ _MINIMUMS: dict[str, float] = {
     "stereo.max_rel_depth": 0,
     "stereo.slant_deg": 0,
     "stereo.max_sources": 0,
+    "stereo.refine_iters": 0,
+    "stereo.geom_iters": 0,
     "init.opacity": 1e-6,
     "loss.dssim": 0,
     "loss.mask": 0,
