@@ -139,10 +139,9 @@ class ReconstructConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA (gsplat kernels) when available, else the CPU kernels
     iterations: int = 1000
-    # > 0: steps scale with the input views: a scene-mode run trains steps_per_view x views (without masks the
-    # background of 3 views grows floaters on the steps 8 views need), an object-mode run the larger of that and
-    # ``iterations`` (masks and hull keep extra steps paying); within STEPS_RANGE. An explicit ``iterations``
-    # (--iterations, make_config) turns it off.
+    # > 0: steps scale with the input views: a scene-mode run trains steps_per_view x views, an object-mode run
+    # the larger of that and ``iterations``; within STEPS_RANGE. An explicit ``iterations`` (--iterations,
+    # make_config) turns it off.
     steps_per_view: int = 0
     # object mode with steps_per_view: at least this many steps per view (0 = the scene rule). Masks and the hull
     # keep longer training paying once views are many: lego 8 views 23.29 dB at 1360 steps, 23.73 at 2720, 23.89
@@ -526,15 +525,12 @@ def _tree(**paths: Any) -> ReconstructConfig:
 
 
 PRESETS: dict[str, ReconstructConfig] = {
-    # 170 steps per input view: scene mode on 3 views gains nothing from more (fern 20.09 dB at 1000 steps, 20.08
-    # at 500) or loses (DTU dtu3 16.52 at 1000, 17.15 at 500: the extra steps grow floaters); object mode keeps
-    # at least 1000 (generated 3-view scene seed 100: 34.49 at 1000, 32.82 at 510) and 8 views gain from more
-    # (lego 21.45 at 1000, 21.81 at 1360)
-    # With binocular consistency, opacity decay and free-space pruning, more steps still do not pay in scene mode (DTU
-    # scan24 19.43 dB at 510 steps, 19.23 at 1000).
-    # Object mode: 340 steps per view, so 8 views train 2720 (lego 8 views +0.42 dB at twice the time); 3 views
-    # keep ~1000.
-    "fast": _tree(preset="fast", steps_per_view=170, object_steps_per_view=340),
+    # 340 steps per input view in both modes: 8 object views train 2720 (lego 8 views +0.42 dB over 1360 at twice
+    # the time), 3 views 1020. Scene mode kept 170 a view while more steps only grew floaters (DTU dtu3 16.52 dB
+    # at 1000 steps vs 17.15 at 500; with binocular consistency and free-space pruning scan24 19.23 vs 19.43);
+    # since stereo depth supervises most of a scene at full size, the extra steps pay there too: DTU dtu3 over
+    # seeds 0-2 20.12 -> 20.25 dB (scan24 +0.42, scan37 -0.17), SSIM up on all six runs; fern 21.11 -> 21.43.
+    "fast": _tree(preset="fast", steps_per_view=340),
     "quality": _tree(
         preset="quality",
         iterations=7000,
