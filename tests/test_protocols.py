@@ -74,3 +74,8 @@ def test_scene_config_takes_max_side_from_a_setting_or_the_protocol() -> None:
     assert scene_config("fast", {"iterations": 7}, (300, 400), iterations=9).iterations == 9
     with pytest.raises(ReconInputError, match="train.dropout"):
         scene_config("fast", {"train.dropout": 1.5}, (300, 400))
+    # were Python's "got multiple values for keyword argument 'seed'"
+    with pytest.raises(ReconInputError, match="give it with --seed"):
+        scene_config("fast", {"seed": "3"}, (300, 400))
+    with pytest.raises(ReconInputError, match="give it with --method"):
+        scene_config("fast", {"preset": "quality"}, (300, 400))

@@ -40,6 +40,9 @@ def scene_config(
     unless ``max_side`` says otherwise. ``iterations`` and ``max_side`` may also come as settings (``--set
     max_side=N``); the argument wins when both are given. A bad setting is a ReconInputError naming it."""
     settings = dict(overrides)
+    for name, option in (("seed", "--seed"), ("preset", "--method")):
+        if name in settings:  # run arguments of their own (make_config would see them twice)
+            raise ReconInputError(f"{name} is not a setting here: give it with {option}")
     given = {"iterations": iterations, "max_side": max_side}
     for name, value in given.items():
         from_setting = settings.pop(name, None)
