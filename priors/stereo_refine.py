@@ -7,9 +7,10 @@ tries its neighbours' planes (a surface found at one pixel spreads along it, sla
 perturbation of its own, and keeps whichever matches the source views best by NCC over its window, warped
 through that pixel's own plane. Started from the sweep's winners it needs only a few rounds.
 
-Vectorised over the textured pixels with torch (CPU, no gradients): candidate planes are evaluated for all
-pixels at once, Jacobi style (every pixel reads its neighbours' planes from the previous round), the window
-sampled at a stride during the search (Gipuma's sparse windows) and densely for the final score.
+Each round evaluates every candidate plane for all textured pixels at once, Jacobi style (every pixel reads its
+neighbours' planes from the previous round); the scoring is the C++ kernel ``recon.kernels.plane_ncc`` (a
+homography per pixel), the window sampled every other pixel during the search (Gipuma's sparse windows) and
+densely for the final score.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import torch
 from recon.cameras import Camera
 from recon.kernels.plane_ncc import plane_ncc
 
-# neighbours whose planes each pixel tries every round: the four adjacent pixels and four at distance 3 (faster
-# spread along a surface while each round reads the previous one)
 # the geometric term (COLMAP's patch-match geometric consistency): score = NCC - GEOM_WEIGHT x min(error px,
 # GEOM_MAX_PX), so a plane that another view's depth map contradicts by 3 pixels loses 0.9 of NCC
 GEOM_WEIGHT = 0.3
 GEOM_MAX_PX = 3.0
 
+# neighbours whose planes each pixel tries every round: the four adjacent pixels and four at distance 3 (faster
+# spread along a surface while each round reads the previous one)
 _NEIGHBOURS = ((0, -1), (0, 1), (-1, 0), (1, 0), (0, -3), (0, 3), (-3, 0), (3, 0))
 
 
@@ -183,7 +184,7 @@ def refine_planes(
                 cur_d = torch.where(better, d_c, cur_d)
             n_map[yi, xi], d_map[yi, xi] = cur_n, cur_d
         cur_z = cur_d / (cur_n * ray_p).sum(-1).clamp_min(1e-3)
-        # a pixel whose plane wandered far from every sweep hypothesis near it keeps the sweep's
+        # a plane that faces away at its pixel (never chosen over one that scores) leaves the sweep's depth
         cur_z = torch.where(cur_z > 0, cur_z, z0)
         dense = _PlaneScorer(ref, ref_cam, sources, pixels, window, stride=1)
         final = dense.score(cur_n, cur_z * (cur_n * ray_p).sum(-1))

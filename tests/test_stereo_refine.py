@@ -36,7 +36,7 @@ def test_refinement_finds_the_slant_from_fronto_parallel_planes() -> None:
     ref, ref_cam = images[1], cams[1]
     sources = [(images[0], cams[0]), (images[2], cams[2])]
     near_far = (1.5, 6.0)
-    depth, score, normals = sweep(ref, ref_cam, sources, near_far, StereoSettings(slant_deg=0.0))
+    depth, score, normals = sweep(ref, ref_cam, sources, near_far, StereoSettings(slant_deg=0.0, refine_iters=0))
     truth = _true_depth(ref_cam)
     active = (score > -1) & (depth > 0)
     active[:6], active[-6:], active[:, :6], active[:, -6:] = False, False, False, False
@@ -91,7 +91,7 @@ def test_stereo_with_both_passes_stays_accurate() -> None:
     views = [_oblique_view(a) for a in (49, 55, 61)]
     images, cams = [v[0] for v in views], [v[1] for v in views]
     bounds = np.array([[-3.0, -3.0, -1.0], [3.0, 3.0, 1.0]])
-    plain = stereo_depths(images, cams, bounds, StereoSettings(max_side=96))
+    plain = stereo_depths(images, cams, bounds, StereoSettings(max_side=96, refine_iters=0))
     both = stereo_depths(images, cams, bounds, StereoSettings(max_side=96, refine_iters=3, geom_iters=2))
     for a, b in zip(plain, both):
         truth = _true_depth(b.camera)
