@@ -132,8 +132,7 @@ def plane_homography(ref: Camera, src: Camera, depth: float, normal: np.ndarray 
     """3x3 map from ``ref`` pixels (OpenCV convention) to ``src`` pixels through the plane n.X = ``depth`` in
     ``ref``'s camera frame: K_s (R_rel + t_rel n^T / d) K_r^-1; ``normal`` n (unit, n_z > 0) defaults to the
     fronto-parallel (0, 0, 1), where ``depth`` is the optical depth of the plane."""
-    R_rel = src.R @ ref.R.T
-    t_rel = src.t - R_rel @ ref.t
+    R_rel, t_rel = src.motion_from(ref)
     n = np.array([0.0, 0.0, 1.0]) if normal is None else np.asarray(normal, dtype=np.float64)
     return _cv_K(src) @ (R_rel + np.outer(t_rel, n) / depth) @ np.linalg.inv(_cv_K(ref))
 

@@ -51,27 +51,29 @@ class _PlaneScorer:
         self.Kinv = torch.from_numpy(np.linalg.inv(ref_cam.K))
         self.pixels, self.window, self.stride = pixels, window, stride
         self.centres = pixels.double() + 0.5
+        # each pixel's own camera-frame ray (z = 1)
+        self.rays = torch.cat([self.centres, torch.ones_like(self.centres[:, :1])], dim=1) @ self.Kinv.T
         self.ref = torch.from_numpy(ref.astype(np.float32))
         self.images = [torch.from_numpy(img.astype(np.float32)) for img, _ in sources]
         A, b = [], []
         for _, cam in sources:  # reference pixel q -> source pixel: A q + b (g . q)
-            R_rel = cam.R @ ref_cam.R.T
+            R_rel, t_rel = cam.motion_from(ref_cam)
             A.append(cam.K @ R_rel @ np.linalg.inv(ref_cam.K))
-            b.append(cam.K @ (cam.t - R_rel @ ref_cam.t))
+            b.append(cam.K @ t_rel)
         self.A = torch.from_numpy(np.stack(A)) if A else torch.zeros((0, 3, 3), dtype=torch.float64)
         self.b = torch.from_numpy(np.stack(b)) if b else torch.zeros((0, 3), dtype=torch.float64)
 
-        # other views' depth maps for the geometric term: (depth, K_s, K_s^-1, R_rel, t_rel, w, h)
+        # other views' depth maps for the geometric term: (depth, K_s, K_s^-1, R_rel, t_rel)
         self.geometry = []
         for depth_s, cam in geometry:
-            R_rel = cam.R @ ref_cam.R.T
+            R_rel, t_rel = cam.motion_from(ref_cam)
             self.geometry.append(
                 (
                     torch.from_numpy(depth_s.astype(np.float64)),
                     torch.from_numpy(cam.K),
                     torch.from_numpy(np.linalg.inv(cam.K)),
                     torch.from_numpy(R_rel),
-                    torch.from_numpy(cam.t - R_rel @ ref_cam.t),
+                    torch.from_numpy(t_rel),
                 )
             )
 
@@ -79,9 +81,8 @@ class _PlaneScorer:
         """Per pixel, the smallest forward-backward reprojection error (pixels, at most ``GEOM_MAX_PX``) of its
         plane's point through another view's depth map (COLMAP's geometric consistency); ``GEOM_MAX_PX`` where no
         view has a depth there."""
-        ray_p = self._rays(self.centres)
-        z = dists / (ray_p * normals).sum(-1).clamp_min(1e-3)
-        pts = ray_p * z[:, None]
+        z = dists / (self.rays * normals).sum(-1).clamp_min(1e-3)
+        pts = self.rays * z[:, None]
         best = torch.full((len(z),), GEOM_MAX_PX, dtype=torch.float64)
         for depth_s, K, Kinv, R, t in self.geometry:
             h, w = depth_s.shape
@@ -100,10 +101,6 @@ class _PlaneScorer:
             ok &= back_r[:, 2] > 1e-6
             best = torch.minimum(best, torch.where(ok, err.clamp_max(GEOM_MAX_PX), best))
         return best
-
-    def _rays(self, uv: torch.Tensor) -> torch.Tensor:
-        homog = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)
-        return homog @ self.Kinv.T
 
     def score(self, normals: torch.Tensor, dists: torch.Tensor) -> torch.Tensor:
         """Best NCC over the sources (N,) for planes n . X = d given per pixel (normals (N, 3), d (N,)); -1 where
@@ -145,7 +142,7 @@ def refine_planes(
                 s = s - GEOM_WEIGHT * search.reprojection_error(n, d).float()
             return s
 
-        ray_p = search._rays(pixels.double() + 0.5)  # (N, 3) the pixel's own ray, z = 1
+        ray_p = search.rays  # (N, 3) the pixel's own ray, z = 1
         n_map = torch.from_numpy(normals.astype(np.float64)).clone()
         z_map = torch.from_numpy(depth.astype(np.float64)).clone()
         # a plane per pixel of the whole image (inactive pixels keep the sweep's) so neighbours can be read

@@ -256,6 +256,12 @@ class Camera:
             K=K, viewmat=self.viewmat.copy(), width=width, height=height, name=self.name, extra=dict(self.extra)
         )
 
+    def motion_from(self, ref: Camera) -> tuple[np.ndarray, np.ndarray]:
+        """(R, t) taking points from ``ref``'s camera frame into this camera's: X = R X_ref + t (two-view
+        stereo's relative pose)."""
+        R = self.R @ ref.R.T
+        return R, self.t - R @ ref.t
+
     # ----------------------------------------------------------------- projection
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:
         """Nx3 world points -> Nx3 camera-frame points."""
