@@ -8,6 +8,8 @@ Each term targets a failure mode that sparse-view methods report:
   "explained" by floaters and fog, so push opacities to 0 or 1 (the 0s are then pruned).
 * ``scale_regularizer``: PhysGaussian's anisotropy penalty (max/min scale ratio above a threshold) plus a
   mean-size term; needle-like and huge Gaussians overfit the training views and streak in novel ones.
+* ``flatness``: smallest over middle scale, towards flat discs (2DGS / Gaussian surfels): a surface element
+  has no thickness, so its unseen depth extent cannot streak in a new view.
 * ``alpha_mask_loss``: rendered alpha should match the object mask (GaussianObject, masks-as-supervision).
 * ``stereo_depth_loss``: rendered depth against the input views' own confident stereo depth (the stand-in
   for DNGaussian / FSGS's monocular depth), relative error weighted by the stereo confidence.
@@ -92,19 +94,23 @@ def scale_regularizer(
     ratio_weight: float = 1.0,
     size_weight: float = 0.0,
     max_scale: float | None = None,
+    in_plane: bool = False,
 ) -> torch.Tensor:
     """Penalty on Gaussian shapes from log-scales [N,3].
 
     ratio_weight * mean(relu(max_s / min_s - max_ratio))   (PhysGaussian: no Gaussian thinner than 1:max_ratio)
     + size_weight * mean(mean_axis(s))                      (keeps Gaussians small; scale-dependent, default off)
     + mean(relu(max_s - max_scale))                         (only when max_scale is given: caps huge Gaussians)
+
+    ``in_plane``: the ratio is max / middle scale instead, so flat discs (surface elements, see ``flatness``)
+    are free and only needles are capped.
     """
     if log_scales.dim() != 2 or log_scales.shape[-1] != 3:
         raise ValueError(f"log_scales must be [N,3], got {tuple(log_scales.shape)}")
     if len(log_scales) == 0:
         return log_scales.sum()
     lmax = log_scales.max(dim=-1).values
-    lmin = log_scales.min(dim=-1).values
+    lmin = log_scales.median(dim=-1).values if in_plane else log_scales.min(dim=-1).values
     # Ratio from log space (exp of a difference): no division by a tiny scale.
     ratio = torch.exp(lmax - lmin)
     loss = ratio_weight * F.relu(ratio - max_ratio).mean()
@@ -113,6 +119,19 @@ def scale_regularizer(
     if max_scale is not None:
         loss = loss + F.relu(torch.exp(lmax) - max_scale).mean()
     return loss
+
+
+def flatness(log_scales: torch.Tensor) -> torch.Tensor:
+    """Mean ratio of each Gaussian's smallest scale to its middle one, in (0, 1]: pulls Gaussians towards flat
+    discs (2DGS / Gaussian surfels: a surface element has no thickness). Scale-free, so the same weight fits
+    any scene size. A disc on the surface looks the same from any side; a thick blob fitted to a few views
+    shows its unseen depth extent as a streak from a new one."""
+    if log_scales.dim() != 2 or log_scales.shape[-1] != 3:
+        raise ValueError(f"log_scales must be [N,3], got {tuple(log_scales.shape)}")
+    if len(log_scales) == 0:
+        return log_scales.sum()
+    ordered = log_scales.sort(dim=-1).values
+    return torch.exp(ordered[:, 0] - ordered[:, 1]).mean()
 
 
 def alpha_mask_loss(alpha: torch.Tensor, mask: torch.Tensor, kind: Literal["bce", "l1"] = "bce") -> torch.Tensor:
@@ -163,6 +182,7 @@ __all__ = [
     "depth_smoothness",
     "opacity_entropy",
     "scale_regularizer",
+    "flatness",
     "alpha_mask_loss",
     "random_background",
     "composite",

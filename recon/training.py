@@ -201,8 +201,10 @@ class FieldTrainer:
             loss = loss + config.loss.opacity_entropy * reg.opacity_entropy(model.opacities)
         if config.loss.scale > 0:
             loss = loss + config.loss.scale * reg.scale_regularizer(
-                model.splats["scales"], max_ratio=config.loss.max_scale_ratio
+                model.splats["scales"], max_ratio=config.loss.max_scale_ratio, in_plane=config.loss.flatten > 0
             )
+        if config.loss.flatten > 0:
+            loss = loss + config.loss.flatten * reg.flatness(model.splats["scales"])
         if config.loss.depth_smooth > 0 and out.depth is not None:
             loss = loss + config.loss.depth_smooth * reg.depth_smoothness(out.depth, gt, out.alpha)
         if self.stereo is not None and out.depth is not None:

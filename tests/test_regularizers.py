@@ -112,6 +112,26 @@ def test_scale_regularizer() -> None:
         R.scale_regularizer(torch.zeros(4, 2))
 
 
+def test_in_plane_ratio_frees_discs_and_caps_needles() -> None:
+    disc = torch.log(torch.tensor([[1.0, 1.0, 0.01]]))
+    needle = torch.log(torch.tensor([[1.0, 0.01, 0.01]]))
+    assert R.scale_regularizer(disc, max_ratio=10.0).item() > 0  # max / min caps discs too
+    assert R.scale_regularizer(disc, max_ratio=10.0, in_plane=True).item() == 0.0
+    assert R.scale_regularizer(needle, max_ratio=10.0, in_plane=True).item() == pytest.approx(90.0, rel=1e-4)
+
+
+def test_flatness_pulls_the_smallest_axis_down() -> None:
+    blob = torch.log(torch.tensor([[0.3, 0.1, 0.2], [1.0, 1.0, 1.0]])).requires_grad_(True)
+    loss = R.flatness(blob)
+    assert loss.item() == pytest.approx((0.5 + 1.0) / 2, rel=1e-5)  # min / middle per Gaussian
+    loss.backward()
+    assert blob.grad[0, 1] > 0 and blob.grad[0, 2] < 0 and blob.grad[0, 0] == 0  # thinner, wider, length free
+    assert R.flatness(torch.log(torch.tensor([[1.0, 1.0, 1e-4]]))).item() < 1e-3
+    assert R.flatness(torch.zeros(0, 3)).item() == 0.0
+    with pytest.raises(ValueError):
+        R.flatness(torch.zeros(4, 2))
+
+
 def test_alpha_mask_loss() -> None:
     mask = torch.zeros(6, 6)
     mask[2:4, 2:4] = 1.0
