@@ -242,7 +242,7 @@ def object_stereo_start(
     if coverage < MIN_OBJECT_STEREO_COVERAGE:
         log.info(
             "object init: stereo placed only %.0f%% of the object's pixels (views too far apart to match): "
-            "the visual hull alone starts the run",
+            "the visual hull alone starts the run (with a faster opacity decay, train.hull_opacity_decay)",
             100 * coverage,
         )
         return None

@@ -113,6 +113,10 @@ class FieldTrainer:
         self.half_masks = None if self.tmasks is None else [half_resolution(m) for m in self.tmasks]
         self.half_cams = [c.resized(c.width // 2, c.height // 2) for c in cameras]
         self.optimizers = self.model.make_optimizers(config.train.lrs or None, scene_scale=init.scene_scale)
+        # a start from the visual hull alone fills a volume that only the decay empties (no stereo surface to
+        # carve free space against), so it decays faster (train.hull_opacity_decay)
+        hull_only = init.hull is not None and init.stereo is None
+        self.opacity_decay = config.train.hull_opacity_decay if hull_only else config.train.opacity_decay
         # 100x decay of the means' learning rate over the run (3DGS)
         self.means_schedule = means_lr_scheduler(self.optimizers, max_steps=config.iterations)
         densify = config.densify
@@ -252,7 +256,7 @@ class FieldTrainer:
                 self.pose_adam.step()
             self.pose_adam.zero_grad(set_to_none=True)
         self.means_schedule.step()
-        reg.decay_opacities(model.splats["opacities"], config.train.opacity_decay)
+        reg.decay_opacities(model.splats["opacities"], self.opacity_decay)
         self.strategy.step_post_backward(step, output.out.meta, model, self.optimizers)
         if step >= config.densify.refine_start_iter and step % config.densify.refine_every == 0:
             floaters = None  # object mode prunes outside the hull (even with stereo depth), scene mode in free space

@@ -244,3 +244,64 @@ def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
     assert config.loss.multiview > 0 and all(np.isfinite(h["loss"]) for h in result.history)
     assert renders.count("RGB+ED") == 12 and renders.count("RGB") == 4  # the partner on steps 3, 6, 9, 12
     assert (result.cameras is not None) == refine_poses
+
+
+def test_flatten_trains_flatter_gaussians(tiny_scene: Path) -> None:
+    """``loss.flatten`` reaches the trainer: after the same short run from the same start, the smallest scale of
+    each Gaussian is a smaller share of its middle one than without the term."""
+    from recon.pipeline import initialise, load_inputs, object_masks, require_poses, train
+
+    def min_over_mid(flatten: float) -> float:
+        config = make_config(
+            "fast",
+            iterations=40,
+            track=3,
+            settings={"init.points": 600, "init.hull_resolution": 40, "loss.flatten": flatten},
+        )
+        views = load_inputs(tiny_scene, config)
+        cameras = require_poses(views)
+        masks = object_masks(views)
+        init = initialise(views, cameras, masks, config)
+        train(init, views, cameras, masks, config)
+        scales = init.model.splats["scales"].detach().sort(dim=-1).values
+        return float(torch.exp(scales[:, 0] - scales[:, 1]).median())
+
+    flat, free = min_over_mid(1.0), min_over_mid(0.0)
+    assert flat < 0.8 * free
+
+
+def test_a_hull_only_start_decays_opacity_at_the_hull_rate(tiny_scene: Path) -> None:
+    """``train.hull_opacity_decay`` applies where the visual hull alone starts the run, ``train.opacity_decay``
+    where stereo depth does."""
+    from recon.pipeline import initialise, load_inputs, object_masks, require_poses
+    from recon.training import FieldTrainer
+
+    config = make_config(
+        "fast",
+        iterations=4,
+        track=3,
+        settings={
+            "init.points": 400,
+            "init.hull_resolution": 32,
+            "init.object_stereo": 0.0,
+            "train.opacity_decay": 0.01,
+            "train.hull_opacity_decay": 0.2,
+            "densify.refine_start_iter": 1000,
+        },
+    )
+    views = load_inputs(tiny_scene, config)
+    cameras = require_poses(views)
+    masks = object_masks(views)
+    init = initialise(views, cameras, masks, config)
+    assert init.hull is not None and init.stereo is None
+    trainer = FieldTrainer(init, views, cameras, masks, config, seed=0)
+    assert trainer.opacity_decay == 0.2
+    # with stereo depth (as a stereo start gives) the scene rate applies
+    from priors.stereo import StereoDepth
+
+    blank = [
+        StereoDepth(c, np.zeros((c.height, c.width), np.float32), np.zeros((c.height, c.width), np.float32), (0.1, 9.0))
+        for c in cameras
+    ]
+    with_stereo = type(init)(init.model, init.hull, init.scene_scale, init.bounds, stereo=blank)
+    assert FieldTrainer(with_stereo, views, cameras, masks, config, seed=0).opacity_decay == 0.01
