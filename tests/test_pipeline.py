@@ -13,7 +13,7 @@ import torch
 
 from recon.bench.evaluate import score_run
 from recon.bench.synth import make_scene
-from recon.config import make_config
+from recon.config import ReconstructConfig, make_config
 from recon.pipeline import reconstruct
 from renderers.gaussians.ply import read_ply
 
@@ -208,13 +208,23 @@ def test_every_subcommand_is_listed() -> None:
         assert cmd in proc.stdout
 
 
+def _object_start(scene: Path, config: ReconstructConfig) -> tuple:
+    """(views, cameras, masks, Initialisation) of a posed, masked scene, as the pipeline starts a run."""
+    from recon.pipeline import initialise, load_inputs, object_masks, require_poses
+
+    views = load_inputs(scene, config)
+    cameras = require_poses(views)
+    masks = object_masks(views)
+    return views, cameras, masks, initialise(views, cameras, masks, config)
+
+
 @pytest.mark.parametrize("refine_poses", [False, True])
 def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
     tiny_scene: Path, refine_poses: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The multi-view photometric term runs with fixed and with refined cameras, and ``loss.binocular_every``
     renders the binocular partner on every n-th step only."""
-    from recon.pipeline import initialise, load_inputs, object_masks, require_poses, train
+    from recon.pipeline import train
 
     config = make_config(
         "fast",
@@ -228,10 +238,7 @@ def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
             "loss.multiview_pixels": 500,
         },
     )
-    views = load_inputs(tiny_scene, config)
-    cameras = require_poses(views)
-    masks = object_masks(views)
-    init = initialise(views, cameras, masks, config)
+    views, cameras, masks, init = _object_start(tiny_scene, config)
     renders = []
     original = type(init.model).render
 
@@ -249,7 +256,7 @@ def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
 def test_flatten_trains_flatter_gaussians(tiny_scene: Path) -> None:
     """``loss.flatten`` reaches the trainer: after the same short run from the same start, the smallest scale of
     each Gaussian is a smaller share of its middle one than without the term."""
-    from recon.pipeline import initialise, load_inputs, object_masks, require_poses, train
+    from recon.pipeline import train
 
     def min_over_mid(flatten: float) -> float:
         config = make_config(
@@ -258,10 +265,7 @@ def test_flatten_trains_flatter_gaussians(tiny_scene: Path) -> None:
             track=3,
             settings={"init.points": 600, "init.hull_resolution": 40, "loss.flatten": flatten},
         )
-        views = load_inputs(tiny_scene, config)
-        cameras = require_poses(views)
-        masks = object_masks(views)
-        init = initialise(views, cameras, masks, config)
+        views, cameras, masks, init = _object_start(tiny_scene, config)
         train(init, views, cameras, masks, config)
         scales = init.model.splats["scales"].detach().sort(dim=-1).values
         return float(torch.exp(scales[:, 0] - scales[:, 1]).median())
@@ -273,7 +277,6 @@ def test_flatten_trains_flatter_gaussians(tiny_scene: Path) -> None:
 def test_a_hull_only_start_decays_opacity_at_the_hull_rate(tiny_scene: Path) -> None:
     """``train.hull_opacity_decay`` applies where the visual hull alone starts the run, ``train.opacity_decay``
     where stereo depth does."""
-    from recon.pipeline import initialise, load_inputs, object_masks, require_poses
     from recon.training import FieldTrainer
 
     config = make_config(
@@ -289,10 +292,7 @@ def test_a_hull_only_start_decays_opacity_at_the_hull_rate(tiny_scene: Path) -> 
             "densify.refine_start_iter": 1000,
         },
     )
-    views = load_inputs(tiny_scene, config)
-    cameras = require_poses(views)
-    masks = object_masks(views)
-    init = initialise(views, cameras, masks, config)
+    views, cameras, masks, init = _object_start(tiny_scene, config)
     assert init.hull is not None and init.stereo is None
     trainer = FieldTrainer(init, views, cameras, masks, config, seed=0)
     assert trainer.opacity_decay == 0.2
