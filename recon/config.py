@@ -79,7 +79,8 @@ class TrainConfig:
     # the rate instead when the run starts from the visual hull alone (object mode where stereo placed too little
     # of the object, e.g. a few views far apart): a hull fills a volume whose inside and excess only the decay
     # empties, as there is no stereo surface to carve free space against. Lego 3 views: 0.01 15.73 / 15.56 dB
-    # (seeds 0 / 1), 0.02 16.09 / 16.02, 0.03 16.12, 0.05 16.10.
+    # (seeds 0 / 1), 0.02 16.09 / 16.02, 0.03 16.12 / 15.97, 0.05 16.10. The rate is for 3 views and holds per
+    # pass over the views (recon.training.hull_decay: x 3/n above 3 views).
     hull_opacity_decay: float = 0.03
     # co-regularisation (CoR-GS, ECCV 2024; priors.co_regularization): 2 trains a second field beside the first
     # from the same start; each is pulled towards the other's render of pseudo views between the inputs

@@ -305,3 +305,11 @@ def test_a_hull_only_start_decays_opacity_at_the_hull_rate(tiny_scene: Path) -> 
     ]
     with_stereo = type(init)(init.model, init.hull, init.scene_scale, init.bounds, stereo=blank)
     assert FieldTrainer(with_stereo, views, cameras, masks, config, seed=0).opacity_decay == 0.01
+
+
+def test_the_hull_rate_holds_per_pass_over_the_views() -> None:
+    from recon.training import hull_decay
+
+    config = make_config("fast", settings={"train.hull_opacity_decay": 0.03})
+    assert hull_decay(config, 2) == hull_decay(config, 3) == 0.03
+    assert hull_decay(config, 8) == pytest.approx(0.03 * 3 / 8)
