@@ -149,6 +149,9 @@ class Initialisation:
     scene_scale: float
     bounds: np.ndarray  # [2,3] min/max corner of the working volume
     stereo: list[Any] | None = None  # priors.stereo.StereoDepth per input view, for the depth loss
+    # the visual hull alone started the Gaussians (object mode without stereo): the run decays opacities at
+    # train.hull_opacity_decay (recon.training.hull_decay)
+    hull_only: bool = False
 
 
 def initialise(
@@ -200,7 +203,14 @@ def initialise(
             pts = rng.uniform(bounds[0], bounds[1], size=(config.init.points, 3))
             rgb = rng.uniform(0.0, 1.0, size=(config.init.points, 3))
     model = GaussianModel.from_points(pts, rgb, sh_degree=config.train.sh_degree, init_opacity=config.init.opacity)
-    return Initialisation(model=model, hull=hull, scene_scale=scene_scale(bounds), bounds=bounds, stereo=stereo)
+    return Initialisation(
+        model=model,
+        hull=hull,
+        scene_scale=scene_scale(bounds),
+        bounds=bounds,
+        stereo=stereo,
+        hull_only=hull is not None and stereo is None,
+    )
 
 
 # ----------------------------------------------------------------------------- stage 4: training

@@ -127,8 +127,7 @@ class FieldTrainer:
         self.optimizers = self.model.make_optimizers(config.train.lrs or None, scene_scale=init.scene_scale)
         # a start from the visual hull alone fills a volume that only the decay empties (no stereo surface to
         # carve free space against), so it decays faster (train.hull_opacity_decay)
-        hull_only = init.hull is not None and init.stereo is None
-        self.opacity_decay = hull_decay(config, len(cameras)) if hull_only else config.train.opacity_decay
+        self.opacity_decay = hull_decay(config, len(cameras)) if init.hull_only else config.train.opacity_decay
         # 100x decay of the means' learning rate over the run (3DGS)
         self.means_schedule = means_lr_scheduler(self.optimizers, max_steps=config.iterations)
         densify = config.densify
