@@ -346,13 +346,13 @@ def stereo_depths(
     small = [_resize(im, cam, settings.max_side) for im, cam in zip(images, cameras)]
     swept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     ranges: list[tuple[float, float]] = []
+    matched = [[small[s] for s in source_views(cameras, r, settings.max_sources)] for r in range(len(small))]
     for r, (ref, cam) in enumerate(small):
         ranges.append(near_far[r] if isinstance(near_far, list) else near_far or depth_range(cam, bounds))
-        others = [small[s] for s in source_views(cameras, r, settings.max_sources)]
-        swept.append(sweep(ref, cam, others, ranges[r], settings))
+        swept.append(sweep(ref, cam, matched[r], ranges[r], settings))
     raw = [(d, sc) for d, sc, _ in swept]
     if settings.geom_iters > 0:
-        raw = _geometric_pass(small, cameras, swept, settings)
+        raw = _geometric_pass(small, matched, swept, settings)
     out = []
     for r, (depth, score) in enumerate(raw):
         cam = small[r][1]
@@ -371,24 +371,24 @@ def stereo_depths(
 
 def _geometric_pass(
     small: Sequence[tuple[np.ndarray, Camera]],
-    cameras: Sequence[Camera],
+    matched: Sequence[Sequence[tuple[np.ndarray, Camera]]],
     swept: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     settings: StereoSettings,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(depth, NCC) per view after ``settings.geom_iters`` PatchMatch rounds scored by NCC minus the
+    """(depth, NCC) per view, each matched against its ``matched`` sources as in the sweep, after
+    ``settings.geom_iters`` PatchMatch rounds scored by NCC minus the
     reprojection error through the other views' first-pass depth maps (COLMAP's geometric consistency pass): a
     repeated pattern's wrong match, which no other view's depth confirms, gives way to a neighbour's plane that
     they do confirm. Every view reads the first pass's maps (Jacobi), so the order of the views does not matter."""
     out = []
     for r, (ref, cam) in enumerate(small):
         depth, score, normals = swept[r]
-        others = [small[s] for s in source_views(cameras, r, settings.max_sources)]
         geometry = [(np.where(swept[s][1] > -1, swept[s][0], 0.0), small[s][1]) for s in range(len(small)) if s != r]
         active = (score > -1) & (depth > 0)
         d2, s2, _ = refine_planes(
             ref,
             cam,
-            others,
+            matched[r],
             depth,
             normals,
             active,

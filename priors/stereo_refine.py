@@ -102,12 +102,14 @@ class _PlaneScorer:
             best = torch.minimum(best, torch.where(ok, err.clamp_max(GEOM_MAX_PX), best))
         return best
 
-    def score(self, normals: torch.Tensor, dists: torch.Tensor) -> torch.Tensor:
+    def score(self, normals: torch.Tensor, dists: torch.Tensor, stride: int | None = None) -> torch.Tensor:
         """Best NCC over the sources (N,) for planes n . X = d given per pixel (normals (N, 3), d (N,)); -1 where
-        a plane faces away or a window leaves a source image (as the sweep, which needs full coverage)."""
+        a plane faces away or a window leaves a source image (as the sweep, which needs full coverage). The
+        window is sampled every ``stride`` pixels (default: the scorer's own)."""
         g = (normals.double() @ self.Kinv) / dists.double()[:, None]  # K^-T n / d, row-wise
         g = torch.where((dists > 0)[:, None], g, torch.zeros_like(g))  # d <= 0: faces away (scores -1)
-        return plane_ncc(self.ref, self.images, self.A, self.b, self.pixels, g, self.window, self.stride)
+        step = self.stride if stride is None else stride
+        return plane_ncc(self.ref, self.images, self.A, self.b, self.pixels, g, self.window, step)
 
 
 def refine_planes(
@@ -183,8 +185,7 @@ def refine_planes(
         cur_z = cur_d / (cur_n * ray_p).sum(-1).clamp_min(1e-3)
         # a plane that faces away at its pixel (never chosen over one that scores) leaves the sweep's depth
         cur_z = torch.where(cur_z > 0, cur_z, z0)
-        dense = _PlaneScorer(ref, ref_cam, sources, pixels, window, stride=1)
-        final = dense.score(cur_n, cur_z * (cur_n * ray_p).sum(-1))
+        final = search.score(cur_n, cur_z * (cur_n * ray_p).sum(-1), stride=1)  # the full window, as the sweep
     depth_out = depth.astype(np.float32).copy()
     normals_out = normals.astype(np.float32).copy()
     depth_out[ys, xs] = cur_z.numpy().astype(np.float32)
