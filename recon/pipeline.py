@@ -470,6 +470,8 @@ def reconstruct(
             )
             timings["train_s"] = result.seconds
             model = init.model
+            if result.undrawn_pruned:
+                log.info("removed %d Gaussians no view draws (opacity under 1/255)", result.undrawn_pruned)
             mesh_info: dict[str, Any] | None = None
             if kind.after_training is not None:
                 t = time.perf_counter()
@@ -495,6 +497,7 @@ def reconstruct(
                 "seed": config.seed,
                 "iterations": config.iterations,
                 "pruned_floaters": result.pruned_floaters,
+                "pruned_undrawn": result.undrawn_pruned,
                 "final_loss": result.history[-1]["loss"] if result.history else None,
             }
             if config.densify.proximity > 0:

@@ -30,6 +30,7 @@ class TrainResult:
     pose_correction_deg: list[float] | None = None
     co_pruned: int = 0  # Gaussians removed by co-pruning (two fields trained together)
     unpooled: int = 0  # Gaussians added by proximity-guided unpooling (densify.proximity)
+    undrawn_pruned: int = 0  # Gaussians removed at the end because no view draws them (opacity < 1/255)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -293,7 +294,14 @@ class FieldTrainer:
         return None
 
     def finish(self, seconds: float) -> TrainResult:
-        """The run's result: history, timing and (when refined) the corrected cameras."""
+        """The run's result: history, timing and (when refined) the corrected cameras.
+
+        Gaussians no view can draw any more (opacity under 1/255, left by the opacity decay: about half of a
+        real-data run's) are removed here, so the saved model and the viewer carry only what renders; the
+        renders stay the same."""
+        undrawn = self.model.undrawn()
+        if undrawn is not None and bool(undrawn.any()) and not bool(undrawn.all()):
+            self.result.undrawn_pruned = self.strategy.prune_mask(self.model, undrawn, self.optimizers)
         self.result.seconds = seconds
         self.result.unpooled = self.strategy.unpooled
         if self.pose_opt is not None:

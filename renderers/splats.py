@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recon.cameras import Camera
+from recon.kernels.projection import ALPHA_THRESHOLD
 from renderers.types import RenderOutput
 
 SH_C0 = 0.28209479177387814
@@ -94,6 +95,12 @@ class SplatPrimitives(nn.Module):
     def opacities(self) -> Tensor:
         """Opacities in (0, 1) (sigmoid of the logit parameter)."""
         return torch.sigmoid(self.splats["opacities"])
+
+    def undrawn(self) -> Tensor | None:
+        """Rows no rasteriser draws from any view: opacity below 1/255 (a splat's alpha never exceeds its
+        opacity, and alphas under 1/255 are skipped, here as in 3DGS and gsplat). None where the drawn opacity
+        is not the stored one (a decoder changes it per view)."""
+        return self.opacities.detach() < ALPHA_THRESHOLD
 
 
 def per_parameter_adams(

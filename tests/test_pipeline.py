@@ -307,3 +307,47 @@ def test_the_hull_rate_holds_per_pass_over_the_views() -> None:
     config = make_config("fast", settings={"train.hull_opacity_decay": 0.03})
     assert hull_decay(config, 2) == hull_decay(config, 3) == 0.03
     assert hull_decay(config, 8) == pytest.approx(0.03 * 3 / 8)
+
+
+def test_gaussians_no_view_draws_are_removed_at_the_end_and_renders_stay_the_same(tiny_scene: Path) -> None:
+    """The trainer's finish drops the Gaussians whose opacity decayed under 1/255 (no rasteriser draws them):
+    the model keeps only what renders, and every input view renders exactly as before the prune."""
+    from recon.training import FieldTrainer
+
+    config = make_config(
+        "fast",
+        iterations=30,
+        track=3,
+        settings={
+            "init.points": 600,
+            "init.hull_resolution": 40,
+            "train.opacity_decay": 0.08,
+            "train.hull_opacity_decay": 0.08,
+        },
+    )
+    views, cameras, masks, init = _object_start(tiny_scene, config)
+    trainer = FieldTrainer(init, views, cameras, masks, config, seed=0)
+    for step in range(1, config.iterations + 1):
+        trainer.update(step, trainer.losses(step))
+    model = trainer.model
+    undrawn = model.undrawn()
+    assert undrawn is not None and 0 < int(undrawn.sum()) < model.num_gaussians
+    with torch.no_grad():
+        before = [model.render(cam).rgb.clone() for cam in cameras]
+    n = model.num_gaussians
+    result = trainer.finish(1.0)
+    assert result.undrawn_pruned == int(undrawn.sum()) and model.num_gaussians == n - result.undrawn_pruned
+    assert bool((model.opacities >= 1.0 / 255.0).all())
+    with torch.no_grad():
+        for cam, rgb in zip(cameras, before, strict=True):
+            assert torch.equal(model.render(cam).rgb, rgb)
+
+
+def test_neural_primitives_never_call_a_row_undrawn() -> None:
+    """A decoder adds a per-view opacity offset, so a low base opacity does not mean the row is never drawn."""
+    from renderers.gaussians import GaussianModel
+    from renderers.neural import NeuralPrimitives
+
+    g = GaussianModel.from_points(np.random.default_rng(0).normal(size=(8, 3)), np.full((8, 3), 0.5), init_opacity=1e-4)
+    assert g.undrawn() is not None and bool(g.undrawn().all())
+    assert NeuralPrimitives.from_gaussians(g, feature_dim=4, seed=0).undrawn() is None

@@ -157,6 +157,10 @@ class NeuralPrimitives(SplatPrimitives):
         """View-independent base opacities (the decoder adds a per-view logit offset when rendering)."""
         return torch.sigmoid(self.splats["opacities"])
 
+    def undrawn(self) -> Tensor | None:
+        """None: the decoder's per-view offset can raise a low base opacity, so no row is undrawn for sure."""
+        return None
+
     @property
     def features(self) -> Tensor:
         return self.splats["features"]
