@@ -63,20 +63,18 @@ def scene_config(config: ReconstructConfig) -> ReconstructConfig:
     background (the data's own, ``pipeline.data_background``: white for Blender scenes, else black),
     densification stopped at ``densify.scene_refine_stop_frac`` and half resolution until
     ``train.scene_coarse_until`` when set, no multi-view photometric term (the
-    whole unmasked photo, lighting changes and all, would be compared)."""
+    whole unmasked photo, lighting changes and all, would be compared), and ``loss.scene_novel_opacity`` as the
+    weight of the opaque-from-new-directions term when set."""
     densify = config.densify
     if densify.scene_refine_stop_frac is not None:
         densify = replace(densify, refine_stop_frac=densify.scene_refine_stop_frac)
     train = replace(config.train, random_background=False)
     if train.scene_coarse_until is not None:
         train = replace(train, coarse_until=train.scene_coarse_until)
-    return replace(
-        config,
-        densify=densify,
-        init=replace(config.init, visual_hull=False),
-        loss=replace(config.loss, use_masks=False, prune_outside_hull=False, mask=0.0, multiview=0.0),
-        train=train,
-    )
+    loss = replace(config.loss, use_masks=False, prune_outside_hull=False, mask=0.0, multiview=0.0)
+    if loss.scene_novel_opacity is not None:
+        loss = replace(loss, novel_opacity=loss.scene_novel_opacity)
+    return replace(config, densify=densify, init=replace(config.init, visual_hull=False), loss=loss, train=train)
 
 
 def decide_mode(views: ViewSet, config: ReconstructConfig) -> ModeDecision:

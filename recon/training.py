@@ -15,6 +15,7 @@ from recon import metrics
 from recon.cameras import Camera
 from recon.config import ReconstructConfig
 from recon.io.types import ViewSet
+from recon.rig import look_at_point
 
 if TYPE_CHECKING:
     from recon.pipeline import Initialisation
@@ -163,6 +164,7 @@ class FieldTrainer:
             for half in (False, True)
         }
         self.n_views = len(self.images)
+        self.look_at = look_at_point(cameras)  # what the tilted views of loss.novel_opacity turn about
         self.order: list[int] = []
         self.coarse_steps = int(config.train.coarse_until * config.iterations)
         # without random backgrounds: black where masks are used, else the data's own background (data_background)
@@ -250,6 +252,12 @@ class FieldTrainer:
             loss = loss + config.loss.multiview * reg.multiview_photometric(
                 out.depth, out.alpha, gt, K_i, vm_i, sources, pixels=config.loss.multiview_pixels, generator=gen
             )
+        if config.loss.novel_opacity > 0:
+            from priors.novel_views import opacity_completeness, tilted_camera
+
+            tilted = tilted_camera(self.half_cams[i], self.look_at, config.loss.novel_opacity_deg, gen)
+            far = model.render(tilted, background=bg, render_mode="RGB", **step_kwargs)
+            loss = loss + config.loss.novel_opacity * opacity_completeness(far.alpha)
         return StepOutput(loss=loss, out=out, target=target, background=bg)
 
     def update(self, step: int, output: StepOutput) -> dict[str, float] | None:

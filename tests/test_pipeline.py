@@ -351,3 +351,34 @@ def test_neural_primitives_never_call_a_row_undrawn() -> None:
     g = GaussianModel.from_points(np.random.default_rng(0).normal(size=(8, 3)), np.full((8, 3), 0.5), init_opacity=1e-4)
     assert g.undrawn() is not None and bool(g.undrawn().all())
     assert NeuralPrimitives.from_gaussians(g, feature_dim=4, seed=0).undrawn() is None
+
+
+def test_the_novel_opacity_term_renders_a_tilted_view_each_step(
+    tiny_scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``loss.novel_opacity`` reaches the trainer: each step also renders the training camera tilted about the
+    point the inputs look at, at half size."""
+    from recon.training import FieldTrainer
+
+    config = make_config(
+        "fast",
+        iterations=6,
+        track=3,
+        settings={"init.points": 400, "init.hull_resolution": 32, "loss.novel_opacity": 0.5},
+    )
+    views, cameras, masks, init = _object_start(tiny_scene, config)
+    seen: list[str] = []
+    original = type(init.model).render
+
+    def recording(self, cams, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(getattr(cams, "name", ""))
+        return original(self, cams, *args, **kwargs)
+
+    monkeypatch.setattr(type(init.model), "render", recording)
+    trainer = FieldTrainer(init, views, cameras, masks, config, seed=0)
+    for step in range(1, config.iterations + 1):
+        output = trainer.losses(step)
+        assert torch.isfinite(output.loss)
+        trainer.update(step, output)
+    tilted = [n for n in seen if n.endswith("-tilted")]
+    assert len(tilted) == config.iterations
