@@ -252,12 +252,13 @@ class FieldTrainer:
             loss = loss + config.loss.multiview * reg.multiview_photometric(
                 out.depth, out.alpha, gt, K_i, vm_i, sources, pixels=config.loss.multiview_pixels, generator=gen
             )
-        if config.loss.novel_opacity > 0:
+        tilt_every = config.loss.novel_opacity_every
+        if config.loss.novel_opacity > 0 and step % tilt_every == 0:
             from priors.novel_views import opacity_completeness, tilted_camera
 
             tilted = tilted_camera(self.half_cams[i], self.look_at, config.loss.novel_opacity_deg, gen)
             far = model.render(tilted, background=bg, render_mode="RGB", **step_kwargs)
-            loss = loss + config.loss.novel_opacity * opacity_completeness(far.alpha)
+            loss = loss + config.loss.novel_opacity * tilt_every * opacity_completeness(far.alpha)
         return StepOutput(loss=loss, out=out, target=target, background=bg)
 
     def update(self, step: int, output: StepOutput) -> dict[str, float] | None:
