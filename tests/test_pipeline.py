@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,16 +21,25 @@ from renderers.gaussians.ply import read_ply
 RECON = [sys.executable, "-c", "from apps.cli import main; main()"]
 
 
+def short_config(iterations: int, *, points: int, hull_resolution: int, **settings: Any) -> ReconstructConfig:
+    """The fast preset for a short run on a tiny 3-view scene: ``points`` start points, a coarse hull, and further
+    ``settings`` by dotted path (``short_config(12, points=800, hull_resolution=40, **{"loss.multiview": 0.5})``)."""
+    return make_config(
+        "fast",
+        iterations=iterations,
+        track=3,
+        settings={"init.points": points, "init.hull_resolution": hull_resolution, **settings},
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "run"
-    cfg = make_config(
-        "fast",
-        iterations=60,
-        track=3,
-        settings={
-            "init.points": 1500,
-            "init.hull_resolution": 48,
+    cfg = short_config(
+        60,
+        points=1500,
+        hull_resolution=48,
+        **{
             "densify.refine_start_iter": 20,
             "densify.refine_every": 20,
             "train.sh_raise_every": 20,
@@ -226,13 +236,11 @@ def test_object_training_with_the_multiview_term_and_sparse_binocular_renders(
     renders the binocular partner on every n-th step only."""
     from recon.pipeline import train
 
-    config = make_config(
-        "fast",
-        iterations=12,
-        track=3,
-        settings={
-            "init.points": 800,
-            "init.hull_resolution": 40,
+    config = short_config(
+        12,
+        points=800,
+        hull_resolution=40,
+        **{
             "loss.binocular_every": 3,
             "loss.multiview": 0.5,
             "loss.multiview_pixels": 500,
@@ -259,12 +267,7 @@ def test_flatten_trains_flatter_gaussians(tiny_scene: Path) -> None:
     from recon.pipeline import train
 
     def min_over_mid(flatten: float) -> float:
-        config = make_config(
-            "fast",
-            iterations=40,
-            track=3,
-            settings={"init.points": 600, "init.hull_resolution": 40, "loss.flatten": flatten},
-        )
+        config = short_config(40, points=600, hull_resolution=40, **{"loss.flatten": flatten})
         views, cameras, masks, init = _object_start(tiny_scene, config)
         train(init, views, cameras, masks, config)
         scales = init.model.splats["scales"].detach().sort(dim=-1).values
@@ -279,13 +282,11 @@ def test_a_hull_only_start_decays_opacity_at_the_hull_rate(tiny_scene: Path) -> 
     where stereo depth does."""
     from recon.training import FieldTrainer
 
-    config = make_config(
-        "fast",
-        iterations=4,
-        track=3,
-        settings={
-            "init.points": 400,
-            "init.hull_resolution": 32,
+    config = short_config(
+        4,
+        points=400,
+        hull_resolution=32,
+        **{
             "init.object_stereo": 0.0,
             "train.opacity_decay": 0.01,
             "train.hull_opacity_decay": 0.2,
@@ -314,13 +315,11 @@ def test_gaussians_no_view_draws_are_removed_at_the_end_and_renders_stay_the_sam
     the model keeps only what renders, and every input view renders exactly as before the prune."""
     from recon.training import FieldTrainer
 
-    config = make_config(
-        "fast",
-        iterations=30,
-        track=3,
-        settings={
-            "init.points": 600,
-            "init.hull_resolution": 40,
+    config = short_config(
+        30,
+        points=600,
+        hull_resolution=40,
+        **{
             "train.opacity_decay": 0.08,
             "train.hull_opacity_decay": 0.08,
         },
@@ -360,13 +359,11 @@ def test_the_novel_opacity_term_renders_a_tilted_view_every_nth_step(
     training camera tilted about the point the inputs look at."""
     from recon.training import FieldTrainer
 
-    config = make_config(
-        "fast",
-        iterations=6,
-        track=3,
-        settings={
-            "init.points": 400,
-            "init.hull_resolution": 32,
+    config = short_config(
+        6,
+        points=400,
+        hull_resolution=32,
+        **{
             "loss.novel_opacity": 0.5,
             "loss.novel_opacity_every": 3,
         },
