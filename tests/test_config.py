@@ -159,13 +159,16 @@ def test_cli_set_reaches_the_run_and_config_json(tiny_scene: Path, tmp_path: Pat
 
 
 def test_steps_per_view_sets_the_steps_from_the_view_count_unless_iterations_are_given() -> None:
-    from recon.config import STEPS_RANGE
+    from recon.config import SCENE_MAX_STEPS, STEPS_RANGE
 
     config = make_config("fast", steps_per_view=150, object_steps_per_view=0)
     assert config.for_views(3, scene=True).iterations == max(STEPS_RANGE[0], 450)
     assert config.for_views(3, scene=False).iterations == config.iterations  # object mode keeps its floor
     assert config.for_views(8, scene=False).iterations == 1200 and config.for_views(8, scene=True).steps_per_view == 0
-    assert config.for_views(1000, scene=True).iterations == STEPS_RANGE[1]
+    assert config.for_views(1000, scene=False).iterations == STEPS_RANGE[1]
+    assert config.for_views(1000, scene=True).iterations == SCENE_MAX_STEPS < STEPS_RANGE[1]  # dearer steps
+    assert make_config("fast").for_views(9, scene=True).iterations == SCENE_MAX_STEPS  # 9 photos of a scene
+    assert make_config("fast").for_views(8, scene=False).iterations == 8 * 340  # lego's 8 views keep theirs
     assert "per view" in config.steps_label()
     explicit = make_config("fast", settings={"steps_per_view": "150"}, iterations=60)
     assert explicit.steps_per_view == 150  # both given: the per-view rule was asked for by name
