@@ -51,10 +51,7 @@ def interpolated_camera(a: Camera, b: Camera, t: float, name: str = "pseudo") ->
                 u = _slerp_vectors(da / ra, db / rb, t)
                 center = target + ((1.0 - t) * ra + t * rb) * u
                 return Camera.look_at(center, target, -R[1], a.K.copy(), a.width, a.height, name=name)
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = R
-    viewmat[:3, 3] = -R @ center
-    return Camera(K=a.K.copy(), viewmat=viewmat, width=a.width, height=a.height, name=name)
+    return Camera.from_rotation_center(R, center, a.K.copy(), a.width, a.height, name=name)
 
 
 def _slerp_vectors(u: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:

@@ -29,11 +29,9 @@ def tilted_camera(cam: Camera, centre: np.ndarray, max_deg: float, generator: to
     rot = _axis_angle(axis / np.linalg.norm(axis), angle)
     centre = np.asarray(centre, dtype=np.float64)
     new_centre = centre + rot @ (cam.center - centre)
-    R = cam.R @ rot.T
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = R
-    viewmat[:3, 3] = -R @ new_centre
-    return Camera(K=cam.K.copy(), viewmat=viewmat, width=cam.width, height=cam.height, name=f"{cam.name}-tilted")
+    return Camera.from_rotation_center(
+        cam.R @ rot.T, new_centre, cam.K.copy(), cam.width, cam.height, name=f"{cam.name}-tilted"
+    )
 
 
 def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:

@@ -201,16 +201,31 @@ class Camera:
         if np.linalg.det(R) < 0:  # P was given with a negative overall scale
             R = -R
         center = (c_h[:3] / c_h[3]).reshape(3)
-        viewmat = np.eye(4)
-        viewmat[:3, :3] = R
-        viewmat[:3, 3] = -R @ center
-        return cls(K=K, viewmat=viewmat, width=width, height=height, name=name)
+        return cls.from_rotation_center(R, center, K, width, height, name=name)
 
     def to_projection(self) -> np.ndarray:
         """3x4 projection matrix K [R | t]."""
         return self.K @ self.viewmat[:3, :]
 
     # ----------------------------------------------------------------- construction helpers
+    @classmethod
+    def from_rotation_center(
+        cls,
+        R: np.ndarray,
+        center: np.ndarray,
+        K: np.ndarray,
+        width: int,
+        height: int,
+        name: str = "",
+        extra: dict | None = None,
+    ) -> Camera:
+        """Camera with world-to-camera rotation ``R`` (rows: the camera axes in world coordinates) at the world
+        point ``center``: viewmat [R | -R center]."""
+        viewmat = np.eye(4)
+        viewmat[:3, :3] = R
+        viewmat[:3, 3] = -R @ center
+        return cls(K=K, viewmat=viewmat, width=width, height=height, name=name, extra=dict(extra or {}))
+
     @classmethod
     def look_at(
         cls,
@@ -232,10 +247,7 @@ class Camera:
         right /= np.linalg.norm(right)
         down = np.cross(forward, right)
         R = np.stack([right, down, forward])  # rows: camera axes in world coordinates
-        viewmat = np.eye(4)
-        viewmat[:3, :3] = R
-        viewmat[:3, 3] = -R @ eye
-        return cls(K=K, viewmat=viewmat, width=width, height=height, name=name)
+        return cls.from_rotation_center(R, eye, K, width, height, name=name)
 
     def scaled(self, factor: float) -> Camera:
         """Same camera for an image resized by ``factor`` (0.5 halves width and height).

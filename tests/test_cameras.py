@@ -118,6 +118,15 @@ def test_pixel_centre_convention(rng):
     np.testing.assert_allclose(uv5[0], [5.5, 3.5], atol=1e-9)
 
 
+def test_from_rotation_center_rebuilds_the_camera(rng):
+    cam = random_camera(rng)
+    cam.extra["source"] = "x"
+    again = Camera.from_rotation_center(cam.R, cam.center, cam.K, W, H, name="c", extra=cam.extra)
+    np.testing.assert_allclose(again.viewmat, cam.viewmat, atol=1e-12)
+    np.testing.assert_allclose(again.center, cam.center, atol=1e-12)
+    assert again.extra == cam.extra and again.extra is not cam.extra  # a copy, not the caller's dict
+
+
 def test_look_at():
     K = intrinsics(60, 60, W / 2, H / 2)
     eye, target, up = np.array([3.0, 1.0, 2.0]), np.array([0.0, 0.5, 0.0]), np.array([0.0, 1.0, 0.0])

@@ -122,9 +122,4 @@ def checked_camera(cam: Camera, what: str, path: Where) -> Camera:
     check_coordinates(center, "camera centre", what, path)
     if orthonormality_error(V[:3, :3]) < 1e-12 and np.array_equal(V[3], [0.0, 0.0, 0.0, 1.0]):
         return cam  # already exact: leave the numbers as read
-    viewmat = np.eye(4)
-    viewmat[:3, :3] = R
-    viewmat[:3, 3] = -R @ center
-    return Camera(
-        K=cam.K.copy(), viewmat=viewmat, width=cam.width, height=cam.height, name=cam.name, extra=dict(cam.extra)
-    )
+    return Camera.from_rotation_center(R, center, cam.K.copy(), cam.width, cam.height, name=cam.name, extra=cam.extra)
